@@ -1,0 +1,39 @@
+# Every target creates .venv and installs when needed, and brings the services up.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SERVICES := $(PY) scripts/services
+WITH_SERVICES = eval "$$($(SERVICES) env)" &&
+
+.PHONY: demo test lint services services-down bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+services: $(VENV)/.installed
+	$(SERVICES) up
+
+services-down:
+	$(SERVICES) down
+
+demo: services
+	$(WITH_SERVICES) $(PY) -m examples.roundtrip $(ARGS)
+
+test: services
+	$(WITH_SERVICES) $(PY) -m pytest $(ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy saga eventstore outbox
+
+bench: services
+	@set -e; for script in bench/*.py; do \
+		echo "== $$script"; $(WITH_SERVICES) $(PY) $$script; \
+	done
+
+clean: services-down
+	rm -rf .cache $(VENV)

@@ -1,0 +1,145 @@
+"""Fixtures on the real services.
+
+The suite needs a running Postgres (DATABASE_URL) and Kafka broker (KAFKA_BOOTSTRAP_SERVERS);
+`make test` starts both. When either is missing or unreachable the whole run stops at once
+with a message that names the service and how to start it: nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import psycopg
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from eventstore import create_engine, libpq_url
+
+HOW_TO_START = (
+    "Start the services with `make services` and load their addresses with "
+    '`eval "$(scripts/services env)"`, or simply run `make test`.'
+)
+
+
+def _postgres_problem() -> str | None:
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        return f"Postgres: DATABASE_URL is not set. {HOW_TO_START}"
+    try:
+        with psycopg.connect(libpq_url(url), connect_timeout=5) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        return f"Postgres at DATABASE_URL={url} is unreachable: {exc}. {HOW_TO_START}"
+    return None
+
+
+async def _check_kafka(bootstrap: str) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    try:
+        await asyncio.wait_for(producer.start(), timeout=15)
+    finally:
+        await producer.stop()
+
+
+def _kafka_problem() -> str | None:
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not bootstrap:
+        return f"Kafka: KAFKA_BOOTSTRAP_SERVERS is not set. {HOW_TO_START}"
+    try:
+        asyncio.run(_check_kafka(bootstrap))
+    except Exception as exc:
+        return f"Kafka at KAFKA_BOOTSTRAP_SERVERS={bootstrap} is unreachable: {exc!r}. {HOW_TO_START}"
+    return None
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    problems = [p for p in (_postgres_problem(), _kafka_problem()) if p]
+    if problems:
+        pytest.exit("\n".join(["The test suite needs real services:", *problems]), returncode=3)
+
+
+# --- Postgres ---------------------------------------------------------------------------
+
+
+def _with_database(url: str, name: str) -> str:
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def _admin_execute(sql: str) -> None:
+    with psycopg.connect(libpq_url(os.environ["DATABASE_URL"]), autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def _prepare_template(url: str) -> None:
+    """Everything every test database starts with: the migrated schema."""
+    del url
+
+
+@pytest.fixture(scope="session")
+def template_database() -> Iterator[str]:
+    """A migrated database, built once per run; each test clones it."""
+    name = f"tmpl_{uuid.uuid4().hex[:12]}"
+    _admin_execute(f"CREATE DATABASE {name}")
+    try:
+        _prepare_template(_with_database(os.environ["DATABASE_URL"], name))
+        yield name
+    finally:
+        _admin_execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def database_url(template_database: str) -> Iterator[str]:
+    """A fresh database for one test, cloned from the migrated template."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    _admin_execute(f"CREATE DATABASE {name} TEMPLATE {template_database} STRATEGY FILE_COPY")
+    try:
+        yield _with_database(os.environ["DATABASE_URL"], name)
+    finally:
+        _admin_execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = create_engine(database_url)
+    try:
+        yield eng
+    finally:
+        await eng.dispose()
+
+
+# --- Kafka ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    return os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+
+
+NewTopicFactory = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+async def new_topic(kafka_bootstrap: str, request: pytest.FixtureRequest) -> AsyncIterator[NewTopicFactory]:
+    """Create topics with names unique to this test: `await new_topic("orders", partitions=3)`."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    created: list[str] = []
+
+    async def create(label: str = "t", partitions: int = 1) -> str:
+        name = f"{request.node.name[:40]}.{label}.{uuid.uuid4().hex[:8]}".replace("[", ".").replace("]", "")
+        await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+        created.append(name)
+        return name
+
+    try:
+        yield create
+    finally:
+        if created:
+            await admin.delete_topics(created)
+        await admin.close()
