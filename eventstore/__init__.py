@@ -1,5 +1,62 @@
-"""Append-only event store on Postgres."""
+"""Append-only event store on Postgres: streams, a gap-free global feed, snapshots, subscriptions."""
 
 from eventstore._engine import create_engine, libpq_url, sqlalchemy_url
+from eventstore._errors import (
+    ConcurrencyError,
+    DuplicateEventError,
+    EventDecodeError,
+    EventStoreError,
+    EventTypeError,
+    SchemaError,
+    StoreUnavailableError,
+)
+from eventstore._migrations import Migration, check_schema, eventstore_migrations, load_migrations, upgrade
+from eventstore._registry import EventRegistry, EventType
+from eventstore._store import (
+    ANY,
+    FEED_START,
+    NO_STREAM,
+    AppendResult,
+    EventStore,
+    ExpectedVersion,
+    FeedPosition,
+    Metadata,
+    RecordedEvent,
+    Snapshot,
+    StreamState,
+)
+from eventstore._subscription import Subscription, load_checkpoint, save_checkpoint
 
-__all__ = ["create_engine", "libpq_url", "sqlalchemy_url"]
+__all__ = [
+    "ANY",
+    "FEED_START",
+    "NO_STREAM",
+    "AppendResult",
+    "ConcurrencyError",
+    "DuplicateEventError",
+    "EventDecodeError",
+    "EventRegistry",
+    "EventStore",
+    "EventStoreError",
+    "EventType",
+    "EventTypeError",
+    "ExpectedVersion",
+    "FeedPosition",
+    "Metadata",
+    "Migration",
+    "RecordedEvent",
+    "SchemaError",
+    "Snapshot",
+    "StoreUnavailableError",
+    "StreamState",
+    "Subscription",
+    "check_schema",
+    "create_engine",
+    "eventstore_migrations",
+    "libpq_url",
+    "load_checkpoint",
+    "load_migrations",
+    "save_checkpoint",
+    "sqlalchemy_url",
+    "upgrade",
+]

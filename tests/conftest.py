@@ -19,7 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from eventstore import create_engine, libpq_url
+from eventstore import create_engine, eventstore_migrations, libpq_url, upgrade
 
 HOW_TO_START = (
     "Start the services with `make services` and load their addresses with "
@@ -78,7 +78,15 @@ def _admin_execute(sql: str) -> None:
 
 def _prepare_template(url: str) -> None:
     """Everything every test database starts with: the migrated schema."""
-    del url
+
+    async def migrate() -> None:
+        engine = create_engine(url)
+        try:
+            await upgrade(engine, eventstore_migrations())
+        finally:
+            await engine.dispose()
+
+    asyncio.run(migrate())
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,78 @@
+"""The event store's errors, and the one place where driver errors become them.
+
+EventStoreError                 base; `retriable` says whether trying again can help
+├── ConcurrencyError            expected version did not match (retriable)
+├── StoreUnavailableError       Postgres could not be reached or dropped us (retriable)
+├── DuplicateEventError         an event id was appended before
+├── EventTypeError              a type is unknown or registered twice
+├── EventDecodeError            a stored payload does not fit its model
+└── SchemaError                 migrations missing, or data from another cluster
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+from sqlalchemy import exc as sa_exc
+
+
+class EventStoreError(Exception):
+    retriable: bool = False
+
+
+class ConcurrencyError(EventStoreError):
+    retriable = True
+
+    def __init__(self, stream_id: str, expected: object, actual: int | None) -> None:
+        self.stream_id = stream_id
+        self.expected = expected
+        self.actual = actual
+        shown = "changed by a concurrent append" if actual is None else str(actual)
+        super().__init__(f"stream {stream_id!r}: expected version {expected}, actual {shown}")
+
+
+class StoreUnavailableError(EventStoreError):
+    retriable = True
+
+
+class DuplicateEventError(EventStoreError):
+    pass
+
+
+class EventTypeError(EventStoreError):
+    pass
+
+
+class EventDecodeError(EventStoreError):
+    pass
+
+
+class SchemaError(EventStoreError):
+    pass
+
+
+def constraint_name(exc: BaseException) -> str | None:
+    """The name of the violated constraint, when the driver says."""
+    orig = getattr(exc, "orig", exc)
+    if isinstance(orig, psycopg.Error) and orig.diag is not None:
+        return orig.diag.constraint_name
+    return None
+
+
+def is_unique_violation(exc: BaseException) -> bool:
+    return isinstance(getattr(exc, "orig", exc), psycopg.errors.UniqueViolation)
+
+
+@contextmanager
+def translate_errors() -> Iterator[None]:
+    """Connection-level failures become StoreUnavailableError; the rest pass unchanged."""
+    try:
+        yield
+    except sa_exc.DBAPIError as exc:
+        if exc.connection_invalidated or isinstance(exc.orig, psycopg.OperationalError):
+            raise StoreUnavailableError(f"Postgres is unavailable: {exc.orig}") from exc
+        raise
+    except (OSError, psycopg.OperationalError) as exc:
+        raise StoreUnavailableError(f"Postgres is unavailable: {exc}") from exc

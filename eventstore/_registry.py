@@ -1,0 +1,122 @@
+"""Event types: pydantic models registered under a stable type name and schema version.
+
+Stored payloads are JSON text made by orjson. On read, a payload of the current schema
+version is validated straight from JSON by pydantic; an older one is first parsed and
+passed through the upcasters registered for its type, one version step at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from eventstore._errors import EventDecodeError, EventTypeError
+
+M = TypeVar("M", bound=type[BaseModel])
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class EventType:
+    name: str
+    version: int
+    model: type[BaseModel]
+    upcasters: dict[int, Upcaster] = field(default_factory=dict)  # from version -> to version + 1
+
+
+class EventRegistry:
+    """Which model a stored type name means. Pass one instance to the store; no global state."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, EventType] = {}
+        self._by_model: dict[type[BaseModel], EventType] = {}
+
+    def register(self, model: type[BaseModel], name: str, version: int = 1) -> None:
+        if version < 1:
+            raise EventTypeError(f"event type {name!r}: schema version must be >= 1, got {version}")
+        if name in self._by_name and self._by_name[name].model is not model:
+            raise EventTypeError(
+                f"event type {name!r} is already registered to {self._by_name[name].model.__qualname__}"
+            )
+        if model in self._by_model and self._by_model[model].name != name:
+            raise EventTypeError(
+                f"{model.__qualname__} is already registered as {self._by_model[model].name!r}"
+            )
+        entry = EventType(name, version, model)
+        self._by_name[name] = entry
+        self._by_model[model] = entry
+
+    def event(self, name: str, version: int = 1) -> Callable[[M], M]:
+        """Class decorator: `@registry.event("order.placed", version=2)`."""
+
+        def decorate(model: M) -> M:
+            self.register(model, name, version)
+            return model
+
+        return decorate
+
+    def upcaster(self, name: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
+        """Register a function turning a payload of `from_version` into `from_version + 1`."""
+
+        def decorate(fn: Upcaster) -> Upcaster:
+            entry = self.get(name)
+            if not 1 <= from_version < entry.version:
+                raise EventTypeError(
+                    f"event type {name!r}: upcaster from version {from_version} is outside 1..{entry.version - 1}"
+                )
+            entry.upcasters[from_version] = fn
+            return fn
+
+        return decorate
+
+    def get(self, name: str) -> EventType:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise EventTypeError(f"unknown event type {name!r}: register it with EventRegistry") from None
+
+    def type_of(self, event: BaseModel) -> EventType:
+        try:
+            return self._by_model[type(event)]
+        except KeyError:
+            raise EventTypeError(
+                f"{type(event).__qualname__} is not a registered event type: register it with EventRegistry"
+            ) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def encode(self, event: BaseModel) -> tuple[EventType, str]:
+        entry = self.type_of(event)
+        return entry, event.model_dump_json()
+
+    def decode(self, name: str, version: int, payload: str | bytes, where: str) -> BaseModel:
+        """Payload JSON -> model; `where` names the event's place for error messages."""
+        entry = self._by_name.get(name)
+        if entry is None:
+            raise EventDecodeError(f"unknown event type {name!r} at {where}: register it with EventRegistry")
+        try:
+            if version == entry.version:
+                return entry.model.model_validate_json(payload)
+            if version > entry.version:
+                raise EventDecodeError(
+                    f"event type {name!r} at {where} has schema version {version}, newer than the "
+                    f"registered {entry.version}: deploy the newer code"
+                )
+            data = orjson.loads(payload)
+            for step in range(version, entry.version):
+                upcast = entry.upcasters.get(step)
+                if upcast is None:
+                    raise EventDecodeError(
+                        f"event type {name!r} at {where}: no upcaster from schema version {step} to {step + 1}"
+                    )
+                data = upcast(data)
+            return entry.model.model_validate(data)
+        except ValidationError as exc:
+            raise EventDecodeError(f"invalid payload for event type {name!r} at {where}: {exc}") from exc
+        except orjson.JSONDecodeError as exc:
+            raise EventDecodeError(f"payload of event type {name!r} at {where} is not JSON: {exc}") from exc
