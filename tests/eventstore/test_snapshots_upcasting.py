@@ -98,11 +98,11 @@ def test_registry_rejects_conflicting_registrations() -> None:
     registry = EventRegistry()
     registry.register(Noted, "test.noted")
     registry.register(Noted, "test.noted")  # the same again is harmless
-    with pytest.raises(EventTypeError, match="'test.noted' is already registered to Noted"):
+    with pytest.raises(EventTypeError, match=r"'test.noted' is already registered to Noted"):
         registry.register(Deposited, "test.noted")
-    with pytest.raises(EventTypeError, match="Noted is already registered as 'test.noted'"):
+    with pytest.raises(EventTypeError, match=r"Noted is already registered as 'test.noted'"):
         registry.register(Noted, "other.name")
-    with pytest.raises(EventTypeError, match="upcaster from version 1 is outside 1..0"):
+    with pytest.raises(EventTypeError, match=r"upcaster from version 1 is outside 1..0"):
         registry.upcaster("test.noted", from_version=1)(lambda d: d)
     with pytest.raises(EventTypeError, match="unknown event type 'nope'"):
         registry.get("nope")
