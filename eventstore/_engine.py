@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import psycopg
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 _DRIVER = "postgresql+psycopg"
 
@@ -29,3 +32,70 @@ def create_engine(url: str, **options: Any) -> AsyncEngine:
     options.setdefault("max_overflow", 10)
     options.setdefault("pool_pre_ping", False)
     return create_async_engine(sqlalchemy_url(url), **options)
+
+
+async def driver_connection(conn: AsyncConnection) -> psycopg.AsyncConnection[Any]:
+    """The psycopg connection under a SQLAlchemy one, for the hot paths.
+
+    Statements sent here run in the same transaction as the SQLAlchemy connection's (psycopg
+    opens it on the first statement; SQLAlchemy's commit or rollback ends it), without
+    SQLAlchemy's per-statement overhead, which is most of an append's client-side cost.
+    """
+    sync = conn.sync_connection
+    if sync is not None and not sync.closed and not sync.invalidated:
+        # Already checked out: reading the attribute does no I/O, so no greenlet hop is needed.
+        driver = sync.connection.driver_connection
+    else:
+        driver = (await conn.get_raw_connection()).driver_connection
+    assert isinstance(driver, psycopg.AsyncConnection)
+    return driver
+
+
+class AutocommitConnections:
+    """A few psycopg connections in autocommit mode, for work that is one statement.
+
+    A single statement is atomic on its own, so it needs no BEGIN/COMMIT round trips; and
+    taking a connection from this free list costs far less than a checkout from SQLAlchemy's
+    pool, which is most of the client-side cost of a small append. Opened on first use;
+    `aclose()` closes them. A connection that broke, or is not idle when handed back (say,
+    cancelled mid-query), is closed rather than reused.
+    """
+
+    def __init__(self, url: str, max_idle: int = 8) -> None:
+        if max_idle < 0:
+            raise ValueError(f"max_idle must be >= 0, got {max_idle}")
+        self._url = libpq_url(url)
+        self._max_idle = max_idle
+        self._idle: list[psycopg.AsyncConnection[Any]] = []
+        self._closed = False
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        if self._closed:
+            raise RuntimeError("the connections were closed (aclose was called)")
+        conn = (
+            self._idle.pop()
+            if self._idle
+            else await psycopg.AsyncConnection.connect(self._url, autocommit=True)
+        )
+        try:
+            yield conn
+        finally:
+            reusable = (
+                not self._closed
+                and not conn.closed
+                and not conn.broken
+                and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+                and len(self._idle) < self._max_idle
+            )
+            if reusable:
+                self._idle.append(conn)
+            else:
+                await conn.close()
+
+    async def aclose(self) -> None:
+        """Close the idle connections; ones in use close when handed back. Safe to call twice."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.close()

@@ -35,16 +35,17 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import Enum
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 import orjson
+import psycopg
 from pydantic import BaseModel
-from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from eventstore._engine import AutocommitConnections, driver_connection
 from eventstore._errors import (
     ConcurrencyError,
     DuplicateEventError,
@@ -88,16 +89,41 @@ class Metadata:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ is a third of a replay's cost
 class RecordedEvent:
+    """A stored event. Id, time and metadata are parsed on access: a replay that only folds
+    events never pays for them."""
+
     position: int
     tx_id: int
     stream_id: str
     version: int
     type: str
     event: BaseModel
-    metadata: Metadata
-    recorded_at: datetime
+    raw_event_id: str = field(repr=False)
+    recorded_us: int = field(repr=False)  # microseconds since the epoch, UTC
+    raw_metadata: str = field(repr=False, compare=False)
+
+    @property
+    def event_id(self) -> uuid.UUID:
+        return uuid.UUID(self.raw_event_id)
+
+    @property
+    def recorded_at(self) -> datetime:
+        return _EPOCH + timedelta(microseconds=self.recorded_us)
+
+    @property
+    def metadata(self) -> Metadata:
+        meta = orjson.loads(self.raw_metadata)
+        return Metadata(
+            event_id=self.event_id,
+            correlation_id=meta.pop("correlation_id", None),
+            causation_id=meta.pop("causation_id", None),
+            extra=meta,
+        )
 
     @property
     def feed_position(self) -> FeedPosition:
@@ -119,65 +145,76 @@ class Snapshot:
     state: BaseModel
 
 
-_APPEND = text(
-    """
+# psycopg-style parameters: these run on the driver connection (see _engine.driver_connection).
+#
+# An append is one statement: find the stream's last version, check the expectation, insert
+# every event, and (with notify) queue the NOTIFY that is delivered at commit. Each event is a
+# row of a VALUES list with scalar parameters; the statement text depends only on the number
+# of events, so psycopg prepares it once per size.
+@lru_cache(maxsize=64)
+def _append_sql(n: int, notify: bool) -> str:
+    rows = ",\n".join(f"({i}, %s::uuid, %s::text, %s::int, %s::jsonb)" for i in range(1, n + 1))
+    wake = f", (SELECT pg_notify('{NOTIFY_CHANNEL}', '')) AS n" if notify else ""
+    return f"""
     WITH last AS (
-        SELECT version, tx_id FROM es_events
-        WHERE stream_id = :stream_id ORDER BY version DESC LIMIT 1
+        SELECT version, tx_id FROM es_events WHERE stream_id = %s ORDER BY version DESC LIMIT 1
     ), cur AS (
         SELECT coalesce((SELECT version FROM last), 0) AS version,
-               greatest(pg_current_xact_id()::text::bigint, coalesce((SELECT tx_id FROM last), 0)) AS tx_id
+               greatest(pg_current_xact_id()::text::bigint, coalesce((SELECT tx_id FROM last), 0)) AS tx_id,
+               %s::text AS stream_id, %s::bigint AS expected, %s::jsonb AS metadata
+    ), ins AS (
+        INSERT INTO es_events (tx_id, stream_id, version, event_id, type, schema_version, data, metadata)
+        SELECT cur.tx_id, cur.stream_id, cur.version + e.ord, e.event_id, e.type, e.schema_version, e.data,
+               cur.metadata
+        FROM cur, (VALUES {rows}) AS e(ord, event_id, type, schema_version, data)
+        WHERE cur.expected IS NULL OR cur.version = cur.expected
+        RETURNING position, version
     )
-    INSERT INTO es_events (tx_id, stream_id, version, event_id, type, schema_version, data, metadata)
-    SELECT cur.tx_id, :stream_id, cur.version + e.ord, e.event_id, e.type, e.schema_version,
-           e.data::jsonb, e.metadata::jsonb
-    FROM cur,
-         unnest(CAST(:event_ids AS uuid[]), CAST(:types AS text[]), CAST(:schema_versions AS int[]),
-                CAST(:datas AS text[]), CAST(:metadatas AS text[]))
-             WITH ORDINALITY AS e(event_id, type, schema_version, data, metadata, ord)
-    WHERE CAST(:expected AS bigint) IS NULL OR cur.version = CAST(:expected AS bigint)
-    RETURNING position, version
+    SELECT position, version FROM ins{wake} ORDER BY version
     """
+
+
+_STREAM_VERSION = "SELECT coalesce(max(version), 0) FROM es_events WHERE stream_id = %(stream_id)s"
+
+# Text and integers only: uuid and timestamptz values would cost the driver more to load
+# than the rest of the row, and most readers never look at them.
+_COLUMNS = (
+    "position, tx_id, stream_id, version, event_id::text, type, schema_version, data::text, metadata::text,"
+    " (extract(epoch FROM recorded_at) * 1000000)::bigint"
 )
 
-_NOTIFY = text(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')")
-
-_STREAM_VERSION = text("SELECT coalesce(max(version), 0) FROM es_events WHERE stream_id = :stream_id")
-
-_COLUMNS = "position, tx_id, stream_id, version, event_id, type, schema_version, data::text, metadata::text, recorded_at"
-
-_READ_STREAM = text(
-    f"""
+_READ_STREAM = f"""
     SELECT {_COLUMNS} FROM es_events
-    WHERE stream_id = :stream_id AND version >= :from_version AND version <= :to_version
-    ORDER BY version LIMIT :limit
-    """
-)
+    WHERE stream_id = %(stream_id)s AND version >= %(from_version)s AND version <= %(to_version)s
+    ORDER BY version LIMIT %(limit)s
+"""
 
 # Rows below the xmin line only; see the module docstring.
-_READ_ALL = text(
-    f"""
+_READ_ALL = f"""
     SELECT {_COLUMNS} FROM es_events
-    WHERE (tx_id, position) > (:tx_id, :position)
+    WHERE (tx_id, position) > (%(tx_id)s, %(position)s)
       AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
-    ORDER BY tx_id, position LIMIT :limit
-    """
-)
+    ORDER BY tx_id, position LIMIT %(limit)s
+"""
 
-_SAVE_SNAPSHOT = text(
-    """
+_SAVE_SNAPSHOT = """
     INSERT INTO es_snapshots (stream_id, version, type, schema_version, data)
-    VALUES (:stream_id, :version, :type, :schema_version, CAST(:data AS jsonb))
+    VALUES (%(stream_id)s, %(version)s, %(type)s, %(schema_version)s, %(data)s::jsonb)
     ON CONFLICT (stream_id) DO UPDATE
         SET version = excluded.version, type = excluded.type, schema_version = excluded.schema_version,
             data = excluded.data, recorded_at = now()
         WHERE es_snapshots.version < excluded.version
-    """
+"""
+
+_LOAD_SNAPSHOT = (
+    "SELECT version, type, schema_version, data::text FROM es_snapshots WHERE stream_id = %(stream_id)s"
 )
 
-_LOAD_SNAPSHOT = text(
-    "SELECT version, type, schema_version, data::text FROM es_snapshots WHERE stream_id = :stream_id"
+_FEED_LAG = (
+    "SELECT count(*) FROM es_events WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
 )
+
+_CLUSTER = "SELECT (SELECT max(tx_id) FROM es_events), pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
 
 _PAGE = 1000
 _ANY_RETRIES = 5
@@ -187,7 +224,8 @@ class EventStore:
     """Streams of typed events in Postgres.
 
     Every method takes an optional `conn`: given, the work joins that connection's open
-    transaction (the caller commits); omitted, the store runs its own transaction.
+    transaction (the caller commits); omitted, the store runs it as a transaction of its own.
+    Close with `await store.aclose()` (or `async with EventStore(...) as store`).
     """
 
     def __init__(
@@ -197,6 +235,7 @@ class EventStore:
         *,
         notify: bool = True,
         page_size: int = _PAGE,
+        max_idle_connections: int = 8,
     ) -> None:
         if page_size < 1:
             raise ValueError(f"page_size must be >= 1, got {page_size}")
@@ -204,15 +243,43 @@ class EventStore:
         self.registry = registry
         self.notify = notify
         self.page_size = page_size
+        self._own = AutocommitConnections(
+            engine.url.render_as_string(hide_password=False), max_idle=max_idle_connections
+        )
+
+    async def aclose(self) -> None:
+        """Close the store's own connections. The engine is the caller's: we never dispose of it."""
+        await self._own.aclose()
+
+    async def __aenter__(self) -> EventStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     @asynccontextmanager
-    async def _connection(self, conn: AsyncConnection | None) -> AsyncIterator[AsyncConnection]:
+    async def _driver(self, conn: AsyncConnection | None) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """The psycopg connection to run one statement on.
+
+        With the caller's connection: its driver connection, inside the caller's transaction.
+        Without: one of the store's own connections, in autocommit mode. Every operation of
+        the store is a single statement, atomic on its own.
+        """
         if conn is not None:
-            yield conn
+            yield await driver_connection(conn)
             return
         with translate_errors():
-            async with self.engine.begin() as own:
+            async with self._own.connection() as own:
                 yield own
+
+    async def _fetch(
+        self, conn: AsyncConnection | None, sql: str, params: dict[str, Any] | list[Any]
+    ) -> list[tuple[Any, ...]]:
+        async with self._driver(conn) as driver:
+            with translate_errors():
+                async with driver.cursor() as cur:
+                    await cur.execute(sql, params)
+                    return await cur.fetchall() if cur.description else []
 
     # --- writing -----------------------------------------------------------------------
 
@@ -247,8 +314,7 @@ class EventStore:
         attempts = _ANY_RETRIES if (expected_version is ANY and conn is None) else 1
         for attempt in range(attempts):
             try:
-                async with self._connection(conn) as c:
-                    return await self._append_once(c, stream_id, expected_version, params)
+                return await self._append_once(conn, stream_id, expected_version, params)
             except ConcurrencyError:
                 if attempt + 1 == attempts:
                     raise
@@ -263,20 +329,12 @@ class EventStore:
         causation_id: str | None,
         event_ids: Sequence[uuid.UUID] | None,
         extra_metadata: dict[str, Any] | None,
-    ) -> dict[str, Any]:
-        ids = list(event_ids) if event_ids is not None else [uuid.uuid4() for _ in events]
+    ) -> list[Any]:
         meta: dict[str, Any] = dict(extra_metadata or {})
         if correlation_id is not None:
             meta["correlation_id"] = correlation_id
         if causation_id is not None:
             meta["causation_id"] = causation_id
-        meta_json = orjson.dumps(meta).decode()
-        types, versions, datas = [], [], []
-        for event in events:
-            entry, payload = self.registry.encode(event)
-            types.append(entry.name)
-            versions.append(entry.version)
-            datas.append(payload)
         if expected_version is ANY:
             expected: int | None = None
         elif expected_version is NO_STREAM:
@@ -284,41 +342,41 @@ class EventStore:
         else:
             assert isinstance(expected_version, int)
             expected = expected_version
-        return {
-            "stream_id": stream_id,
-            "event_ids": ids,
-            "types": types,
-            "schema_versions": versions,
-            "datas": datas,
-            "metadatas": [meta_json] * len(events),
-            "expected": expected,
-        }
+        params: list[Any] = [stream_id, stream_id, expected, orjson.dumps(meta).decode()]
+        for i, event in enumerate(events):
+            entry, payload = self.registry.encode(event)
+            params += (
+                event_ids[i] if event_ids is not None else uuid.uuid4(),
+                entry.name,
+                entry.version,
+                payload,
+            )
+        return params
 
     async def _append_once(
-        self, conn: AsyncConnection, stream_id: str, expected_version: ExpectedVersion, params: dict[str, Any]
+        self,
+        conn: AsyncConnection | None,
+        stream_id: str,
+        expected_version: ExpectedVersion,
+        params: list[Any],
     ) -> AppendResult:
         try:
-            with translate_errors():
-                rows = (await conn.execute(_APPEND, params)).all()
-        except IntegrityError as exc:
+            rows = await self._fetch(conn, _append_sql((len(params) - 4) // 4, self.notify), params)
+        except psycopg.errors.UniqueViolation as exc:
             if constraint_name(exc) == "es_events_event_id":
                 raise DuplicateEventError(
-                    f"stream {stream_id!r}: an event id was appended before: {exc.orig}"
+                    f"stream {stream_id!r}: an event id was appended before: {exc}"
                 ) from exc
-            if constraint_name(exc) == "es_events_stream_version":
-                # A concurrent transaction appended the same version and committed first.
-                raise ConcurrencyError(stream_id, expected_version, None) from exc
-            raise
+            # A concurrent transaction appended the same version and committed first.
+            raise ConcurrencyError(stream_id, expected_version, None) from exc
         if not rows:
-            actual = (await conn.execute(_STREAM_VERSION, {"stream_id": stream_id})).scalar_one()
+            actual = (await self._fetch(conn, _STREAM_VERSION, {"stream_id": stream_id}))[0][0]
             raise ConcurrencyError(stream_id, expected_version, actual)
-        if self.notify:
-            await conn.execute(_NOTIFY)
-        return AppendResult(stream_id, rows[0].version, rows[-1].version, [r.position for r in rows])
+        return AppendResult(stream_id, rows[0][1], rows[-1][1], [r[0] for r in rows])
 
     # --- reading -----------------------------------------------------------------------
 
-    def _decode(self, row: Any) -> RecordedEvent:
+    def _decode(self, row: tuple[Any, ...]) -> RecordedEvent:
         (
             position,
             tx_id,
@@ -331,23 +389,14 @@ class EventStore:
             metadata,
             recorded_at,
         ) = row
-        where = f"position {position} (stream {stream_id!r} version {version})"
-        event = self.registry.decode(type_name, schema_version, data, where)
-        meta = orjson.loads(metadata)
+        event = self.registry.decode(
+            type_name,
+            schema_version,
+            data,
+            lambda: f"position {position} (stream {stream_id!r} version {version})",
+        )
         return RecordedEvent(
-            position=position,
-            tx_id=tx_id,
-            stream_id=stream_id,
-            version=version,
-            type=type_name,
-            event=event,
-            metadata=Metadata(
-                event_id=event_id,
-                correlation_id=meta.pop("correlation_id", None),
-                causation_id=meta.pop("causation_id", None),
-                extra=meta,
-            ),
-            recorded_at=recorded_at,
+            position, tx_id, stream_id, version, type_name, event, event_id, recorded_at, metadata
         )
 
     async def read_stream(
@@ -360,26 +409,19 @@ class EventStore:
     ) -> AsyncIterator[RecordedEvent]:
         """The stream's events from `from_version` to `to_version` (inclusive), page by page."""
         last = to_version if to_version is not None else 2**62
-        next_version = from_version
-        while next_version <= last:
-            async with self._connection(conn) as c:
-                with translate_errors():
-                    rows = (
-                        await c.execute(
-                            _READ_STREAM,
-                            {
-                                "stream_id": stream_id,
-                                "from_version": next_version,
-                                "to_version": last,
-                                "limit": self.page_size,
-                            },
-                        )
-                    ).all()
+        params: dict[str, Any] = {
+            "stream_id": stream_id,
+            "from_version": from_version,
+            "to_version": last,
+            "limit": self.page_size,
+        }
+        while params["from_version"] <= last:
+            rows = await self._fetch(conn, _READ_STREAM, params)
             for row in rows:
                 yield self._decode(row)
             if len(rows) < self.page_size:
                 return
-            next_version = rows[-1].version + 1
+            params["from_version"] = rows[-1][3] + 1
 
     async def load(
         self, stream_id: str, *, conn: AsyncConnection | None = None, to_version: int | None = None
@@ -388,21 +430,15 @@ class EventStore:
 
     async def stream_version(self, stream_id: str, *, conn: AsyncConnection | None = None) -> int:
         """The stream's current version; 0 when it has no events."""
-        async with self._connection(conn) as c:
-            with translate_errors():
-                return int((await c.execute(_STREAM_VERSION, {"stream_id": stream_id})).scalar_one())
+        return int((await self._fetch(conn, _STREAM_VERSION, {"stream_id": stream_id}))[0][0])
 
     async def read_all(
         self, after: FeedPosition = FEED_START, limit: int = _PAGE, *, conn: AsyncConnection | None = None
     ) -> list[RecordedEvent]:
         """Up to `limit` events of the global feed strictly after `after`, in feed order."""
-        async with self._connection(conn) as c:
-            with translate_errors():
-                rows = (
-                    await c.execute(
-                        _READ_ALL, {"tx_id": after.tx_id, "position": after.position, "limit": limit}
-                    )
-                ).all()
+        rows = await self._fetch(
+            conn, _READ_ALL, {"tx_id": after.tx_id, "position": after.position, "limit": limit}
+        )
         return [self._decode(row) for row in rows]
 
     async def iter_all(
@@ -424,59 +460,34 @@ class EventStore:
     ) -> None:
         """Remember the stream's state as of `version`; an older snapshot never replaces a newer one."""
         entry, payload = self.registry.encode(state)
-        async with self._connection(conn) as c:
-            with translate_errors():
-                await c.execute(
-                    _SAVE_SNAPSHOT,
-                    {
-                        "stream_id": stream_id,
-                        "version": version,
-                        "type": entry.name,
-                        "schema_version": entry.version,
-                        "data": payload,
-                    },
-                )
+        params = {
+            "stream_id": stream_id,
+            "version": version,
+            "type": entry.name,
+            "schema_version": entry.version,
+            "data": payload,
+        }
+        await self._fetch(conn, _SAVE_SNAPSHOT, params)
 
     async def load_snapshot(self, stream_id: str, *, conn: AsyncConnection | None = None) -> Snapshot | None:
-        async with self._connection(conn) as c:
-            with translate_errors():
-                row = (await c.execute(_LOAD_SNAPSHOT, {"stream_id": stream_id})).first()
-        if row is None:
+        rows = await self._fetch(conn, _LOAD_SNAPSHOT, {"stream_id": stream_id})
+        if not rows:
             return None
-        version, type_name, schema_version, data = row
-        state = self.registry.decode(type_name, schema_version, data, f"snapshot of {stream_id!r} v{version}")
+        version, type_name, schema_version, data = rows[0]
+        state = self.registry.decode(
+            type_name, schema_version, data, lambda: f"snapshot of {stream_id!r} v{version}"
+        )
         return Snapshot(stream_id, version, state)
 
     # --- health ------------------------------------------------------------------------
 
     async def feed_lag(self, *, conn: AsyncConnection | None = None) -> int:
         """How many committed events are held back from readers by an open transaction."""
-        async with self._connection(conn) as c:
-            with translate_errors():
-                return int(
-                    (
-                        await c.execute(
-                            text(
-                                "SELECT count(*) FROM es_events "
-                                "WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
-                            )
-                        )
-                    ).scalar_one()
-                )
+        return int((await self._fetch(conn, _FEED_LAG, {}))[0][0])
 
     async def check_cluster(self, *, conn: AsyncConnection | None = None) -> None:
         """Raise SchemaError when stored transaction ids are ahead of this cluster's (a restore)."""
-        async with self._connection(conn) as c:
-            with translate_errors():
-                row = (
-                    await c.execute(
-                        text(
-                            "SELECT (SELECT max(tx_id) FROM es_events), "
-                            "pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
-                        )
-                    )
-                ).one()
-        stored, current = row
+        stored, current = (await self._fetch(conn, _CLUSTER, {}))[0]
         if stored is not None and stored >= current:
             raise SchemaError(
                 f"es_events holds transaction id {stored} but this cluster is at {current}: the data was "

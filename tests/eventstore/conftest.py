@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -13,5 +15,6 @@ def registry() -> EventRegistry:
 
 
 @pytest.fixture
-def store(engine: AsyncEngine, registry: EventRegistry) -> EventStore:
-    return EventStore(engine, registry)
+async def store(engine: AsyncEngine, registry: EventRegistry) -> AsyncIterator[EventStore]:
+    async with EventStore(engine, registry) as store:
+        yield store

@@ -144,11 +144,11 @@ async def test_read_stream_pages_and_ranges(engine: AsyncEngine, registry: objec
     from eventstore import EventRegistry
 
     assert isinstance(registry, EventRegistry)
-    store = EventStore(engine, registry, page_size=7)
-    for batch in range(5):
-        await store.append("long", [Noted(writer=0, seq=batch * 10 + i) for i in range(10)], ANY)
-    seqs = [e.event.seq async for e in store.read_stream("long")]  # type: ignore[attr-defined]
-    assert seqs == [b * 10 + i for b in range(5) for i in range(10)]
-    middle = [e.version async for e in store.read_stream("long", from_version=12, to_version=30)]
-    assert middle == list(range(12, 31))
-    assert [e.version for e in await store.load("long", to_version=3)] == [1, 2, 3]
+    async with EventStore(engine, registry, page_size=7) as store:
+        for batch in range(5):
+            await store.append("long", [Noted(writer=0, seq=batch * 10 + i) for i in range(10)], ANY)
+        seqs = [e.event.seq async for e in store.read_stream("long")]  # type: ignore[attr-defined]
+        assert seqs == [b * 10 + i for b in range(5) for i in range(10)]
+        middle = [e.version async for e in store.read_stream("long", from_version=12, to_version=30)]
+        assert middle == list(range(12, 31))
+        assert [e.version for e in await store.load("long", to_version=3)] == [1, 2, 3]

@@ -108,4 +108,4 @@ def test_registry_rejects_conflicting_registrations() -> None:
         registry.get("nope")
     registry.register(Renamed, "person.renamed", version=3)
     with pytest.raises(EventDecodeError, match="no upcaster from schema version 1 to 2"):
-        registry.decode("person.renamed", 1, '{"name": "x y"}', "somewhere")
+        registry.decode("person.renamed", 1, '{"name": "x y"}', lambda: "somewhere")
