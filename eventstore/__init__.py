@@ -1,6 +1,12 @@
 """Append-only event store on Postgres: streams, a gap-free global feed, snapshots, subscriptions."""
 
-from eventstore._engine import create_engine, libpq_url, sqlalchemy_url
+from eventstore._engine import (
+    AutocommitConnections,
+    create_engine,
+    driver_connection,
+    libpq_url,
+    sqlalchemy_url,
+)
 from eventstore._errors import (
     ConcurrencyError,
     DuplicateEventError,
@@ -11,7 +17,7 @@ from eventstore._errors import (
     StoreUnavailableError,
 )
 from eventstore._migrations import Migration, check_schema, eventstore_migrations, load_migrations, upgrade
-from eventstore._registry import EventRegistry, EventType
+from eventstore._registry import EventRegistry, EventType, TypeRegistry
 from eventstore._store import (
     ANY,
     FEED_START,
@@ -32,6 +38,7 @@ __all__ = [
     "FEED_START",
     "NO_STREAM",
     "AppendResult",
+    "AutocommitConnections",
     "ConcurrencyError",
     "DuplicateEventError",
     "EventDecodeError",
@@ -50,8 +57,10 @@ __all__ = [
     "StoreUnavailableError",
     "StreamState",
     "Subscription",
+    "TypeRegistry",
     "check_schema",
     "create_engine",
+    "driver_connection",
     "eventstore_migrations",
     "libpq_url",
     "load_checkpoint",

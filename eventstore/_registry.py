@@ -28,8 +28,12 @@ class EventType:
     upcasters: dict[int, Upcaster] = field(default_factory=dict)  # from version -> to version + 1
 
 
-class EventRegistry:
-    """Which model a stored type name means. Pass one instance to the store; no global state."""
+class TypeRegistry:
+    """Which model a stored type name means. Pass one instance around; no global state."""
+
+    kind = "event"
+    type_error: type[Exception] = EventTypeError
+    decode_error: type[Exception] = EventDecodeError
 
     def __init__(self) -> None:
         self._by_name: dict[str, EventType] = {}
@@ -37,13 +41,13 @@ class EventRegistry:
 
     def register(self, model: type[BaseModel], name: str, version: int = 1) -> None:
         if version < 1:
-            raise EventTypeError(f"event type {name!r}: schema version must be >= 1, got {version}")
+            raise self.type_error(f"{self.kind} type {name!r}: schema version must be >= 1, got {version}")
         if name in self._by_name and self._by_name[name].model is not model:
-            raise EventTypeError(
-                f"event type {name!r} is already registered to {self._by_name[name].model.__qualname__}"
+            raise self.type_error(
+                f"{self.kind} type {name!r} is already registered to {self._by_name[name].model.__qualname__}"
             )
         if model in self._by_model and self._by_model[model].name != name:
-            raise EventTypeError(
+            raise self.type_error(
                 f"{model.__qualname__} is already registered as {self._by_model[model].name!r}"
             )
         entry = EventType(name, version, model)
@@ -65,8 +69,8 @@ class EventRegistry:
         def decorate(fn: Upcaster) -> Upcaster:
             entry = self.get(name)
             if not 1 <= from_version < entry.version:
-                raise EventTypeError(
-                    f"event type {name!r}: upcaster from version {from_version} is outside 1..{entry.version - 1}"
+                raise self.type_error(
+                    f"{self.kind} type {name!r}: upcaster from version {from_version} is outside 1..{entry.version - 1}"
                 )
             entry.upcasters[from_version] = fn
             return fn
@@ -77,14 +81,19 @@ class EventRegistry:
         try:
             return self._by_name[name]
         except KeyError:
-            raise EventTypeError(f"unknown event type {name!r}: register it with EventRegistry") from None
+            raise self.type_error(
+                f"unknown {self.kind} type {name!r}: register it with {type(self).__name__}"
+            ) from None
 
     def type_of(self, event: BaseModel) -> EventType:
+        return self.type_of_model(type(event))
+
+    def type_of_model(self, model: type[BaseModel]) -> EventType:
         try:
-            return self._by_model[type(event)]
+            return self._by_model[model]
         except KeyError:
-            raise EventTypeError(
-                f"{type(event).__qualname__} is not a registered event type: register it with EventRegistry"
+            raise self.type_error(
+                f"{model.__qualname__} is not a registered {self.kind} type: register it with {type(self).__name__}"
             ) from None
 
     def __contains__(self, name: object) -> bool:
@@ -102,8 +111,8 @@ class EventRegistry:
             try:
                 return entry.model.__pydantic_validator__.validate_json(payload)  # type: ignore[no-any-return]
             except ValidationError as exc:
-                raise EventDecodeError(
-                    f"invalid payload for event type {name!r} at {where()}: {exc}"
+                raise self.decode_error(
+                    f"invalid payload for {self.kind} type {name!r} at {where()}: {exc}"
                 ) from exc
         return self._decode_other(entry, name, version, payload, where)
 
@@ -111,12 +120,12 @@ class EventRegistry:
         self, entry: EventType | None, name: str, version: int, payload: str | bytes, where: Callable[[], str]
     ) -> BaseModel:
         if entry is None:
-            raise EventDecodeError(
-                f"unknown event type {name!r} at {where()}: register it with EventRegistry"
+            raise self.decode_error(
+                f"unknown {self.kind} type {name!r} at {where()}: register it with {type(self).__name__}"
             )
         if version > entry.version:
-            raise EventDecodeError(
-                f"event type {name!r} at {where()} has schema version {version}, newer than the "
+            raise self.decode_error(
+                f"{self.kind} type {name!r} at {where()} has schema version {version}, newer than the "
                 f"registered {entry.version}: deploy the newer code"
             )
         try:
@@ -124,12 +133,20 @@ class EventRegistry:
             for step in range(version, entry.version):
                 upcast = entry.upcasters.get(step)
                 if upcast is None:
-                    raise EventDecodeError(
-                        f"event type {name!r} at {where()}: no upcaster from schema version {step} to {step + 1}"
+                    raise self.decode_error(
+                        f"{self.kind} type {name!r} at {where()}: no upcaster from schema version {step} to {step + 1}"
                     )
                 data = upcast(data)
             return entry.model.model_validate(data)
         except ValidationError as exc:
-            raise EventDecodeError(f"invalid payload for event type {name!r} at {where()}: {exc}") from exc
+            raise self.decode_error(
+                f"invalid payload for {self.kind} type {name!r} at {where()}: {exc}"
+            ) from exc
         except orjson.JSONDecodeError as exc:
-            raise EventDecodeError(f"payload of event type {name!r} at {where()} is not JSON: {exc}") from exc
+            raise self.decode_error(
+                f"payload of {self.kind} type {name!r} at {where()} is not JSON: {exc}"
+            ) from exc
+
+
+class EventRegistry(TypeRegistry):
+    """The event types of a store."""

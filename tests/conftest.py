@@ -19,7 +19,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from eventstore import create_engine, eventstore_migrations, libpq_url, upgrade
+from eventstore import create_engine, libpq_url, upgrade
+from saga import all_migrations
 
 HOW_TO_START = (
     "Start the services with `make services` and load their addresses with "
@@ -82,7 +83,7 @@ def _prepare_template(url: str) -> None:
     async def migrate() -> None:
         engine = create_engine(url)
         try:
-            await upgrade(engine, eventstore_migrations())
+            await upgrade(engine, all_migrations())
         finally:
             await engine.dispose()
 

@@ -11,19 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from eventstore import ANY, ConcurrencyError, EventStore, RecordedEvent, Subscription
 from tests.eventstore.events import Noted
+from tests.helpers import wait_for
 
 WRITERS = 8
 EVENTS_PER_WRITER = 650  # 8 x 650 = 5,200 committed events at least
-
-
-async def wait_for(condition: object, deadline_s: float, what: str) -> None:
-    assert callable(condition)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + deadline_s
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def test_gap_free_feed_under_concurrent_writers(engine: AsyncEngine, store: EventStore) -> None:

@@ -1,0 +1,301 @@
+"""The consumer runtime: Kafka records to handlers, each in one Postgres transaction.
+
+For every record: parse the envelope and the message; in one transaction insert the inbox
+row (consumer group, message id) and run the handler, so a message redelivered after a
+crash or a rebalance finds its inbox row and is skipped: its effect happens once. Offsets
+are committed only after the Postgres commits they cover.
+
+What cannot become a message (bad headers, unknown type, invalid payload, no handler) goes
+to the dead-letter topic at once, with the reason in its headers. A handler that raises is
+retried with backoff; after `max_attempts`, or at once when its error says
+`retriable = False`, the record is dead-lettered too. Postgres being unreachable is not the
+message's fault: that is retried until it comes back, and nothing is dead-lettered for it.
+Records of one partition are handled in order; partitions are handled concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from eventstore import StoreUnavailableError, driver_connection
+from eventstore._errors import translate_errors
+from outbox._errors import MessageDecodeError
+from outbox._message import Envelope, MessageRegistry
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[AsyncConnection, Any, Envelope], Awaitable[None]]
+
+_INBOX = (
+    "INSERT INTO inbox (consumer_group, message_id, message_type) VALUES (%s, %s, %s) "
+    "ON CONFLICT DO NOTHING RETURNING 1"
+)
+
+
+@dataclass
+class ConsumerStats:
+    handled: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    retries: int = 0
+
+
+class _Stopping(Exception):
+    """Raised inside a partition's work when the consumer stops mid-way."""
+
+
+class Consumer:
+    """A consumer group member. `handlers` maps message types (model classes) to handlers."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        bootstrap_servers: str,
+        *,
+        group_id: str,
+        topics: Sequence[str],
+        registry: MessageRegistry,
+        handlers: Mapping[type[BaseModel], Handler],
+        dead_letter_suffix: str = ".dlq",
+        max_attempts: int = 5,
+        retry_backoff_s: float = 0.1,
+        retry_max_s: float = 5.0,
+        max_records: int = 500,
+        consumer_options: dict[str, Any] | None = None,
+    ) -> None:
+        if not topics:
+            raise ValueError(f"consumer {group_id!r}: no topics to consume")
+        if max_attempts < 1:
+            raise ValueError(f"consumer {group_id!r}: max_attempts must be >= 1, got {max_attempts}")
+        if not dead_letter_suffix:
+            raise ValueError(f"consumer {group_id!r}: dead_letter_suffix must not be empty")
+        self.engine = engine
+        self.bootstrap_servers = bootstrap_servers
+        self.group_id = group_id
+        self.topics = list(topics)
+        self.registry = registry
+        self.handlers = {registry.type_of_model(model).name: handler for model, handler in handlers.items()}
+        self.dead_letter_suffix = dead_letter_suffix
+        self.max_attempts = max_attempts
+        self.retry_backoff_s = retry_backoff_s
+        self.retry_max_s = retry_max_s
+        self.max_records = max_records
+        self.consumer_options = {
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "fetch_max_wait_ms": 100,
+            **(consumer_options or {}),
+        }
+        self.stats = ConsumerStats()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._batch_lock = asyncio.Lock()
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        self._stopping.clear()
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap_servers, acks="all", enable_idempotence=True
+        )
+        await self._producer.start()
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers, group_id=self.group_id, **self.consumer_options
+        )
+        self._consumer.subscribe(self.topics, listener=_FinishBatchOnRevoke(self._batch_lock))
+        try:
+            await self._consumer.start()
+        except BaseException:
+            await self._producer.stop()
+            raise
+        self._task = asyncio.create_task(self._run(), name=f"consumer:{self.group_id}")
+
+    async def stop(self) -> None:
+        """Finish the batch in flight, commit its offsets, leave the group. Safe to call twice."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping.set()
+        try:
+            await task
+        finally:
+            if self._consumer is not None:
+                await self._consumer.stop()
+            if self._producer is not None:
+                await self._producer.stop()
+
+    async def wait(self) -> None:
+        """Until the consumer stops (or its loop fails)."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    # --- the loop ----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        consumer = self._consumer
+        while not self._stopping.is_set():
+            try:
+                batch = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
+            except KafkaError as exc:
+                log.warning("consumer %s: fetch failed (%s); retrying", self.group_id, exc)
+                await self._sleep(self.retry_max_s)
+                continue
+            if not batch:
+                continue
+            async with self._batch_lock:
+                done = await asyncio.gather(*(self._handle_partition(records) for records in batch.values()))
+                offsets: dict[TopicPartition, int] = {}
+                for tp, records, next_offset in zip(batch.keys(), batch.values(), done, strict=True):
+                    if next_offset > records[0].offset:
+                        offsets[tp] = next_offset
+                    if next_offset <= records[-1].offset:
+                        consumer.seek(tp, next_offset)  # fetch the unhandled rest again
+                if offsets:
+                    try:
+                        await consumer.commit(offsets)
+                    except KafkaError as exc:
+                        # The records come again after the rebalance; the inbox skips them.
+                        log.warning("consumer %s: offset commit failed (%s)", self.group_id, exc)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+    async def _handle_partition(self, records: list[ConsumerRecord[bytes, bytes]]) -> int:
+        """Handle in order; returns the offset to commit (the one after the last handled)."""
+        next_offset: int = records[0].offset
+        for record in records:
+            try:
+                await self._handle_record(record)
+            except _Stopping:
+                return next_offset
+            except Exception:
+                log.exception(
+                    "consumer %s: unexpected failure; the record will be fetched again", self.group_id
+                )
+                await self._sleep(self.retry_max_s)
+                return next_offset
+            next_offset = int(record.offset) + 1
+        return next_offset
+
+    async def _handle_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        where = f"{record.topic}[{record.partition}]@{record.offset}"
+        try:
+            envelope = Envelope.from_kafka(record.headers)
+            handler = self.handlers.get(envelope.message_type)
+            if handler is None:
+                raise MessageDecodeError(
+                    f"no handler for message type {envelope.message_type!r} in consumer group {self.group_id!r}"
+                )
+            message = self.registry.decode(
+                envelope.message_type, envelope.schema_version, record.value or b"", lambda: where
+            )
+        except MessageDecodeError as exc:
+            await self._dead_letter(record, f"undecodable: {exc}", type(exc).__name__, attempts=0)
+            return
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self._apply(handler, message, envelope)
+                return
+            except StoreUnavailableError as exc:
+                attempt -= 1  # not the message's fault: wait for Postgres, count nothing
+                log.warning("consumer %s: %s: Postgres unavailable (%s)", self.group_id, where, exc)
+                delay = self.retry_max_s
+            except Exception as exc:
+                if not getattr(exc, "retriable", True) or attempt >= self.max_attempts:
+                    await self._dead_letter(
+                        record,
+                        f"handler failed after {attempt} attempt(s): {exc!r}",
+                        type(exc).__name__,
+                        attempt,
+                    )
+                    return
+                self.stats.retries += 1
+                delay = min(self.retry_backoff_s * 2 ** (attempt - 1), self.retry_max_s)
+                log.warning("consumer %s: %s attempt %d failed (%r)", self.group_id, where, attempt, exc)
+            if self._stopping.is_set():
+                raise _Stopping()
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+
+    async def _apply(self, handler: Handler, message: BaseModel, envelope: Envelope) -> None:
+        with translate_errors():
+            async with self.engine.begin() as conn:
+                driver = await driver_connection(conn)
+                cur = await driver.execute(
+                    _INBOX, (self.group_id, envelope.message_id, envelope.message_type)
+                )
+                if await cur.fetchone() is None:
+                    self.stats.duplicates += 1
+                    return
+                await handler(conn, message, envelope)
+        self.stats.handled += 1
+
+    async def _dead_letter(
+        self, record: ConsumerRecord[bytes, bytes], reason: str, error_type: str, attempts: int
+    ) -> None:
+        assert self._producer is not None
+        topic = f"{record.topic}{self.dead_letter_suffix}"
+        headers = [
+            *record.headers,
+            ("dlq_reason", reason[:4000].encode()),
+            ("dlq_error_type", error_type.encode()),
+            ("dlq_topic", record.topic.encode()),
+            ("dlq_partition", str(record.partition).encode()),
+            ("dlq_offset", str(record.offset).encode()),
+            ("dlq_consumer_group", self.group_id.encode()),
+            ("dlq_attempts", str(attempts).encode()),
+        ]
+        log.error(
+            "consumer %s: %s[%d]@%d to %s: %s",
+            self.group_id,
+            record.topic,
+            record.partition,
+            record.offset,
+            topic,
+            reason,
+        )
+        delay = self.retry_backoff_s
+        while True:
+            try:
+                await self._producer.send_and_wait(topic, value=record.value, key=record.key, headers=headers)
+                self.stats.dead_lettered += 1
+                return
+            except KafkaError as exc:
+                log.warning("consumer %s: dead-letter publish failed (%s); retrying", self.group_id, exc)
+                if self._stopping.is_set():
+                    raise _Stopping() from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max_s)
+
+
+class _FinishBatchOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Before partitions go to another member, let the batch in flight finish and commit."""
+
+    def __init__(self, lock: asyncio.Lock) -> None:
+        self._lock = lock
+
+    async def on_partitions_revoked(self, revoked: object) -> None:
+        async with self._lock:
+            pass
+
+    async def on_partitions_assigned(self, assigned: object) -> None:
+        pass

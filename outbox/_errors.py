@@ -1,0 +1,25 @@
+"""The outbox's errors.
+
+OutboxError                   base; `retriable` says whether trying again can help
+├── MessageTypeError          a message type is unknown or registered twice
+├── MessageDecodeError        a record cannot be turned into a message (poison)
+└── PublishError              Kafka did not acknowledge (retriable)
+"""
+
+from __future__ import annotations
+
+
+class OutboxError(Exception):
+    retriable: bool = False
+
+
+class MessageTypeError(OutboxError):
+    pass
+
+
+class MessageDecodeError(OutboxError):
+    pass
+
+
+class PublishError(OutboxError):
+    retriable = True

@@ -1,0 +1,95 @@
+"""`Outbox.put`: a message enters the outbox table inside the caller's transaction."""
+
+from __future__ import annotations
+
+import uuid
+
+import orjson
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from eventstore import Migration, driver_connection, load_migrations
+from eventstore._errors import translate_errors
+from outbox._message import Envelope, MessageRegistry, new_traceparent
+
+NOTIFY_CHANNEL = "outbox"
+
+# One statement: the row, and the NOTIFY that wakes a relay when the transaction commits.
+_PUT = f"""
+    WITH ins AS (
+        INSERT INTO outbox (message_id, topic, key, value, headers)
+        VALUES (%s, %s, %s, %s, %s::jsonb)
+        RETURNING id
+    )
+    SELECT id, pg_notify('{NOTIFY_CHANNEL}', '') FROM ins
+"""
+
+
+def outbox_migrations() -> list[Migration]:
+    return load_migrations("outbox", "outbox")
+
+
+class Outbox:
+    """Writes messages for the relay to publish. Holds no connection of its own."""
+
+    def __init__(self, registry: MessageRegistry) -> None:
+        self.registry = registry
+
+    def envelope(
+        self,
+        message: BaseModel,
+        *,
+        message_id: uuid.UUID | None = None,
+        saga_id: str | None = None,
+        saga_type: str | None = None,
+        step: str | None = None,
+        attempt: int | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        reply_topic: str | None = None,
+        traceparent: str | None = None,
+    ) -> Envelope:
+        entry = self.registry.type_of(message)
+        return Envelope(
+            message_id=message_id or uuid.uuid4(),
+            message_type=entry.name,
+            schema_version=entry.version,
+            saga_id=saga_id,
+            saga_type=saga_type,
+            step=step,
+            attempt=attempt,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+            reply_topic=reply_topic,
+            traceparent=traceparent or new_traceparent(),
+        )
+
+    async def put(
+        self,
+        conn: AsyncConnection,
+        message: BaseModel,
+        *,
+        topic: str,
+        key: str,
+        envelope: Envelope | None = None,
+    ) -> Envelope:
+        """Insert `message` in the caller's open transaction; it is published after commit.
+
+        Without an envelope a minimal one is made (new message id and trace). Returns it.
+        """
+        if not topic:
+            raise ValueError("outbox.put: topic must not be empty")
+        env = envelope or self.envelope(message)
+        if env.message_type != self.registry.type_of(message).name:
+            raise ValueError(
+                f"outbox.put: envelope says {env.message_type!r} but the message is "
+                f"{self.registry.type_of(message).name!r}"
+            )
+        _, payload = self.registry.encode(message)
+        driver = await driver_connection(conn)
+        with translate_errors():
+            await driver.execute(
+                _PUT,
+                (env.message_id, topic, key, payload.encode(), orjson.dumps(env.to_headers()).decode()),
+            )
+        return env

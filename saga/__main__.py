@@ -1,0 +1,3 @@
+from saga._cli import main
+
+main()

@@ -1,0 +1,61 @@
+"""One settings object per process, from environment variables and command-line flags."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from eventstore import sqlalchemy_url
+
+# field name -> environment variable
+ENVIRONMENT = {
+    "database_url": "DATABASE_URL",
+    "kafka_bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
+    "topic_prefix": "SAGA_TOPIC_PREFIX",
+    "relay_batch_size": "SAGA_RELAY_BATCH_SIZE",
+    "relay_poll_interval_s": "SAGA_RELAY_POLL_INTERVAL_S",
+    "log_level": "SAGA_LOG_LEVEL",
+}
+
+
+class SettingsError(Exception):
+    pass
+
+
+class Settings(BaseModel):
+    database_url: str = Field(description="Postgres URL (postgresql://user:pw@host:port/db)")
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,...]"
+    )
+    topic_prefix: str = Field("saga", description="Prefix of every topic name", pattern=r"^[A-Za-z0-9._-]+$")
+    relay_batch_size: int = Field(500, ge=1, le=10_000, description="Outbox rows the relay sends per batch")
+    relay_poll_interval_s: float = Field(1.0, gt=0, description="Relay poll interval when no NOTIFY arrives")
+    log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="Log level")
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres(cls, value: str) -> str:
+        sqlalchemy_url(value)  # raises ValueError naming the URL when it is not Postgres
+        return value
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None, **flags: Any) -> Settings:
+        """Flags (not None) win over environment variables, which win over defaults."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {f: env[var] for f, var in ENVIRONMENT.items() if env.get(var)}
+        values.update({k: v for k, v in flags.items() if v is not None})
+        if "database_url" not in values:
+            raise SettingsError("DATABASE_URL is not set (or pass --database-url)")
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = []
+            for error in exc.errors():
+                field = str(error["loc"][0]) if error["loc"] else "?"
+                problems.append(
+                    f"{ENVIRONMENT.get(field, field)}: {error['msg']} (got {error.get('input')!r})"
+                )
+            raise SettingsError("bad settings: " + "; ".join(problems)) from None

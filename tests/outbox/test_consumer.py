@@ -1,0 +1,180 @@
+"""The consumer runtime: effectively once through the inbox, poison to the dead-letter topic."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psycopg
+import pytest
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from outbox import Consumer, Envelope, MessageRegistry, Outbox, Relay
+from outbox._relay import close_producer
+from tests.conftest import NewTopicFactory
+from tests.helpers import Collector, wait_for
+from tests.outbox.messages import Ping, Unhandled
+
+
+class CrashBeforeDelete(Relay):
+    """A relay that dies after Kafka acknowledged the batch and before it deleted the rows."""
+
+    async def delete(self, conn: psycopg.AsyncConnection[Any], ids: list[int]) -> None:
+        raise RuntimeError("killed between publish and delete")
+
+
+async def apply_ping(conn: AsyncConnection, message: Ping, envelope: Envelope) -> None:
+    await conn.execute(
+        text(
+            "INSERT INTO effects (key, seq, applied) VALUES (:k, :s, 1) "
+            "ON CONFLICT (key, seq) DO UPDATE SET applied = effects.applied + 1"
+        ),
+        {"k": message.key, "s": message.seq},
+    )
+
+
+@pytest.fixture
+async def effects(engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("CREATE TABLE effects (key text, seq int, applied int NOT NULL, PRIMARY KEY (key, seq))")
+        )
+    yield engine
+
+
+async def test_resent_batch_takes_effect_once(
+    effects: AsyncEngine,
+    database_url: str,
+    kafka_bootstrap: str,
+    outbox: Outbox,
+    registry: MessageRegistry,
+    new_topic: NewTopicFactory,
+) -> None:
+    engine = effects
+    topic = await new_topic("effects")
+    async with engine.begin() as conn:
+        for seq in range(5):
+            await outbox.put(conn, Ping(key="k", seq=seq), topic=topic, key="k")
+
+    crashing = CrashBeforeDelete(database_url, kafka_bootstrap)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        async with await psycopg.AsyncConnection.connect(crashing.database_url, autocommit=True) as conn:
+            with pytest.raises(RuntimeError, match="killed between publish and delete"):
+                await crashing.publish_batch(conn, producer)
+    finally:
+        await close_producer(producer, 5)
+    assert (await crashing.lag()).pending == 5  # published, but still in the outbox
+
+    relay = Relay(database_url, kafka_bootstrap, poll_interval_s=0.1)
+    consumer = Consumer(
+        engine,
+        kafka_bootstrap,
+        group_id="effects",
+        topics=[topic],
+        registry=registry,
+        handlers={Ping: apply_ping},
+    )
+    await relay.start()
+    await consumer.start()
+    try:
+        await wait_for(
+            lambda: consumer.stats.handled + consumer.stats.duplicates == 10, 60, "both copies of 5"
+        )
+    finally:
+        await consumer.stop()
+        await relay.stop()
+    async with engine.connect() as conn:
+        applied = (await conn.execute(text("SELECT seq, applied FROM effects ORDER BY seq"))).all()
+        inbox = (
+            await conn.execute(text("SELECT count(*) FROM inbox WHERE consumer_group = 'effects'"))
+        ).scalar_one()
+    assert [tuple(r) for r in applied] == [(s, 1) for s in range(5)]
+    assert inbox == 5
+    assert (consumer.stats.handled, consumer.stats.duplicates) == (5, 5)
+
+
+async def test_poison_goes_to_the_dead_letter_topic_and_the_next_message_is_handled(
+    effects: AsyncEngine,
+    kafka_bootstrap: str,
+    outbox: Outbox,
+    registry: MessageRegistry,
+    new_topic: NewTopicFactory,
+) -> None:
+    engine = effects
+    topic = await new_topic("poison")
+    good = outbox.envelope(Ping(key="k", seq=1))
+    unhandled = outbox.envelope(Unhandled(note="nobody listens"))
+    bad_payload = outbox.envelope(Ping(key="k", seq=2))
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+
+        def headers(envelope: Envelope) -> list[tuple[str, bytes]]:
+            return [(k, v.encode()) for k, v in envelope.to_headers().items()]
+
+        await producer.send_and_wait(topic, b"\x00garbage", key=b"k")  # no envelope at all
+        await producer.send_and_wait(
+            topic, b'{"key": "k", "seq": "two"}', key=b"k", headers=headers(bad_payload)
+        )
+        await producer.send_and_wait(topic, b'{"note": "x"}', key=b"k", headers=headers(unhandled))
+        await producer.send_and_wait(
+            topic, Ping(key="k", seq=1).model_dump_json().encode(), key=b"k", headers=headers(good)
+        )
+    finally:
+        await producer.stop()
+
+    async def always_fails(conn: AsyncConnection, message: Ping, envelope: Envelope) -> None:
+        if message.seq == 99:
+            raise RuntimeError("the handler keeps failing")
+        await apply_ping(conn, message, envelope)
+
+    consumer = Consumer(
+        engine,
+        kafka_bootstrap,
+        group_id="poison",
+        topics=[topic],
+        registry=registry,
+        handlers={Ping: always_fails},
+        max_attempts=3,
+        retry_backoff_s=0.01,
+    )
+    await consumer.start()
+    try:
+        await wait_for(lambda: consumer.stats.handled == 1, 30, "the good message")
+        # A message whose handler always fails, after the good one was handled.
+        failing = outbox.envelope(Ping(key="k", seq=99))
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True)
+        await producer.start()
+        try:
+            await producer.send_and_wait(
+                topic,
+                Ping(key="k", seq=99).model_dump_json().encode(),
+                key=b"k",
+                headers=[(k, v.encode()) for k, v in failing.to_headers().items()],
+            )
+        finally:
+            await producer.stop()
+        await wait_for(lambda: consumer.stats.dead_lettered == 4, 30, "four dead letters")
+    finally:
+        await consumer.stop()
+
+    async with Collector(kafka_bootstrap, [f"{topic}.dlq"]) as dead:
+        await wait_for(lambda: len(dead.records) == 4, 30, "the dead-letter records")
+    reasons = [dead.headers(i)["dlq_reason"] for i in range(4)]
+    assert reasons[0] == "undecodable: header 'message_id' is missing"
+    assert reasons[1].startswith("undecodable: invalid payload for message type 'test.ping' at ")
+    assert f"{topic}[0]@1" in reasons[1]
+    assert (
+        reasons[2] == "undecodable: no handler for message type 'test.unhandled' in consumer group 'poison'"
+    )
+    assert reasons[3] == "handler failed after 3 attempt(s): RuntimeError('the handler keeps failing')"
+    assert dead.records[0].value == b"\x00garbage"
+    assert dead.headers(3)["dlq_attempts"] == "3"
+    assert dead.headers(3)["dlq_topic"] == topic
+    assert consumer.stats.retries == 2
+    async with engine.connect() as conn:
+        assert (await conn.execute(text("SELECT seq FROM effects"))).scalars().all() == [1]

@@ -1,0 +1,95 @@
+"""The broker stopped for 10 seconds while the relay works: after the restart, nothing is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from collections.abc import AsyncIterator
+from importlib.machinery import SourceFileLoader
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from outbox import Outbox, Relay
+from tests.helpers import Collector, wait_for
+from tests.outbox.messages import Ping
+from tests.outbox.test_relay_failover import check_order
+
+OUTAGE_S = 10.0
+
+
+def load_services() -> Any:
+    path = Path(__file__).resolve().parents[2] / "scripts" / "services"
+    loader = SourceFileLoader("project_services", str(path))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+async def private_broker(tmp_path: Path) -> AsyncIterator[Any]:
+    """A broker of this test's own, which it may stop and start (the shared one stays up)."""
+    broker = load_services().KafkaBroker(tmp_path / "kafka")
+    await asyncio.to_thread(broker.up)
+    try:
+        yield broker
+    finally:
+        await asyncio.to_thread(broker.down)
+
+
+async def test_broker_down_for_ten_seconds_loses_nothing(
+    engine: AsyncEngine, database_url: str, outbox: Outbox, private_broker: Any
+) -> None:
+    bootstrap = private_broker.bootstrap()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic("outage", num_partitions=2, replication_factor=1)])
+    await admin.close()
+
+    sent = 0
+
+    async def put_some(n: int) -> None:
+        nonlocal sent
+        async with engine.begin() as conn:
+            for _ in range(n):
+                key = f"key-{sent % 10}"
+                await outbox.put(conn, Ping(key=key, seq=sent // 10), topic="outage", key=key)
+                sent += 1
+
+    relay = Relay(
+        database_url, bootstrap, poll_interval_s=0.1, retry_max_s=1.0, batch_size=100, ack_timeout_s=5
+    )
+    await relay.start()
+    try:
+        async with Collector(bootstrap, ["outage"]) as collected:
+            await put_some(500)
+            await wait_for(lambda: len(collected.records) >= 200, 30, "records before the outage")
+
+            await asyncio.to_thread(private_broker.down)
+            loop = asyncio.get_running_loop()
+            outage_ends = loop.time() + OUTAGE_S
+            while loop.time() < outage_ends:  # the application keeps writing during the outage
+                await put_some(50)
+                await asyncio.sleep(0.25)
+            await asyncio.to_thread(private_broker.up)
+            await put_some(500)
+
+            def values() -> list[tuple[str, int]]:
+                return [
+                    (p.key, p.seq) for p in (Ping.model_validate_json(r.value) for r in collected.records)
+                ]
+
+            await wait_for(
+                lambda: check_order(values())[0] == sent, 120, f"all {sent} messages after the restart"
+            )
+            distinct, duplicates = check_order(values())
+        assert distinct == sent
+        assert (await relay.lag()).pending == 0
+        print(f"\n{sent} messages across a {OUTAGE_S:.0f}s outage, {duplicates} duplicates")
+    finally:
+        await relay.stop()
