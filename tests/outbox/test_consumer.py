@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
@@ -36,12 +35,12 @@ async def apply_ping(conn: AsyncConnection, message: Ping, envelope: Envelope) -
 
 
 @pytest.fixture
-async def effects(engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
+async def effects(engine: AsyncEngine) -> AsyncEngine:
     async with engine.begin() as conn:
         await conn.execute(
             text("CREATE TABLE effects (key text, seq int, applied int NOT NULL, PRIMARY KEY (key, seq))")
         )
-    yield engine
+    return engine
 
 
 async def test_resent_batch_takes_effect_once(
