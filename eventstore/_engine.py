@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -54,23 +55,30 @@ async def driver_connection(conn: AsyncConnection) -> psycopg.AsyncConnection[An
 class AutocommitConnections:
     """A few psycopg connections in autocommit mode, for work that is one statement.
 
-    A single statement is atomic on its own, so it needs no BEGIN/COMMIT round trips; and
+    At most `max_size` are open at once; more callers wait their turn. A single statement
+    is atomic on its own, so it needs no BEGIN/COMMIT round trips; and
     taking a connection from this free list costs far less than a checkout from SQLAlchemy's
     pool, which is most of the client-side cost of a small append. Opened on first use;
     `aclose()` closes them. A connection that broke, or is not idle when handed back (say,
     cancelled mid-query), is closed rather than reused.
     """
 
-    def __init__(self, url: str, max_idle: int = 8) -> None:
-        if max_idle < 0:
-            raise ValueError(f"max_idle must be >= 0, got {max_idle}")
+    def __init__(self, url: str, max_size: int = 8) -> None:
+        if max_size < 1:
+            raise ValueError(f"max_size must be >= 1, got {max_size}")
         self._url = libpq_url(url)
-        self._max_idle = max_idle
+        self._max_idle = max_size
+        self._slots = asyncio.Semaphore(max_size)  # in use at once; more callers wait
         self._idle: list[psycopg.AsyncConnection[Any]] = []
         self._closed = False
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        async with self._slots, self._checkout() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _checkout(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         if self._closed:
             raise RuntimeError("the connections were closed (aclose was called)")
         conn = (

@@ -217,7 +217,9 @@ _FEED_LAG = (
 _CLUSTER = "SELECT (SELECT max(tx_id) FROM es_events), pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
 
 _PAGE = 1000
-_ANY_RETRIES = 5
+# Four parameters an event; Postgres takes at most 65,535 in one statement.
+MAX_BATCH = 10_000
+_ANY_RETRIES = 10  # every round lets at least one of the colliding appenders through
 
 
 class EventStore:
@@ -235,7 +237,7 @@ class EventStore:
         *,
         notify: bool = True,
         page_size: int = _PAGE,
-        max_idle_connections: int = 8,
+        max_connections: int = 8,
     ) -> None:
         if page_size < 1:
             raise ValueError(f"page_size must be >= 1, got {page_size}")
@@ -244,7 +246,7 @@ class EventStore:
         self.notify = notify
         self.page_size = page_size
         self._own = AutocommitConnections(
-            engine.url.render_as_string(hide_password=False), max_idle=max_idle_connections
+            engine.url.render_as_string(hide_password=False), max_size=max_connections
         )
 
     async def aclose(self) -> None:
@@ -266,6 +268,9 @@ class EventStore:
         the store is a single statement, atomic on its own.
         """
         if conn is not None:
+            if not conn.in_transaction():
+                # As SQLAlchemy's own execute would: begin, so the caller's commit covers us.
+                await conn.begin()
             yield await driver_connection(conn)
             return
         with translate_errors():
@@ -302,12 +307,25 @@ class EventStore:
         """
         if not events:
             raise ValueError(f"append to {stream_id!r}: no events given")
-        if isinstance(expected_version, int) and (expected_version < 1 or isinstance(expected_version, bool)):
+        if len(events) > MAX_BATCH:
             raise ValueError(
-                f"append to {stream_id!r}: expected_version must be >= 1, NO_STREAM or ANY; got {expected_version!r}"
+                f"append to {stream_id!r}: {len(events)} events in one append; at most {MAX_BATCH} (split the batch)"
             )
-        if event_ids is not None and len(event_ids) != len(events):
-            raise ValueError(f"append to {stream_id!r}: {len(event_ids)} event ids for {len(events)} events")
+        valid = isinstance(expected_version, StreamState) or (
+            type(expected_version) is int and expected_version >= 1
+        )
+        if not valid:
+            raise ValueError(
+                f"append to {stream_id!r}: expected_version must be an int >= 1, NO_STREAM or ANY; "
+                f"got {expected_version!r}"
+            )
+        if event_ids is not None:
+            if len(event_ids) != len(events):
+                raise ValueError(
+                    f"append to {stream_id!r}: {len(event_ids)} event ids for {len(events)} events"
+                )
+            if len(set(event_ids)) != len(event_ids):
+                raise ValueError(f"append to {stream_id!r}: the same event id twice in one append")
         params = self._append_params(
             stream_id, events, expected_version, correlation_id, causation_id, event_ids, extra_metadata
         )

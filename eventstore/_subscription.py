@@ -12,18 +12,17 @@ rows below the oldest running transaction id; see `_store.py`.)
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-import psycopg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from eventstore._engine import libpq_url
 from eventstore._errors import translate_errors
 from eventstore._store import FEED_START, NOTIFY_CHANNEL, EventStore, FeedPosition, RecordedEvent
+from eventstore._worker import Worker, listening
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +49,7 @@ async def save_checkpoint(conn: AsyncConnection, name: str, at: FeedPosition) ->
     await conn.execute(_SET, {"name": name, "tx_id": at.tx_id, "position": at.position})
 
 
-class Subscription:
+class Subscription(Worker):
     """Follows the feed: `await sub.start()` ... `await sub.stop()`, or `await sub.run_until_caught_up()`."""
 
     def __init__(
@@ -68,6 +67,7 @@ class Subscription:
             raise ValueError(f"subscription {name!r}: batch_size must be >= 1, got {batch_size}")
         if poll_interval_s <= 0:
             raise ValueError(f"subscription {name!r}: poll_interval_s must be > 0, got {poll_interval_s}")
+        super().__init__()
         self.store = store
         self.name = name
         self.handler = handler
@@ -75,9 +75,6 @@ class Subscription:
         self.poll_interval_s = poll_interval_s
         self.listen = listen
         self.retry_delay_s = retry_delay_s
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
-        self._wakeup = asyncio.Event()
 
     async def process_batch(self) -> int:
         """Handle the next batch in one transaction; returns how many events it held."""
@@ -102,25 +99,14 @@ class Subscription:
         async with self.store.engine.connect() as conn:
             return await load_checkpoint(conn, self.name)
 
-    # --- lifecycle ---------------------------------------------------------------------
-
-    async def start(self) -> None:
-        if self._task is None:
-            self._stopping.clear()
-            self._task = asyncio.create_task(self._run(), name=f"subscription:{self.name}")
-
-    async def stop(self) -> None:
-        """Finish the batch in flight and stop. Safe to call twice."""
-        task, self._task = self._task, None
-        if task is None:
-            return
-        self._stopping.set()
-        self._wakeup.set()
-        await task
+    async def _open(self) -> None:
+        # Data restored from another cluster would make the feed skip events: refuse loudly.
+        await self.store.check_cluster()
 
     async def _run(self) -> None:
-        listener = asyncio.create_task(self._listen()) if self.listen else None
-        try:
+        url = libpq_url(self.store.engine.url.render_as_string(hide_password=False))
+        wake = listening(url, NOTIFY_CHANNEL, self._wakeup) if self.listen else contextlib.nullcontext()
+        async with wake:
             while not self._stopping.is_set():
                 # Cleared before reading, so a NOTIFY that lands during the batch is not lost.
                 self._wakeup.clear()
@@ -133,25 +119,4 @@ class Subscription:
                         "subscription %r: batch failed; retrying in %.1fs", self.name, self.retry_delay_s
                     )
                     delay = self.retry_delay_s
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), timeout=delay)
-        finally:
-            if listener is not None:
-                listener.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await listener
-
-    async def _listen(self) -> None:
-        """Set the wake-up event on every NOTIFY; reconnect on failure. Polling covers the gaps."""
-        url = libpq_url(self.store.engine.url.render_as_string(hide_password=False))
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    async for _ in conn.notifies():
-                        self._wakeup.set()
-            except (psycopg.Error, OSError) as exc:
-                log.warning(
-                    "subscription %r: LISTEN connection failed (%s); polling meanwhile", self.name, exc
-                )
-                await asyncio.sleep(self.retry_delay_s)
+                await self._pause(delay)

@@ -16,7 +16,6 @@ Records of one partition are handled in order; partitions are handled concurrent
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -31,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from eventstore import StoreUnavailableError, driver_connection
 from eventstore._errors import translate_errors
+from eventstore._worker import Worker
 from outbox._errors import MessageDecodeError
 from outbox._message import Envelope, MessageRegistry
 
@@ -56,7 +56,7 @@ class _Stopping(Exception):
     """Raised inside a partition's work when the consumer stops mid-way."""
 
 
-class Consumer:
+class Consumer(Worker):
     """A consumer group member. `handlers` maps message types (model classes) to handlers."""
 
     def __init__(
@@ -81,6 +81,8 @@ class Consumer:
             raise ValueError(f"consumer {group_id!r}: max_attempts must be >= 1, got {max_attempts}")
         if not dead_letter_suffix:
             raise ValueError(f"consumer {group_id!r}: dead_letter_suffix must not be empty")
+        super().__init__()
+        self.name = f"consumer:{group_id}"
         self.engine = engine
         self.bootstrap_servers = bootstrap_servers
         self.group_id = group_id
@@ -101,16 +103,9 @@ class Consumer:
         self.stats = ConsumerStats()
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
         self._batch_lock = asyncio.Lock()
 
-    # --- lifecycle ---------------------------------------------------------------------
-
-    async def start(self) -> None:
-        if self._task is not None:
-            return
-        self._stopping.clear()
+    async def _open(self) -> None:
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap_servers, acks="all", enable_idempotence=True
         )
@@ -124,28 +119,13 @@ class Consumer:
         except BaseException:
             await self._producer.stop()
             raise
-        self._task = asyncio.create_task(self._run(), name=f"consumer:{self.group_id}")
 
-    async def stop(self) -> None:
-        """Finish the batch in flight, commit its offsets, leave the group. Safe to call twice."""
-        task, self._task = self._task, None
-        if task is None:
-            return
-        self._stopping.set()
-        try:
-            await task
-        finally:
-            if self._consumer is not None:
-                await self._consumer.stop()
-            if self._producer is not None:
-                await self._producer.stop()
-
-    async def wait(self) -> None:
-        """Until the consumer stops (or its loop fails)."""
-        if self._task is not None:
-            await asyncio.shield(self._task)
-
-    # --- the loop ----------------------------------------------------------------------
+    async def _close(self) -> None:
+        """Leave the group (its offsets are committed), then stop the dead-letter producer."""
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
 
     async def _run(self) -> None:
         assert self._consumer is not None
@@ -155,7 +135,7 @@ class Consumer:
                 batch = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
             except KafkaError as exc:
                 log.warning("consumer %s: fetch failed (%s); retrying", self.group_id, exc)
-                await self._sleep(self.retry_max_s)
+                await self._backoff(self.retry_max_s)
                 continue
             if not batch:
                 continue
@@ -174,10 +154,6 @@ class Consumer:
                         # The records come again after the rebalance; the inbox skips them.
                         log.warning("consumer %s: offset commit failed (%s)", self.group_id, exc)
 
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-
     async def _handle_partition(self, records: list[ConsumerRecord[bytes, bytes]]) -> int:
         """Handle in order; returns the offset to commit (the one after the last handled)."""
         next_offset: int = records[0].offset
@@ -190,7 +166,7 @@ class Consumer:
                 log.exception(
                     "consumer %s: unexpected failure; the record will be fetched again", self.group_id
                 )
-                await self._sleep(self.retry_max_s)
+                await self._backoff(self.retry_max_s)
                 return next_offset
             next_offset = int(record.offset) + 1
         return next_offset

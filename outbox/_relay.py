@@ -21,7 +21,6 @@ polls as a fallback.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -35,6 +34,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from eventstore import libpq_url
+from eventstore._worker import Worker, listening
 from outbox._errors import PublishError
 from outbox._outbox import NOTIFY_CHANNEL
 
@@ -92,8 +92,10 @@ async def close_producer(producer: AIOKafkaProducer, timeout_s: float) -> None:
         await stopping
 
 
-class Relay:
+class Relay(Worker):
     """`await relay.start()` ... `await relay.stop()`."""
+
+    name = "outbox-relay"
 
     def __init__(
         self,
@@ -113,6 +115,7 @@ class Relay:
             raise ValueError(f"relay batch_size must be >= 1, got {batch_size}")
         if poll_interval_s <= 0 or standby_interval_s <= 0 or retry_max_s <= 0:
             raise ValueError("relay intervals must be > 0")
+        super().__init__()
         self.database_url = libpq_url(database_url)
         self.bootstrap_servers = bootstrap_servers
         self.batch_size = batch_size
@@ -130,37 +133,10 @@ class Relay:
             **(producer_options or {}),
         }
         self.stats = RelayStats()
-        self._stopping = asyncio.Event()
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    # --- lifecycle ---------------------------------------------------------------------
-
-    async def start(self) -> None:
-        if self._task is None:
-            self._stopping.clear()
-            self._task = asyncio.create_task(self._run(), name="outbox-relay")
-
-    async def stop(self) -> None:
-        """Finish the batch in flight, release leadership, close. Safe to call twice."""
-        task, self._task = self._task, None
-        if task is None:
-            return
-        self._stopping.set()
-        self._wakeup.set()
-        await task
-
-    async def wait(self) -> None:
-        """Until the relay stops (or its loop fails)."""
-        if self._task is not None:
-            await asyncio.shield(self._task)
-
-    # --- the loop ----------------------------------------------------------------------
 
     async def _run(self) -> None:
-        listener = asyncio.create_task(self._listen(), name="outbox-relay-listen")
         delay = 0.2
-        try:
+        async with listening(self.database_url, NOTIFY_CHANNEL, self._wakeup):
             while not self._stopping.is_set():
                 try:
                     await self._lead()
@@ -171,16 +147,8 @@ class Relay:
                     self.stats.failures += 1
                     log.warning("relay: Kafka did not take the batch (%s); retrying in %.1fs", exc, delay)
                 self.stats.is_leader = False
-                await self._sleep(delay)
+                await self._backoff(delay)
                 delay = min(delay * 2, self.retry_max_s)
-        finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
-
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
 
     async def _lead(self) -> None:
         async with await psycopg.AsyncConnection.connect(
@@ -192,7 +160,7 @@ class Relay:
                 ).fetchone()
                 if row and row[0]:
                     break
-                await self._sleep(self.standby_interval_s)
+                await self._backoff(self.standby_interval_s)
             else:
                 return
             self.stats.is_leader = True
@@ -215,8 +183,7 @@ class Relay:
                 log.info("relay: %d pending, oldest %.1fs", lag.pending, lag.oldest_age_s)
                 next_lag_log = time.monotonic() + self.lag_log_interval_s
             if published < self.batch_size:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), timeout=self.poll_interval_s)
+                await self._pause(self.poll_interval_s)
 
     async def publish_batch(self, conn: psycopg.AsyncConnection[Any], producer: AIOKafkaProducer) -> int:
         """Send the oldest rows, wait for Kafka's acks, delete what was acknowledged in order."""
@@ -267,14 +234,3 @@ class Relay:
         row = await (await conn.execute(_LAG)).fetchone()
         assert row is not None
         return RelayLag(int(row[0]), float(row[1]))
-
-    async def _listen(self) -> None:
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as conn:
-                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    async for _ in conn.notifies():
-                        self._wakeup.set()
-            except (psycopg.Error, OSError) as exc:
-                log.debug("relay: LISTEN connection failed (%s); polling meanwhile", exc)
-                await asyncio.sleep(self.retry_max_s)

@@ -19,6 +19,7 @@ from eventstore import (
     EventTypeError,
 )
 from tests.eventstore.events import Deposited, Noted, Withdrawn
+from tests.helpers import wait_for
 
 
 async def test_append_then_read_back_typed_events(store: EventStore) -> None:
@@ -58,12 +59,67 @@ async def test_expected_versions(store: EventStore) -> None:
     assert [e.version for e in await store.load("s")] == [1, 2, 3]
 
 
-async def test_bad_expected_version_and_empty_batch_are_rejected(store: EventStore) -> None:
-    with pytest.raises(ValueError, match="expected_version must be >= 1"):
-        await store.append("s", [Noted(writer=0, seq=1)], 0)
+@pytest.mark.parametrize("bad", [0, -1, None, "3", True, 2.0])
+async def test_bad_expected_version_is_rejected_with_its_value(store: EventStore, bad: object) -> None:
+    with pytest.raises(
+        ValueError, match=rf"expected_version must be an int >= 1, NO_STREAM or ANY; got {bad!r}"
+    ):
+        await store.append("s", [Noted(writer=0, seq=1)], bad)  # type: ignore[arg-type]
+    assert await store.stream_version("s") == 0
+
+
+async def test_bad_batches_are_rejected(store: EventStore) -> None:
     with pytest.raises(ValueError, match="no events given"):
         await store.append("s", [], ANY)
+    with pytest.raises(ValueError, match="10001 events in one append; at most 10000"):
+        await store.append("s", [Noted(writer=0, seq=i) for i in range(10_001)], ANY)
+    same = uuid.uuid4()
+    with pytest.raises(ValueError, match="the same event id twice in one append"):
+        await store.append("s", [Noted(writer=0, seq=1), Noted(writer=0, seq=2)], ANY, event_ids=[same, same])
     assert await store.stream_version("s") == 0
+    result = await store.append("s", [Noted(writer=0, seq=i) for i in range(10_000)], NO_STREAM)
+    assert result.last_version == 10_000
+
+
+async def test_append_on_a_connection_without_a_transaction(engine: AsyncEngine, store: EventStore) -> None:
+    async with engine.connect() as conn:
+        await store.append("auto", [Noted(writer=0, seq=1)], NO_STREAM, conn=conn)
+        assert conn.in_transaction()
+        await conn.commit()
+    assert await store.stream_version("auto") == 1
+
+
+async def test_any_retries_when_appenders_collide(store: EventStore) -> None:
+    await asyncio.gather(*(store.append("busy", [Noted(writer=w, seq=0)], ANY) for w in range(6)))
+    events = await store.load("busy")
+    assert [e.version for e in events] == [1, 2, 3, 4, 5, 6]
+    assert sorted(e.event.writer for e in events) == list(range(6))  # type: ignore[attr-defined]
+
+
+async def test_a_cancelled_statement_does_not_poison_the_next(engine: AsyncEngine, store: EventStore) -> None:
+    sleeper = asyncio.create_task(_sleep_in_store(store))
+
+    async def sleeping() -> bool:
+        async with engine.connect() as conn:
+            query = text("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%'")
+            return bool((await conn.execute(query)).scalar_one())
+
+    await wait_for(sleeping, 10, "the store's statement to be running")
+    sleeper.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sleeper
+    result = await asyncio.wait_for(store.append("after", [Noted(writer=0, seq=1)], NO_STREAM), timeout=10)
+    assert result.last_version == 1
+    await wait_for(lambda: _not(sleeping), 10, "the cancelled statement to end")
+
+
+async def _sleep_in_store(store: EventStore) -> None:
+    await store._fetch(None, "SELECT pg_sleep(30)", {})
+
+
+async def _not(condition: object) -> bool:
+    assert callable(condition)
+    return not await condition()
 
 
 async def _wait_until_blocked_on_a_lock(engine: AsyncEngine, deadline_s: float = 10) -> None:

@@ -6,10 +6,11 @@ import asyncio
 import random
 from collections import defaultdict
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from eventstore import ANY, ConcurrencyError, EventStore, RecordedEvent, Subscription
+from eventstore import ANY, ConcurrencyError, EventStore, RecordedEvent, SchemaError, Subscription
 from tests.eventstore.events import Noted
 from tests.helpers import wait_for
 
@@ -142,3 +143,62 @@ async def test_a_long_open_transaction_holds_readers_back_without_skipping(
         await slow.commit()
     assert [e.stream_id for e in await store.read_all()] == ["slow", "fast"]
     await store.check_cluster()
+
+
+async def test_two_instances_of_one_subscriber_take_turns(engine: AsyncEngine, store: EventStore) -> None:
+    for i in range(20):
+        await store.append(f"s-{i}", [Noted(writer=0, seq=n) for n in range(25)], ANY)
+    received: list[int] = []
+
+    async def collect(conn: AsyncConnection, events: list[RecordedEvent]) -> None:
+        received.extend(e.position for e in events)
+        await asyncio.sleep(0.01)  # widen the window in which the two would overlap
+
+    twins = [Subscription(store, "twin", collect, batch_size=20, poll_interval_s=0.05) for _ in range(2)]
+    for twin in twins:
+        await twin.start()
+    try:
+        await wait_for(lambda: len(received) >= 500, 30, "500 events")
+    finally:
+        for twin in twins:
+            await twin.stop()
+    assert len(received) == len(set(received)) == 500
+
+
+async def test_notify_wakes_a_subscriber_long_before_its_poll(store: EventStore) -> None:
+    received: list[RecordedEvent] = []
+
+    async def collect(conn: AsyncConnection, events: list[RecordedEvent]) -> None:
+        received.extend(events)
+
+    await store.append("a", [Noted(writer=0, seq=1)], ANY)
+    sub = Subscription(store, "sleepy", collect, poll_interval_s=600)
+    await sub.start()
+    await sub.start()  # a second start is harmless
+    try:
+        await wait_for(lambda: len(received) == 1, 10, "the first batch")
+        await store.append("b", [Noted(writer=0, seq=2)], ANY)
+        await wait_for(lambda: len(received) == 2, 10, "the NOTIFY to wake the subscriber")
+    finally:
+        await sub.stop()
+        await sub.stop()
+    assert [e.stream_id for e in received] == ["a", "b"]
+
+
+async def test_events_from_another_cluster_are_refused(engine: AsyncEngine, store: EventStore) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO es_events (tx_id, stream_id, version, event_id, type, schema_version, data, metadata) "
+                "VALUES (1099511627776, 'restored', 1, gen_random_uuid(), 'test.noted', 1, "
+                "'{\"writer\": 0, \"seq\": 0}', '{}')"
+            )
+        )
+    with pytest.raises(SchemaError, match=r"transaction id 1099511627776 but this cluster is at \d+"):
+        await store.check_cluster()
+
+    async def ignore(conn: AsyncConnection, events: list[RecordedEvent]) -> None:
+        pass
+
+    with pytest.raises(SchemaError, match="restored from another cluster"):
+        await Subscription(store, "restored", ignore).start()

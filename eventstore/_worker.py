@@ -1,0 +1,106 @@
+"""The lifecycle every background worker here shares: start, stop, wait."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import psycopg
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    """One asyncio task running `_run()` until `stop()`.
+
+    `start()` and `stop()` are safe to call twice and in any order: a `start()` during a
+    `stop()` waits for the old task to end first, and a `stop()` returns only once the task
+    finished the work it had in flight. Subclasses write `_run()`, which watches
+    `self._stopping`, and may override `_open()` / `_close()` for their resources.
+    """
+
+    name = "worker"
+
+    def __init__(self) -> None:
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._wakeup = asyncio.Event()
+        self._lifecycle = asyncio.Lock()
+
+    async def _open(self) -> None:
+        """Acquire resources before the task starts (raise to refuse to start)."""
+
+    async def _close(self) -> None:
+        """Release resources after the task ended."""
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        async with self._lifecycle:
+            if self._task is not None:
+                return
+            self._stopping = asyncio.Event()
+            await self._open()
+            self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        """Finish the work in flight, then release everything. Safe to call twice."""
+        async with self._lifecycle:
+            task = self._task
+            if task is None:
+                return
+            self._stopping.set()
+            self._wakeup.set()
+            try:
+                await asyncio.shield(task)
+            finally:
+                if task.done():
+                    self._task = None
+                    await self._close()
+
+    async def wait(self) -> None:
+        """Until the task ends by itself (or fails: its error is raised here)."""
+        task = self._task
+        if task is not None:
+            await asyncio.shield(task)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, cut short by a wake-up or a stop."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), timeout=seconds)
+
+    async def _backoff(self, seconds: float) -> None:
+        """Sleep, cut short only by a stop."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+
+async def listen(url: str, channel: str, wakeup: asyncio.Event, retry_s: float = 1.0) -> None:
+    """Set `wakeup` on every NOTIFY on `channel`, reconnecting on failure; runs until cancelled.
+
+    Used beside polling: a notification only shortens the wait, so one lost while the
+    connection was down costs latency, never a message.
+    """
+    while True:
+        try:
+            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                await conn.execute(f"LISTEN {channel}")
+                async for _ in conn.notifies():
+                    wakeup.set()
+        except (psycopg.Error, OSError) as exc:
+            log.warning("LISTEN %s: connection failed (%s); polling meanwhile", channel, exc)
+            await asyncio.sleep(retry_s)
+
+
+@contextlib.asynccontextmanager
+async def listening(url: str, channel: str, wakeup: asyncio.Event) -> AsyncIterator[None]:
+    task = asyncio.create_task(listen(url, channel, wakeup), name=f"listen:{channel}")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
