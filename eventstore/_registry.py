@@ -96,6 +96,9 @@ class TypeRegistry:
                 f"{model.__qualname__} is not a registered {self.kind} type: register it with {type(self).__name__}"
             ) from None
 
+    def models(self) -> list[type[BaseModel]]:
+        return list(self._by_model)
+
     def __contains__(self, name: object) -> bool:
         return name in self._by_name
 

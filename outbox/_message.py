@@ -55,6 +55,7 @@ class Envelope(BaseModel):
     saga_id: str | None = None
     saga_type: str | None = None
     step: str | None = None
+    phase: str | None = None
     attempt: int | None = None
     correlation_id: str | None = None
     causation_id: str | None = None

@@ -1,13 +1,67 @@
-"""Saga orchestration on an event-sourced Postgres store and Kafka."""
+"""Saga orchestration on an event-sourced Postgres store and Kafka.
 
-from eventstore import Migration, eventstore_migrations
+DefinitionError        a saga declared wrongly (raised when the class is created)
+Refused                a business refusal: a failure reply, never retried
+SagaError              base of the runtime's own errors
+└── UnknownSagaError   no such saga id or saga type
+"""
+
+from eventstore import Migration, eventstore_migrations, load_migrations
 from outbox import outbox_migrations
+from saga._definition import (
+    DefinitionError,
+    LocalStep,
+    Refused,
+    RemoteStep,
+    RetryPolicy,
+    Saga,
+    Step,
+    StepKind,
+)
+from saga._orchestrator import (
+    Orchestrator,
+    SagaError,
+    StepRefused,
+    Topics,
+    UnknownSagaError,
+    instance_row,
+    saga_id_for,
+    stream_of,
+)
+from saga._participant import Participant
 from saga._settings import Settings, SettingsError
+from saga._state import SagaState, fold, saga_event_registry
+from saga._worker import OrchestratorWorker
 
 
 def all_migrations() -> list[Migration]:
     """Every schema migration of the product, in the order `saga db upgrade` applies them."""
-    return [*eventstore_migrations(), *outbox_migrations()]
+    return [*eventstore_migrations(), *outbox_migrations(), *load_migrations("saga", "saga")]
 
 
-__all__ = ["Settings", "SettingsError", "all_migrations"]
+__all__ = [
+    "DefinitionError",
+    "LocalStep",
+    "Orchestrator",
+    "OrchestratorWorker",
+    "Participant",
+    "Refused",
+    "RemoteStep",
+    "RetryPolicy",
+    "Saga",
+    "SagaError",
+    "SagaState",
+    "Settings",
+    "SettingsError",
+    "Step",
+    "StepKind",
+    "StepRefused",
+    "Topics",
+    "UnknownSagaError",
+    "all_migrations",
+    "fold",
+    "instance_row",
+    "saga_event_registry",
+    "saga_id_for",
+    "stream_of",
+]

@@ -1,0 +1,186 @@
+"""The participant services: customers (credit), inventory (stock), payments.
+
+Each handler is idempotent per order: a command sent again after a timeout finds the
+reservation it made the first time and answers the same.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from examples.orders.messages import (
+    ChargePayment,
+    CreditReleased,
+    CreditReserved,
+    PaymentCharged,
+    ReleaseCredit,
+    ReleaseStock,
+    ReserveCredit,
+    ReserveStock,
+    StockReleased,
+    StockReserved,
+    messages,
+)
+from outbox import Envelope
+from saga import Participant, Refused
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS orders (
+    order_id text PRIMARY KEY, customer_id text NOT NULL, sku text NOT NULL, quantity int NOT NULL,
+    amount numeric NOT NULL, status text NOT NULL DEFAULT 'pending', saga_id text
+);
+CREATE TABLE IF NOT EXISTS customers (
+    customer_id text PRIMARY KEY, credit_limit numeric NOT NULL, reserved numeric NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS credit_reservations (
+    order_id text PRIMARY KEY, customer_id text NOT NULL, amount numeric NOT NULL, released boolean NOT NULL DEFAULT false
+);
+CREATE TABLE IF NOT EXISTS stock (sku text PRIMARY KEY, available int NOT NULL);
+CREATE TABLE IF NOT EXISTS stock_reservations (
+    order_id text PRIMARY KEY, sku text NOT NULL, quantity int NOT NULL, released boolean NOT NULL DEFAULT false
+);
+CREATE TABLE IF NOT EXISTS payments (
+    order_id text PRIMARY KEY, customer_id text NOT NULL, amount numeric NOT NULL
+);
+CREATE TABLE IF NOT EXISTS handled_commands (
+    service text NOT NULL, command text NOT NULL, order_id text NOT NULL, attempt int, handled_at timestamptz DEFAULT now()
+);
+"""
+
+
+async def create_schema(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql(SCHEMA)
+
+
+async def _log(conn: AsyncConnection, service: str, command: str, order_id: str, envelope: Envelope) -> None:
+    await conn.execute(
+        text("INSERT INTO handled_commands (service, command, order_id, attempt) VALUES (:s, :c, :o, :a)"),
+        {"s": service, "c": command, "o": order_id, "a": envelope.attempt},
+    )
+
+
+# --- customers -----------------------------------------------------------------------------
+
+
+async def reserve_credit(conn: AsyncConnection, cmd: ReserveCredit, envelope: Envelope) -> CreditReserved:
+    await _log(conn, "customers", "reserve_credit", cmd.order_id, envelope)
+    existing = (
+        await conn.execute(text("SELECT 1 FROM credit_reservations WHERE order_id = :o"), {"o": cmd.order_id})
+    ).first()
+    if existing is None:
+        updated = await conn.execute(
+            text(
+                "UPDATE customers SET reserved = reserved + :a "
+                "WHERE customer_id = :c AND credit_limit - reserved >= :a"
+            ),
+            {"a": cmd.amount, "c": cmd.customer_id},
+        )
+        if updated.rowcount == 0:
+            raise Refused(f"insufficient credit for customer {cmd.customer_id}")
+        await conn.execute(
+            text("INSERT INTO credit_reservations (order_id, customer_id, amount) VALUES (:o, :c, :a)"),
+            {"o": cmd.order_id, "c": cmd.customer_id, "a": cmd.amount},
+        )
+    return CreditReserved(reservation_id=f"credit-{cmd.order_id}")
+
+
+async def release_credit(conn: AsyncConnection, cmd: ReleaseCredit, envelope: Envelope) -> CreditReleased:
+    await _log(conn, "customers", "release_credit", cmd.order_id, envelope)
+    row = (
+        await conn.execute(
+            text(
+                "UPDATE credit_reservations SET released = true WHERE order_id = :o AND NOT released "
+                "RETURNING customer_id, amount"
+            ),
+            {"o": cmd.order_id},
+        )
+    ).first()
+    if row is not None:
+        await conn.execute(
+            text("UPDATE customers SET reserved = reserved - :a WHERE customer_id = :c"),
+            {"a": row[1], "c": row[0]},
+        )
+    return CreditReleased(released=row is not None)
+
+
+# --- inventory -----------------------------------------------------------------------------
+
+
+async def reserve_stock(conn: AsyncConnection, cmd: ReserveStock, envelope: Envelope) -> StockReserved:
+    await _log(conn, "inventory", "reserve_stock", cmd.order_id, envelope)
+    existing = (
+        await conn.execute(text("SELECT 1 FROM stock_reservations WHERE order_id = :o"), {"o": cmd.order_id})
+    ).first()
+    if existing is None:
+        updated = await conn.execute(
+            text("UPDATE stock SET available = available - :q WHERE sku = :s AND available >= :q"),
+            {"q": cmd.quantity, "s": cmd.sku},
+        )
+        if updated.rowcount == 0:
+            raise Refused(f"out of stock: {cmd.sku}")
+        await conn.execute(
+            text("INSERT INTO stock_reservations (order_id, sku, quantity) VALUES (:o, :s, :q)"),
+            {"o": cmd.order_id, "s": cmd.sku, "q": cmd.quantity},
+        )
+    return StockReserved(reservation_id=f"stock-{cmd.order_id}")
+
+
+async def release_stock(conn: AsyncConnection, cmd: ReleaseStock, envelope: Envelope) -> StockReleased:
+    await _log(conn, "inventory", "release_stock", cmd.order_id, envelope)
+    row = (
+        await conn.execute(
+            text(
+                "UPDATE stock_reservations SET released = true WHERE order_id = :o AND NOT released "
+                "RETURNING sku, quantity"
+            ),
+            {"o": cmd.order_id},
+        )
+    ).first()
+    if row is not None:
+        await conn.execute(
+            text("UPDATE stock SET available = available + :q WHERE sku = :s"), {"q": row[1], "s": row[0]}
+        )
+    return StockReleased(released=row is not None)
+
+
+# --- payments ------------------------------------------------------------------------------
+
+DECLINED_CUSTOMERS = frozenset({"declined"})
+
+
+async def charge(conn: AsyncConnection, cmd: ChargePayment, envelope: Envelope) -> PaymentCharged:
+    await _log(conn, "payments", "charge", cmd.order_id, envelope)
+    if cmd.customer_id in DECLINED_CUSTOMERS:
+        raise Refused(f"card declined for customer {cmd.customer_id}")
+    await conn.execute(
+        text(
+            "INSERT INTO payments (order_id, customer_id, amount) VALUES (:o, :c, :a) ON CONFLICT (order_id) DO NOTHING"
+        ),
+        {"o": cmd.order_id, "c": cmd.customer_id, "a": cmd.amount},
+    )
+    return PaymentCharged(payment_id=f"pay-{cmd.order_id}")
+
+
+HANDLERS: dict[str, dict[type, Any]] = {
+    "customers": {ReserveCredit: reserve_credit, ReleaseCredit: release_credit},
+    "inventory": {ReserveStock: reserve_stock, ReleaseStock: release_stock},
+    "payments": {ChargePayment: charge},
+}
+
+
+def participant(
+    service: str, engine: AsyncEngine, bootstrap: str, *, topic_prefix: str = "saga", **options: Any
+) -> Participant:
+    return Participant(
+        engine,
+        bootstrap,
+        service=service,
+        messages=messages,
+        handlers=HANDLERS[service],
+        topic_prefix=topic_prefix,
+        **options,
+    )

@@ -1,0 +1,266 @@
+"""A saga's events and the fold that turns them into its state.
+
+The stream `saga:<id>` is the only source of truth; `saga_instances` is a projection of it
+written in the same transaction. `fold` must stay free of I/O and of clocks: replaying the
+same events always gives the same state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from eventstore import EventRegistry
+
+Phase = Literal["action", "compensation"]
+Status = Literal["running", "compensating", "completed", "compensated", "compensation_failed", "failed"]
+TERMINAL: frozenset[str] = frozenset({"completed", "compensated"})
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class SagaStarted(_Event):
+    saga_type: str
+    key: str | None
+    data: dict[str, Any]
+
+
+class StepRequested(_Event):
+    step: str
+    phase: Phase
+    attempt: int
+    message_id: str | None = None  # the command sent, for a remote step
+
+
+class StepSucceeded(_Event):
+    step: str
+    attempt: int
+    data: dict[str, Any]
+
+
+class StepFailed(_Event):
+    step: str
+    phase: Phase
+    attempt: int
+    reason: str
+
+
+class StepTimedOut(_Event):
+    step: str
+    phase: Phase
+    attempt: int
+
+
+class RetryScheduled(_Event):
+    step: str
+    phase: Phase
+    attempt: int  # the attempt that will run
+    due_at: datetime
+
+
+class CompensationStarted(_Event):
+    steps: list[str]  # to undo, in this order
+    reason: str
+
+
+class StepCompensated(_Event):
+    step: str
+    attempt: int
+
+
+class ReplyIgnored(_Event):
+    step: str | None
+    phase: str | None
+    attempt: int | None
+    reason: str
+
+
+class SagaCompleted(_Event):
+    pass
+
+
+class SagaCompensated(_Event):
+    pass
+
+
+class CompensationFailed(_Event):
+    step: str
+    reason: str
+
+
+class SagaFailed(_Event):
+    step: str
+    reason: str
+
+
+class OperatorResumed(_Event):
+    note: str
+
+
+def saga_event_registry() -> EventRegistry:
+    registry = EventRegistry()
+    events: list[tuple[type[BaseModel], str]] = [
+        (SagaStarted, "saga.started"),
+        (StepRequested, "saga.step_requested"),
+        (StepSucceeded, "saga.step_succeeded"),
+        (StepFailed, "saga.step_failed"),
+        (StepTimedOut, "saga.step_timed_out"),
+        (RetryScheduled, "saga.retry_scheduled"),
+        (CompensationStarted, "saga.compensation_started"),
+        (StepCompensated, "saga.step_compensated"),
+        (ReplyIgnored, "saga.reply_ignored"),
+        (SagaCompleted, "saga.completed"),
+        (SagaCompensated, "saga.compensated"),
+        (CompensationFailed, "saga.compensation_failed"),
+        (SagaFailed, "saga.failed"),
+        (OperatorResumed, "saga.operator_resumed"),
+    ]
+    for model, name in events:
+        registry.register(model, name)
+    return registry
+
+
+class Awaiting(BaseModel):
+    """What the saga waits for: a reply to this step's attempt, or a retry to run."""
+
+    model_config = ConfigDict(frozen=True)
+
+    step: str
+    phase: Phase
+    attempt: int
+    kind: Literal["reply", "retry"] = "reply"
+    due_at: datetime | None = None  # when a retry runs
+
+
+class SagaState(BaseModel):
+    saga_id: str
+    saga_type: str = ""
+    key: str | None = None
+    status: Status = "running"
+    data: dict[str, Any] = {}
+    done: list[str] = []  # steps that took effect (or may have: a timed-out remote step), in order
+    to_compensate: list[str] = []  # what compensation has left, next first
+    awaiting: Awaiting | None = None
+    attempts: dict[str, int] = {}  # "<phase>:<step>" -> attempts started
+    retry_base: dict[str, int] = {}  # attempts already spent when an operator last resumed
+    last_step: str | None = None
+    last_error: str | None = None
+    version: int = 0
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def attempt_of(self, phase: Phase, step: str) -> int:
+        return self.attempts.get(f"{phase}:{step}", 0)
+
+
+def _started(s: SagaState, e: SagaStarted) -> SagaState:
+    return s.model_copy(update={"saga_type": e.saga_type, "key": e.key, "data": e.data, "status": "running"})
+
+
+def _requested(s: SagaState, e: StepRequested) -> SagaState:
+    attempts = {**s.attempts, f"{e.phase}:{e.step}": e.attempt}
+    return s.model_copy(
+        update={
+            "awaiting": Awaiting(step=e.step, phase=e.phase, attempt=e.attempt),
+            "attempts": attempts,
+            "last_step": e.step,
+        }
+    )
+
+
+def _succeeded(s: SagaState, e: StepSucceeded) -> SagaState:
+    done = s.done if e.step in s.done else [*s.done, e.step]
+    return s.model_copy(update={"data": e.data, "done": done, "awaiting": None, "last_step": e.step})
+
+
+def _failed(s: SagaState, e: StepFailed) -> SagaState:
+    return s.model_copy(update={"awaiting": None, "last_error": f"{e.step}: {e.reason}", "last_step": e.step})
+
+
+def _timed_out(s: SagaState, e: StepTimedOut) -> SagaState:
+    # The participant may have acted: a remote action whose reply never came counts as done,
+    # so that compensation undoes it (its compensation must tolerate "nothing to undo").
+    done = s.done if e.phase == "compensation" or e.step in s.done else [*s.done, e.step]
+    return s.model_copy(
+        update={"awaiting": None, "done": done, "last_error": f"{e.step}: timed out (attempt {e.attempt})"}
+    )
+
+
+def _retry(s: SagaState, e: RetryScheduled) -> SagaState:
+    waiting = Awaiting(step=e.step, phase=e.phase, attempt=e.attempt, kind="retry", due_at=e.due_at)
+    return s.model_copy(update={"awaiting": waiting})
+
+
+def _compensation_started(s: SagaState, e: CompensationStarted) -> SagaState:
+    return s.model_copy(
+        update={"status": "compensating", "to_compensate": e.steps, "awaiting": None, "last_error": e.reason}
+    )
+
+
+def _compensated_step(s: SagaState, e: StepCompensated) -> SagaState:
+    rest = [step for step in s.to_compensate if step != e.step]
+    return s.model_copy(update={"to_compensate": rest, "awaiting": None, "last_step": e.step})
+
+
+def _ignored(s: SagaState, e: ReplyIgnored) -> SagaState:
+    return s
+
+
+def _completed(s: SagaState, e: SagaCompleted) -> SagaState:
+    return s.model_copy(update={"status": "completed", "awaiting": None})
+
+
+def _compensated(s: SagaState, e: SagaCompensated) -> SagaState:
+    return s.model_copy(update={"status": "compensated", "awaiting": None})
+
+
+def _compensation_failed(s: SagaState, e: CompensationFailed) -> SagaState:
+    return s.model_copy(
+        update={"status": "compensation_failed", "awaiting": None, "last_error": f"{e.step}: {e.reason}"}
+    )
+
+
+def _saga_failed(s: SagaState, e: SagaFailed) -> SagaState:
+    return s.model_copy(update={"status": "failed", "awaiting": None, "last_error": f"{e.step}: {e.reason}"})
+
+
+def _resumed(s: SagaState, e: OperatorResumed) -> SagaState:
+    status: Status = "compensating" if s.status == "compensation_failed" else "running"
+    return s.model_copy(update={"status": status, "retry_base": dict(s.attempts)})
+
+
+_FOLD: dict[type[BaseModel], Callable[[SagaState, Any], SagaState]] = {
+    SagaStarted: _started,
+    StepRequested: _requested,
+    StepSucceeded: _succeeded,
+    StepFailed: _failed,
+    StepTimedOut: _timed_out,
+    RetryScheduled: _retry,
+    CompensationStarted: _compensation_started,
+    StepCompensated: _compensated_step,
+    ReplyIgnored: _ignored,
+    SagaCompleted: _completed,
+    SagaCompensated: _compensated,
+    CompensationFailed: _compensation_failed,
+    SagaFailed: _saga_failed,
+    OperatorResumed: _resumed,
+}
+
+
+def apply(state: SagaState, event: BaseModel) -> SagaState:
+    new = _FOLD[type(event)](state, event)
+    return new.model_copy(update={"version": state.version + 1})
+
+
+def fold(saga_id: str, events: Iterable[BaseModel]) -> SagaState:
+    state = SagaState(saga_id=saga_id)
+    for event in events:
+        state = apply(state, event)
+    return state

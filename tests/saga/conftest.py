@@ -1,0 +1,163 @@
+"""A running order system per test: relay, orchestrator worker and three participants."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from eventstore._worker import Worker
+from examples.orders.messages import messages
+from examples.orders.saga import OrderData, OrderSaga
+from examples.orders.services import HANDLERS, create_schema
+from outbox import Relay
+from saga import Orchestrator, OrchestratorWorker, Participant, Saga, SagaState, instance_row
+from tests.helpers import wait_for
+
+
+@dataclass
+class System:
+    engine: AsyncEngine
+    orchestrator: Orchestrator
+    bootstrap: str
+    prefix: str
+    workers: list[Worker] = field(default_factory=list)
+
+    async def order(
+        self,
+        customer: str = "alice",
+        sku: str = "widget",
+        quantity: int = 1,
+        amount: str = "10",
+        saga: type[Saga[Any]] = OrderSaga,
+        key: str | None = None,
+    ) -> str:
+        order_id = f"order-{uuid.uuid4().hex[:8]}"
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO orders (order_id, customer_id, sku, quantity, amount) VALUES (:o, :c, :s, :q, :a)"
+                ),
+                {"o": order_id, "c": customer, "s": sku, "q": quantity, "a": Decimal(amount)},
+            )
+            data = OrderData(
+                order_id=order_id, customer_id=customer, sku=sku, quantity=quantity, amount=Decimal(amount)
+            )
+            return await self.orchestrator.start(conn, saga, data, key=key or order_id)
+
+    async def state(self, saga_id: str) -> SagaState:
+        return await self.orchestrator.load(saga_id)
+
+    async def wait_status(self, saga_id: str, *statuses: str, deadline_s: float = 60) -> SagaState:
+        async def reached() -> bool:
+            return (await self.state(saga_id)).status in statuses
+
+        await wait_for(reached, deadline_s, f"saga {saga_id} to reach {statuses}")
+        return await self.state(saga_id)
+
+    async def scalar(self, sql: str, **params: Any) -> Any:
+        async with self.engine.connect() as conn:
+            return (await conn.execute(text(sql), params)).scalar()
+
+    async def assert_read_model_matches_events(self) -> int:
+        """For every saga: the state folded from its events equals its saga_instances row."""
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT saga_id, saga_type, key, status, step, version, data::text, last_error FROM saga_instances"
+                    )
+                )
+            ).all()
+        for row in rows:
+            state = await self.state(row[0])
+            expected = instance_row(state)
+            import orjson
+
+            assert (*row[:6], orjson.loads(row[6]), row[7]) == (
+                *expected[:6],
+                orjson.loads(expected[6]),
+                expected[7],
+            )
+        return len(rows)
+
+
+async def create_topics(bootstrap: str, names: Sequence[str], partitions: int = 4) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names]
+        )
+    finally:
+        await admin.close()
+
+
+def participants(
+    engine: AsyncEngine, bootstrap: str, prefix: str, handlers: dict[str, dict[type, Any]]
+) -> list[Worker]:
+    return [
+        Participant(
+            engine,
+            bootstrap,
+            service=service,
+            messages=messages,
+            handlers=h,
+            topic_prefix=prefix,
+            retry_backoff_s=0.05,
+        )
+        for service, h in handlers.items()
+    ]
+
+
+@pytest.fixture
+def saga_types() -> list[type[Saga[Any]]]:
+    return [OrderSaga]
+
+
+@pytest.fixture
+def handlers() -> dict[str, dict[type, Any]]:
+    return {service: dict(h) for service, h in HANDLERS.items()}
+
+
+@pytest.fixture
+async def system(
+    engine: AsyncEngine,
+    database_url: str,
+    kafka_bootstrap: str,
+    saga_types: list[type[Saga[Any]]],
+    handlers: dict[str, dict[type, Any]],
+) -> AsyncIterator[System]:
+    await create_schema(engine)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("INSERT INTO customers VALUES ('alice', 1000, 0), ('bob', 15, 0), ('declined', 1000, 0)")
+        )
+        await conn.execute(text("INSERT INTO stock VALUES ('widget', 100), ('slow', 100), ('rare', 1)"))
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    orchestrator = Orchestrator(engine, saga_types, messages, topic_prefix=prefix)
+    await create_topics(
+        kafka_bootstrap,
+        [*orchestrator.reply_topics(), *(orchestrator.topics.commands(s) for s in handlers)],
+    )
+    sys_ = System(engine, orchestrator, kafka_bootstrap, prefix)
+    sys_.workers = [
+        Relay(database_url, kafka_bootstrap, poll_interval_s=0.2),
+        OrchestratorWorker(orchestrator, kafka_bootstrap, deadline_interval_s=0.1, retry_backoff_s=0.05),
+        *participants(engine, kafka_bootstrap, prefix, handlers),
+    ]
+    for worker in sys_.workers:
+        await worker.start()
+    try:
+        yield sys_
+    finally:
+        for worker in reversed(sys_.workers):
+            await worker.stop()
+        await orchestrator.aclose()

@@ -1,0 +1,246 @@
+"""The order saga end to end: real participants as Kafka consumers, real Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from examples.orders.messages import ReleaseCredit, ReserveStock, StockReserved
+from examples.orders.saga import (
+    ApproveOrderStep,
+    ChargePaymentStep,
+    OrderData,
+    ReserveCreditStep,
+    ReserveStockStep,
+)
+from examples.orders.services import release_credit, reserve_stock
+from outbox import Envelope
+from saga import Refused, RetryPolicy, Saga, saga_event_registry, stream_of
+from tests.saga.conftest import System
+
+
+async def events_of(system: System, saga_id: str) -> list[Any]:
+    return [e.event for e in await system.orchestrator.store.load(stream_of(saga_id))]
+
+
+def step_log(events: list[Any]) -> list[tuple[str, str]]:
+    return [(e.step, e.phase) for e in events if type(e).__name__ == "StepRequested"]
+
+
+async def test_happy_path_three_remote_steps_and_a_local_one(system: System) -> None:
+    saga_id = await system.order(customer="alice", sku="widget", quantity=2, amount="30")
+    state = await system.wait_status(saga_id, "completed")
+    data = OrderData.model_validate(state.data)
+    assert data.credit_reservation == f"credit-{data.order_id}"
+    assert data.stock_reservation == f"stock-{data.order_id}"
+    assert data.payment_id == f"pay-{data.order_id}"
+    assert state.done == ["reserve_credit", "reserve_stock", "charge_payment", "approve_order"]
+    assert step_log(await events_of(system, saga_id)) == [
+        ("reserve_credit", "action"),
+        ("reserve_stock", "action"),
+        ("charge_payment", "action"),
+        ("approve_order", "action"),
+    ]
+    assert await system.scalar("SELECT status FROM orders WHERE order_id = :o", o=data.order_id) == "approved"
+    assert await system.scalar("SELECT reserved FROM customers WHERE customer_id = 'alice'") == Decimal(30)
+    assert await system.scalar("SELECT available FROM stock WHERE sku = 'widget'") == 98
+    assert await system.scalar("SELECT count(*) FROM handled_commands") == 3
+    assert await system.assert_read_model_matches_events() == 1
+
+
+async def test_failure_at_the_third_step_compensates_the_second_then_the_first(system: System) -> None:
+    saga_id = await system.order(customer="declined", sku="widget", quantity=3, amount="50")
+    state = await system.wait_status(saga_id, "compensated")
+    assert step_log(await events_of(system, saga_id)) == [
+        ("reserve_credit", "action"),
+        ("reserve_stock", "action"),
+        ("charge_payment", "action"),
+        ("reserve_stock", "compensation"),
+        ("reserve_credit", "compensation"),
+    ]
+    assert state.last_error == "charge_payment failed: card declined for customer declined"
+    assert await system.scalar("SELECT reserved FROM customers WHERE customer_id = 'declined'") == 0
+    assert await system.scalar("SELECT available FROM stock WHERE sku = 'widget'") == 100
+    assert await system.scalar("SELECT count(*) FROM payments") == 0
+    order_status = await system.scalar("SELECT status FROM orders WHERE saga_id IS NULL LIMIT 1")
+    assert order_status == "pending"
+    assert await system.assert_read_model_matches_events() == 1
+
+
+async def test_a_refusal_at_the_first_step_compensates_nothing(system: System) -> None:
+    saga_id = await system.order(customer="bob", amount="20")  # bob's limit is 15
+    state = await system.wait_status(saga_id, "compensated")
+    assert step_log(await events_of(system, saga_id)) == [("reserve_credit", "action")]
+    assert state.last_error == "reserve_credit failed: insufficient credit for customer bob"
+
+
+class QuickStock(ReserveStockStep):
+    name = "reserve_stock"
+    timeout_s = 1.0
+
+
+class QuickOrderSaga(Saga[OrderData]):
+    steps = (ReserveCreditStep, QuickStock, ChargePaymentStep, ApproveOrderStep)
+
+
+async def slow_reserve_stock(conn: AsyncConnection, cmd: ReserveStock, envelope: Envelope) -> StockReserved:
+    if cmd.sku == "slow":
+        await asyncio.sleep(2.5)  # the slow service: its reply comes after the 1 s timeout
+    return await reserve_stock(conn, cmd, envelope)
+
+
+@pytest.fixture
+def saga_types() -> list[type[Saga[Any]]]:
+    from examples.orders.saga import OrderSaga
+
+    return [OrderSaga, QuickOrderSaga, StubbornOrderSaga]
+
+
+@pytest.fixture
+def handlers() -> dict[str, dict[type, Any]]:
+    from examples.orders.services import HANDLERS
+
+    custom = {service: dict(h) for service, h in HANDLERS.items()}
+    custom["inventory"][ReserveStock] = slow_reserve_stock
+    custom["customers"][ReleaseCredit] = flaky_release_credit
+    return custom
+
+
+async def test_a_timeout_compensates_and_the_late_reply_changes_nothing(system: System) -> None:
+    saga_id = await system.order(customer="alice", sku="slow", amount="40", saga=QuickOrderSaga)
+    await system.wait_status(saga_id, "compensated")
+
+    async def late_reply_recorded() -> bool:
+        return any(type(e).__name__ == "ReplyIgnored" for e in await events_of(system, saga_id))
+
+    from tests.helpers import wait_for
+
+    await wait_for(late_reply_recorded, 30, "the late reply to be recorded as ignored")
+    events = await events_of(system, saga_id)
+    started = [e for e in events if type(e).__name__ == "CompensationStarted"]
+    assert [(e.steps, e.reason) for e in started] == [
+        (["reserve_stock", "reserve_credit"], "reserve_stock timed out after 1 attempt(s)")
+    ]
+    log = step_log(events)
+    assert log[:3] == [
+        ("reserve_credit", "action"),
+        ("reserve_stock", "action"),
+        ("reserve_stock", "compensation"),
+    ]
+    # The release waits behind the slow reservation and may time out and be retried itself;
+    # the credit is released only after the stock.
+    assert log[-1] == ("reserve_credit", "compensation")
+    assert set(log[2:-1]) == {("reserve_stock", "compensation")}
+    final = await system.state(saga_id)
+    assert final.status == "compensated"
+    # Whatever the slow service did, its effect was undone: no stock or credit stays reserved.
+    await wait_for(lambda: _all_released(system), 30, "the reservations to be released")
+    assert await system.assert_read_model_matches_events() == 1
+
+
+async def _all_released(system: System) -> bool:
+    stock = await system.scalar("SELECT available FROM stock WHERE sku = 'slow'")
+    credit = await system.scalar("SELECT reserved FROM customers WHERE customer_id = 'alice'")
+    return bool(stock == 100 and credit == 0)
+
+
+FAULTS = {"release_credit": False}
+
+
+async def flaky_release_credit(conn: AsyncConnection, cmd: ReleaseCredit, envelope: Envelope) -> Any:
+    if FAULTS["release_credit"]:
+        raise Refused("credit service cannot release right now")
+    return await release_credit(conn, cmd, envelope)
+
+
+class StubbornCredit(ReserveCreditStep):
+    name = "reserve_credit"
+    compensation_retry = RetryPolicy(attempts=2, backoff_s=0.1)
+
+
+class StubbornOrderSaga(Saga[OrderData]):
+    steps = (StubbornCredit, ReserveStockStep, ChargePaymentStep, ApproveOrderStep)
+
+
+async def test_compensation_that_keeps_failing_stops_visibly_and_resumes(system: System) -> None:
+    FAULTS["release_credit"] = True
+    try:
+        saga_id = await system.order(customer="declined", amount="25", saga=StubbornOrderSaga)
+        state = await system.wait_status(saga_id, "compensation_failed")
+        assert state.last_error == "reserve_credit: credit service cannot release right now"
+        assert state.to_compensate == ["reserve_credit"]
+        assert await system.scalar("SELECT reserved FROM customers WHERE customer_id = 'declined'") == 25
+        assert await system.scalar("SELECT status FROM saga_instances WHERE saga_id = :s", s=saga_id) == (
+            "compensation_failed"
+        )
+    finally:
+        FAULTS["release_credit"] = False
+    resumed = await system.orchestrator.resume(saga_id, "credit service fixed (ticket OPS-1)")
+    assert resumed.status == "compensating"
+    state = await system.wait_status(saga_id, "compensated")
+    assert await system.scalar("SELECT reserved FROM customers WHERE customer_id = 'declined'") == 0
+    attempts = [
+        e.attempt
+        for e in await events_of(system, saga_id)
+        if type(e).__name__ == "StepRequested" and e.step == "reserve_credit" and e.phase == "compensation"
+    ]
+    assert attempts == [1, 2, 3]
+    assert await system.assert_read_model_matches_events() == 1
+
+
+async def test_duplicate_replies_and_double_starts_move_nothing_twice(system: System) -> None:
+    first = await system.order(customer="alice", amount="5", key="order-key-1")
+    again = await system.order(customer="alice", amount="5", key="order-key-1")
+    assert again == first
+    state = await system.wait_status(first, "completed")
+    assert await system.scalar("SELECT count(*) FROM saga_instances") == 1
+
+    # A participant answering the same attempt twice (a new message id): recorded, ignored.
+    envelope = system.orchestrator.outbox.envelope(
+        StockReserved(reservation_id="again"),
+        saga_id=first,
+        saga_type="OrderSaga",
+        step="reserve_stock",
+        phase="action",
+        attempt=1,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=system.bootstrap, acks="all")
+    await producer.start()
+    try:
+        for _ in range(2):  # and the very same record twice: the inbox drops the second
+            await producer.send_and_wait(
+                system.orchestrator.topics.replies("OrderSaga"),
+                StockReserved(reservation_id="again").model_dump_json().encode(),
+                key=first.encode(),
+                headers=[(k, v.encode()) for k, v in envelope.to_headers().items()],
+            )
+    finally:
+        await producer.stop()
+
+    async def ignored() -> list[Any]:
+        return [e for e in await events_of(system, first) if type(e).__name__ == "ReplyIgnored"]
+
+    from tests.helpers import wait_for
+
+    await wait_for(lambda: _nonempty(ignored()), 30, "the duplicate reply to be recorded")
+    after = await system.state(first)
+    assert len(await ignored()) == 1
+    assert after.status == "completed"
+    assert after.data == state.data
+    assert after.version == state.version + 1
+    assert await system.scalar("SELECT count(*) FROM handled_commands WHERE command = 'reserve_stock'") == 1
+
+
+async def _nonempty(items: Any) -> bool:
+    return bool(await items)
+
+
+def test_event_types_have_stable_names() -> None:
+    registry = saga_event_registry()
+    assert "saga.started" in registry
+    assert "saga.reply_ignored" in registry
