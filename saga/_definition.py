@@ -171,14 +171,15 @@ def check_definition(saga: type[Saga[Any]]) -> None:
         raise DefinitionError(f"{who}: declare its data as a pydantic model: class {saga.name}(Saga[MyData])")
     if not saga.steps:
         raise DefinitionError(f"{who}: no steps declared")
+    for step in saga.steps:
+        if not (isinstance(step, type) and issubclass(step, (LocalStep, RemoteStep))):
+            raise DefinitionError(f"{who}: {step!r} is not a LocalStep or RemoteStep class")
     seen: set[str] = set()
-    pivots = [s.name for s in saga.steps if isinstance(s, type) and s.kind is StepKind.PIVOT]
+    pivots = [s.name for s in saga.steps if s.kind is StepKind.PIVOT]
     if len(pivots) > 1:
         raise DefinitionError(f"{who}: more than one pivot step ({', '.join(pivots)})")
     after_pivot = False
     for step in saga.steps:
-        if not (isinstance(step, type) and issubclass(step, (LocalStep, RemoteStep))):
-            raise DefinitionError(f"{who}: {step!r} is not a LocalStep or RemoteStep class")
         where = f"{who}: step {step.name}"
         if step.name in seen:
             raise DefinitionError(f"{where}: duplicate step name")
@@ -190,7 +191,7 @@ def check_definition(saga: type[Saga[Any]]) -> None:
                 raise DefinitionError(f"{where}: a remote step must name its participant service")
             if step.command is RemoteStep.command:
                 raise DefinitionError(f"{where}: a remote step must define command()")
-        elif step.action is LocalStep.action:
+        elif issubclass(step, LocalStep) and step.action is LocalStep.action:
             raise DefinitionError(f"{where}: a local step must define action()")
         if step.kind is StepKind.PIVOT:
             if step.has_compensation():
