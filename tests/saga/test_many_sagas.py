@@ -1,0 +1,129 @@
+"""Two orchestrator workers on one reply topic, 1,000 concurrent sagas with mixed outcomes."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections import Counter
+from decimal import Decimal
+
+from sqlalchemy import text
+
+from examples.orders.saga import OrderData, OrderSaga
+from saga import OrchestratorWorker, stream_of
+from tests.helpers import wait_for
+from tests.saga.conftest import System
+
+SAGAS = 1000
+CUSTOMERS = 40
+
+
+async def test_a_thousand_sagas_on_two_workers(system: System) -> None:
+    second = OrchestratorWorker(
+        system.orchestrator, system.bootstrap, deadline_interval_s=0.1, retry_backoff_s=0.05
+    )
+    await second.start()
+    system.workers.append(second)
+    rng = random.Random(7)
+    async with system.engine.begin() as conn:
+        for c in range(CUSTOMERS):
+            await conn.execute(text("INSERT INTO customers VALUES (:c, 300, 0)"), {"c": f"c{c}"})
+        await conn.execute(text("INSERT INTO stock VALUES ('scarce', 40)"))
+        await conn.execute(text("UPDATE stock SET available = 5000 WHERE sku = 'widget'"))
+
+    orders: list[OrderData] = []
+    for n in range(SAGAS):
+        customer = "declined" if n % 10 == 0 else f"c{rng.randrange(CUSTOMERS)}"
+        sku = "scarce" if n % 7 == 0 else "widget"
+        orders.append(
+            OrderData(
+                order_id=f"o{n:04d}-{uuid.uuid4().hex[:6]}",
+                customer_id=customer,
+                sku=sku,
+                quantity=rng.randint(1, 3),
+                amount=Decimal(rng.randint(5, 40)),
+            )
+        )
+    for start in range(0, SAGAS, 50):
+        async with system.engine.begin() as conn:
+            for o in orders[start : start + 50]:
+                await conn.execute(
+                    text(
+                        "INSERT INTO orders (order_id, customer_id, sku, quantity, amount) VALUES (:o, :c, :s, :q, :a)"
+                    ),
+                    {"o": o.order_id, "c": o.customer_id, "s": o.sku, "q": o.quantity, "a": o.amount},
+                )
+                await system.orchestrator.start(conn, OrderSaga, o, key=o.order_id)
+
+    async def all_terminal() -> bool:
+        n = await system.scalar(
+            "SELECT count(*) FROM saga_instances WHERE status IN ('completed', 'compensated')"
+        )
+        return bool(n == SAGAS)
+
+    await wait_for(all_terminal, 300, f"all {SAGAS} sagas to end")
+    async with system.engine.connect() as conn:
+        outcomes = dict(
+            (await conn.execute(text("SELECT status, count(*) FROM saga_instances GROUP BY 1"))).all()
+        )
+        by_order = dict(
+            (await conn.execute(text("SELECT data->>'order_id', status FROM saga_instances"))).all()
+        )
+        twice = (
+            await conn.execute(
+                text(
+                    "SELECT service, command, order_id, attempt, count(*) FROM handled_commands "
+                    "GROUP BY 1, 2, 3, 4 HAVING count(*) > 1"
+                )
+            )
+        ).all()
+        approved = set(
+            (await conn.execute(text("SELECT order_id FROM orders WHERE status = 'approved'"))).scalars()
+        )
+        paid = set((await conn.execute(text("SELECT order_id FROM payments"))).scalars())
+        held_credit = dict(
+            (
+                await conn.execute(
+                    text("SELECT order_id, amount FROM credit_reservations WHERE NOT released")
+                )
+            ).all()
+        )
+        held_stock = dict(
+            (
+                await conn.execute(
+                    text("SELECT order_id, quantity FROM stock_reservations WHERE NOT released")
+                )
+            ).all()
+        )
+        reserved = dict((await conn.execute(text("SELECT customer_id, reserved FROM customers"))).all())
+        available = dict((await conn.execute(text("SELECT sku, available FROM stock"))).all())
+    print(f"\noutcomes: {outcomes}")
+    assert twice == []  # no command took effect twice for one attempt
+    assert outcomes["completed"] > 0
+    assert outcomes["compensated"] >= SAGAS // 10  # every 'declined' order at least
+
+    completed = {o for o, s in by_order.items() if s == "completed"}
+    assert approved == paid == set(held_credit) == set(held_stock) == completed
+    expected_reserved: Counter[str] = Counter()
+    expected_taken: Counter[str] = Counter()
+    for o in orders:
+        if o.order_id in completed:
+            expected_reserved[o.customer_id] += int(o.amount)
+            expected_taken[o.sku] += o.quantity
+    for customer, amount in reserved.items():
+        assert amount == expected_reserved[customer], customer
+    assert available["scarce"] == 40 - expected_taken["scarce"]
+    assert available["widget"] == 5000 - expected_taken["widget"]
+
+    # Each remote step ran once per attempt the saga recorded.
+    sample = rng.sample(sorted(by_order), 50)
+    for saga_order in sample:
+        saga_id = await system.scalar(
+            "SELECT saga_id FROM saga_instances WHERE data->>'order_id' = :o", o=saga_order
+        )
+        events = [e.event for e in await system.orchestrator.store.load(stream_of(saga_id))]
+        requested = Counter(
+            (e.step, e.phase, e.attempt) for e in events if type(e).__name__ == "StepRequested"
+        )
+        assert max(requested.values()) == 1
+    assert await system.assert_read_model_matches_events() == SAGAS
