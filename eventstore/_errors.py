@@ -65,14 +65,33 @@ def is_unique_violation(exc: BaseException) -> bool:
     return isinstance(getattr(exc, "orig", exc), psycopg.errors.UniqueViolation)
 
 
+# SQLSTATEs that say the connection or the server went away, not that the statement was bad:
+# class 08 (connection exception) and the shutdown / not-yet-accepting codes of class 57P.
+_GONE = ("08", "57P01", "57P02", "57P03", "57P05")
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    """True when retrying on a new connection can help; False for errors of the statement
+    itself (a timeout, a value too large for an index, a constraint), which would repeat."""
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    orig = getattr(exc, "orig", exc)
+    if isinstance(orig, psycopg.Error):
+        code = orig.sqlstate
+        if code is None:  # raised by the client: no server verdict, the link itself failed
+            return isinstance(orig, psycopg.OperationalError)
+        return code.startswith(_GONE)
+    return isinstance(orig, OSError)
+
+
 @contextmanager
 def translate_errors() -> Iterator[None]:
     """Connection-level failures become StoreUnavailableError; the rest pass unchanged."""
     try:
         yield
-    except sa_exc.DBAPIError as exc:
-        if exc.connection_invalidated or isinstance(exc.orig, psycopg.OperationalError):
-            raise StoreUnavailableError(f"Postgres is unavailable: {exc.orig}") from exc
+    except sa_exc.TimeoutError as exc:  # no connection free in the pool within its timeout
+        raise StoreUnavailableError(f"no database connection available: {exc}") from exc
+    except (sa_exc.DBAPIError, psycopg.Error, OSError) as exc:
+        if is_connection_lost(exc):
+            raise StoreUnavailableError(f"Postgres is unavailable: {getattr(exc, 'orig', exc)}") from exc
         raise
-    except (OSError, psycopg.OperationalError) as exc:
-        raise StoreUnavailableError(f"Postgres is unavailable: {exc}") from exc

@@ -109,15 +109,16 @@ class Consumer(Worker):
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap_servers, acks="all", enable_idempotence=True
         )
-        await self._producer.start()
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap_servers, group_id=self.group_id, **self.consumer_options
         )
         self._consumer.subscribe(self.topics, listener=_FinishBatchOnRevoke(self._batch_lock))
         try:
+            await self._producer.start()
             await self._consumer.start()
         except BaseException:
             await self._producer.stop()
+            await self._consumer.stop()
             raise
 
     async def _close(self) -> None:
@@ -250,13 +251,31 @@ class Consumer(Worker):
             reason,
         )
         delay = self.retry_backoff_s
+        value = record.value
         while True:
             try:
-                await self._producer.send_and_wait(topic, value=record.value, key=record.key, headers=headers)
+                await asyncio.wait_for(
+                    self._producer.send_and_wait(topic, value=value, key=record.key, headers=headers),
+                    timeout=self.retry_max_s * 6,
+                )
                 self.stats.dead_lettered += 1
                 return
-            except KafkaError as exc:
-                log.warning("consumer %s: dead-letter publish failed (%s); retrying", self.group_id, exc)
+            except (KafkaError, TimeoutError) as exc:
+                where = f"{record.topic}[{record.partition}]@{record.offset} -> {topic}"
+                if isinstance(exc, KafkaError) and not exc.retriable and value is not None:
+                    # Say too large for the dead-letter topic: keep the reason and the headers at least.
+                    log.error(
+                        "consumer %s: %s refused (%r); dead-lettering without the value",
+                        self.group_id,
+                        where,
+                        exc,
+                    )
+                    value = None
+                    headers = [*headers, ("dlq_value_dropped", repr(exc).encode())]
+                    continue
+                log.warning(
+                    "consumer %s: dead-letter publish %s failed (%r); retrying", self.group_id, where, exc
+                )
                 if self._stopping.is_set():
                     raise _Stopping() from exc
                 await asyncio.sleep(delay)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import orjson
@@ -13,6 +14,7 @@ from eventstore._errors import translate_errors
 from outbox._message import Envelope, MessageRegistry, new_traceparent
 
 NOTIFY_CHANNEL = "outbox"
+_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 # One statement: the row, and the NOTIFY that wakes a relay when the transaction commits.
 _PUT = f"""
@@ -32,8 +34,9 @@ def outbox_migrations() -> list[Migration]:
 class Outbox:
     """Writes messages for the relay to publish. Holds no connection of its own."""
 
-    def __init__(self, registry: MessageRegistry) -> None:
+    def __init__(self, registry: MessageRegistry, *, max_message_bytes: int = 900_000) -> None:
         self.registry = registry
+        self.max_message_bytes = max_message_bytes
 
     def envelope(
         self,
@@ -79,8 +82,10 @@ class Outbox:
 
         Without an envelope a minimal one is made (new message id and trace). Returns it.
         """
-        if not topic:
-            raise ValueError("outbox.put: topic must not be empty")
+        if not _TOPIC.match(topic):
+            raise ValueError(
+                f"outbox.put: {topic!r} is not a valid Kafka topic name ([A-Za-z0-9._-], 1 to 249)"
+            )
         env = envelope or self.envelope(message)
         if env.message_type != self.registry.type_of(message).name:
             raise ValueError(
@@ -88,6 +93,11 @@ class Outbox:
                 f"{self.registry.type_of(message).name!r}"
             )
         _, payload = self.registry.encode(message)
+        if len(payload) > self.max_message_bytes:
+            raise ValueError(
+                f"outbox.put: {env.message_type} is {len(payload)} bytes, over the {self.max_message_bytes} "
+                f"a record may have (max_message_bytes)"
+            )
         driver = await driver_connection(conn)
         with translate_errors():
             await driver.execute(

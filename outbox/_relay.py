@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 import psycopg
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, KafkaTimeoutError
+from aiokafka.errors import KafkaError
 
 from eventstore import libpq_url
 from eventstore._worker import Worker, listening
@@ -58,6 +58,7 @@ class RelayStats:
     published: int = 0
     batches: int = 0
     failures: int = 0
+    refused: int = 0
     is_leader: bool = False
 
 
@@ -80,16 +81,25 @@ async def close_producer(producer: AIOKafkaProducer, timeout_s: float) -> None:
     """Stop a producer even when it cannot reach Kafka.
 
     aiokafka's `stop()` first flushes what is pending, and a producer that lost its broker
-    can retry that forever (aio-libs/aiokafka#517, #642). After `timeout_s` the pending sends
-    are failed instead; their outbox rows were not deleted and are sent again later.
+    can retry that forever (aio-libs/aiokafka#517, #642). After `timeout_s` its sender task
+    is cancelled instead, which lets `stop()` close the connections. What it still held was
+    not acknowledged, so those outbox rows were not deleted and are sent again later.
     """
     stopping = asyncio.ensure_future(producer.stop())
     try:
         await asyncio.wait_for(asyncio.shield(stopping), timeout_s)
+        return
     except TimeoutError:
-        log.warning("relay: producer did not flush within %.0fs; failing its pending sends", timeout_s)
-        producer._message_accumulator.fail_all(KafkaTimeoutError())
-        await stopping
+        log.warning(
+            "relay: producer did not flush within %.0fs; dropping its unacknowledged sends", timeout_s
+        )
+    sender_task = getattr(getattr(producer, "_sender", None), "sender_task", None)
+    if sender_task is not None:
+        sender_task.cancel()
+    try:
+        await asyncio.wait_for(stopping, timeout_s)
+    except (TimeoutError, asyncio.CancelledError, KafkaError) as exc:
+        log.warning("relay: producer stop did not finish cleanly (%r)", exc)
 
 
 class Relay(Worker):
@@ -166,8 +176,8 @@ class Relay(Worker):
             self.stats.is_leader = True
             log.info("relay: leading")
             producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers, **self.producer_options)
-            await producer.start()
             try:
+                await producer.start()
                 await self._publish_loop(conn, producer)
             finally:
                 await close_producer(producer, self.ack_timeout_s)
@@ -186,11 +196,17 @@ class Relay(Worker):
                 await self._pause(self.poll_interval_s)
 
     async def publish_batch(self, conn: psycopg.AsyncConnection[Any], producer: AIOKafkaProducer) -> int:
-        """Send the oldest rows, wait for Kafka's acks, delete what was acknowledged in order."""
+        """Send the oldest rows, wait for Kafka's acks, delete what was acknowledged in order.
+
+        A row Kafka refuses for good (its error is not retriable) is moved to `outbox_dead`
+        with the error instead of blocking its key forever; rows whose send failed in a way
+        that can pass stay, and so do the later rows of their key (order per key).
+        """
         rows = await (await conn.execute(_CLAIM, (self.batch_size,))).fetchall()
         if not rows:
             return 0
         sent: list[tuple[int, asyncio.Future[Any]]] = []
+        refused: dict[int, BaseException] = {}
         error: BaseException | None = None
         for row_id, topic, key, value, headers in rows:
             try:
@@ -201,26 +217,67 @@ class Relay(Worker):
                     headers=[(k, v.encode()) for k, v in orjson.loads(headers).items()],
                 )
             except KafkaError as exc:
-                error = exc
-                break
+                if getattr(exc, "retriable", False):
+                    error = exc
+                    break
+                refused[row_id] = exc
+                continue
             sent.append((row_id, future))
-        results = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
-        ok = {
-            row_id
-            for (row_id, _), result in zip(sent, results, strict=True)
-            if not isinstance(result, BaseException)
-        }
-        failed = {row[0] for row in rows} - ok
-        deletable = acked_prefix([(row[0], row[2]) for row in rows], failed)
+        if sent:
+            # Bounded: with its broker gone, aiokafka would retry these for as long as it is down.
+            await asyncio.wait([f for _, f in sent], timeout=self.ack_timeout_s)
+        ok: set[int] = set()
+        for row_id, future in sent:
+            if not future.done() or future.cancelled():
+                continue
+            outcome = future.exception()
+            if outcome is None:
+                ok.add(row_id)
+            elif not getattr(outcome, "retriable", True):
+                refused[row_id] = outcome
+            else:
+                error = error or outcome
+        if refused:
+            await self.quarantine(conn, rows, refused)
+        failed = {row[0] for row in rows} - ok - set(refused)
+        deletable = acked_prefix([(row[0], row[2]) for row in rows if row[0] not in refused], failed)
         await self.delete(conn, deletable)
         self.stats.published += len(deletable)
         self.stats.batches += 1
         if failed:
-            error = error or next(r for r in results if isinstance(r, BaseException))
+            first = next(row for row in rows if row[0] in failed)
+            error = error or TimeoutError(f"no ack within {self.ack_timeout_s}s")
             raise PublishError(
-                f"{len(failed)} of {len(rows)} records were not acknowledged: {error!r}"
+                f"{len(failed)} of {len(rows)} records not acknowledged, first: outbox row {first[0]} "
+                f"(topic {first[1]!r}, key {first[2]!r}): {error!r}"
             ) from error
         return len(rows)
+
+    async def quarantine(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        rows: list[tuple[Any, ...]],
+        refused: dict[int, BaseException],
+    ) -> None:
+        for row_id, topic, key, _, _ in rows:
+            if row_id in refused:
+                log.error(
+                    "relay: Kafka refused outbox row %d (topic %r, key %r) for good: %r; moved to outbox_dead",
+                    row_id,
+                    topic,
+                    key,
+                    refused[row_id],
+                )
+        async with conn.transaction():
+            await conn.execute(
+                "INSERT INTO outbox_dead (id, message_id, topic, key, value, headers, created_at, error) "
+                "SELECT o.id, o.message_id, o.topic, o.key, o.value, o.headers, o.created_at, e.error "
+                "FROM outbox o JOIN unnest(%s::bigint[], %s::text[]) AS e(id, error) ON e.id = o.id "
+                "ON CONFLICT (id) DO NOTHING",
+                (list(refused), [repr(exc) for exc in refused.values()]),
+            )
+            await conn.execute(_DELETE, (list(refused),))
+        self.stats.refused += len(refused)
 
     async def delete(self, conn: psycopg.AsyncConnection[Any], ids: list[int]) -> None:
         if ids:

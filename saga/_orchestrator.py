@@ -495,17 +495,21 @@ class Orchestrator:
         await d.continue_()
 
     async def resume(self, saga_id: str, note: str, conn: AsyncConnection | None = None) -> SagaState:
-        """Operator call: retry a saga stuck in compensation_failed (or failed) with fresh budgets."""
+        """Operator call: a saga stopped in compensation_failed or failed goes on, with fresh
+        retry budgets; one still waiting on a reply has its current step sent again."""
         if conn is None:
             async with self.engine.begin() as own:
                 return await self.resume(saga_id, note, own)
 
         async def act(d: _Decision) -> None:
-            if d.state.status not in ("compensation_failed", "failed"):
-                raise SagaError(
-                    f"saga {saga_id} is {d.state.status}; only compensation_failed or failed sagas resume"
-                )
-            d.emit(OperatorResumed(note=note))
+            waiting = d.state.awaiting
+            if d.state.status in ("compensation_failed", "failed"):
+                d.emit(OperatorResumed(note=note))
+            elif d.state.status in ("running", "compensating") and waiting is not None:
+                d.emit(OperatorResumed(note=note))
+                await d.run(d.saga.step(waiting.step), waiting.phase, waiting.attempt + 1)
+            else:
+                raise SagaError(f"saga {saga_id} is {d.state.status}: there is nothing to resume or retry")
             await d.continue_()
 
         await self._decide(conn, saga_id, act)

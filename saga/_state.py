@@ -232,8 +232,11 @@ def _saga_failed(s: SagaState, e: SagaFailed) -> SagaState:
 
 
 def _resumed(s: SagaState, e: OperatorResumed) -> SagaState:
-    status: Status = "compensating" if s.status == "compensation_failed" else "running"
+    status = _RESUMED_AS.get(s.status, s.status)
     return s.model_copy(update={"status": status, "retry_base": dict(s.attempts)})
+
+
+_RESUMED_AS: dict[str, str] = {"compensation_failed": "compensating", "failed": "running"}
 
 
 _FOLD: dict[type[BaseModel], Callable[[SagaState, Any], SagaState]] = {
