@@ -8,6 +8,7 @@ SagaError              base of the runtime's own errors
 
 from eventstore import Migration, eventstore_migrations, load_migrations
 from outbox import outbox_migrations
+from saga._app import App, AppLoadError, load_app
 from saga._definition import (
     DefinitionError,
     LocalStep,
@@ -40,6 +41,8 @@ def all_migrations() -> list[Migration]:
 
 
 __all__ = [
+    "App",
+    "AppLoadError",
     "DefinitionError",
     "LocalStep",
     "Orchestrator",
@@ -61,6 +64,7 @@ __all__ = [
     "all_migrations",
     "fold",
     "instance_row",
+    "load_app",
     "saga_event_registry",
     "saga_id_for",
     "stream_of",

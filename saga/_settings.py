@@ -18,6 +18,7 @@ ENVIRONMENT = {
     "relay_batch_size": "SAGA_RELAY_BATCH_SIZE",
     "relay_poll_interval_s": "SAGA_RELAY_POLL_INTERVAL_S",
     "log_level": "SAGA_LOG_LEVEL",
+    "app": "SAGA_APP",
 }
 
 
@@ -34,6 +35,7 @@ class Settings(BaseModel):
     relay_batch_size: int = Field(500, ge=1, le=10_000, description="Outbox rows the relay sends per batch")
     relay_poll_interval_s: float = Field(1.0, gt=0, description="Relay poll interval when no NOTIFY arrives")
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="Log level")
+    app: str | None = Field(None, description="Import path of the App: package.module:attribute")
 
     @field_validator("database_url")
     @classmethod
