@@ -98,6 +98,9 @@ class Consumer(Worker):
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
             "fetch_max_wait_ms": 100,
+            # A member that died holds its partitions until its session expires: keep that short.
+            "session_timeout_ms": 6000,
+            "heartbeat_interval_ms": 1000,
             **(consumer_options or {}),
         }
         self.stats = ConsumerStats()

@@ -118,11 +118,16 @@ _SET_DEADLINE = """
 """
 _CLEAR_DEADLINE = "DELETE FROM saga_deadlines WHERE saga_id = %s"
 _DROP_DEADLINE = "DELETE FROM saga_deadlines WHERE saga_id = %s AND step = %s AND phase = %s AND attempt = %s AND kind = %s"
-_DUE = """
-    SELECT saga_id, step, phase, attempt, kind FROM saga_deadlines
-    WHERE due_at <= now() ORDER BY due_at LIMIT %s
-    FOR UPDATE SKIP LOCKED
-"""
+_DUE = "SELECT saga_id, step, phase, attempt, kind FROM saga_deadlines WHERE due_at <= now() ORDER BY due_at LIMIT %s"
+# Every decision on a saga first takes this lock, and takes no other lock before it. One
+# order for all lockers (reply handlers, deadline workers, operators) means no deadlock
+# between a reply and a timeout of the same saga; it also saves the version-conflict retry.
+_LOCK_SAGA = "SELECT pg_advisory_xact_lock(hashtext('saga:' || %s))"
+_TRY_LOCK_SAGA = "SELECT pg_try_advisory_xact_lock(hashtext('saga:' || %s))"
+_STILL_DUE = (
+    "SELECT 1 FROM saga_deadlines WHERE saga_id = %s AND step = %s AND phase = %s AND attempt = %s AND kind = %s "
+    "AND due_at <= now()"
+)
 
 
 def instance_row(state: SagaState) -> tuple[Any, ...]:
@@ -409,8 +414,10 @@ class Orchestrator:
             # A concurrent start with the same key won: same saga, started once.
         return saga_id
 
-    async def _decide(self, conn: AsyncConnection, saga_id: str, act: Any) -> None:
+    async def _decide(self, conn: AsyncConnection, saga_id: str, act: Any, *, locked: bool = False) -> None:
         """Load, decide with `act(decision)`, persist; again from a fresh load on a version conflict."""
+        if not locked:
+            await (await driver_connection(conn)).execute(_LOCK_SAGA, (saga_id,))
         for attempt in range(DECISION_RETRIES):
             try:
                 async with conn.begin_nested():
@@ -462,21 +469,31 @@ class Orchestrator:
         await self._decide(conn, envelope.saga_id, act)
 
     async def fire_due_deadlines(self, limit: int = 100) -> int:
-        """Act on deadlines that are due (timeouts, scheduled retries). Safe from many workers:
-        each takes the rows it can lock and skips those another worker holds."""
-        async with self.engine.begin() as conn:
-            driver = await driver_connection(conn)
-            rows = await (await driver.execute(_DUE, (limit,))).fetchall()
-            for saga_id, step_name, phase, attempt, kind in rows:
-                due = (step_name, phase, attempt, kind)
-                try:
-                    await self._decide(conn, saga_id, lambda d, due=due: self._on_deadline(d, *due))
-                except Exception:
-                    log.exception("saga %s: deadline %s failed; it stays due", saga_id, due)
-                    continue
-                # When the saga had moved on, nothing was persisted: drop the stale row here.
-                await driver.execute(_DROP_DEADLINE, (saga_id, *due))
-            return len(rows)
+        """Act on deadlines that are due (timeouts, scheduled retries), each in a transaction
+        of its own. Safe from many workers: a saga another worker is deciding on is skipped."""
+        async with self.engine.connect() as conn:
+            rows = await (await (await driver_connection(conn)).execute(_DUE, (limit,))).fetchall()
+            await conn.rollback()
+        fired = 0
+        for saga_id, step_name, phase, attempt, kind in rows:
+            due = (step_name, phase, attempt, kind)
+            try:
+                async with self.engine.begin() as conn:
+                    driver = await driver_connection(conn)
+                    locked = await (await driver.execute(_TRY_LOCK_SAGA, (saga_id,))).fetchone()
+                    if not (locked and locked[0]):
+                        continue  # another worker (or a reply) is on this saga right now
+                    if await (await driver.execute(_STILL_DUE, (saga_id, *due))).fetchone() is None:
+                        continue
+                    await self._decide(
+                        conn, saga_id, lambda d, due=due: self._on_deadline(d, *due), locked=True
+                    )
+                    # When the saga had moved on, nothing was persisted: drop the stale row here.
+                    await driver.execute(_DROP_DEADLINE, (saga_id, *due))
+                    fired += 1
+            except Exception:
+                log.exception("saga %s: deadline %s failed; it stays due", saga_id, due)
+        return fired
 
     async def _on_deadline(self, d: _Decision, step_name: str, phase: Phase, attempt: int, kind: str) -> None:
         waiting = d.state.awaiting

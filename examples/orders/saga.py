@@ -50,7 +50,7 @@ class ReserveCreditStep(RemoteStep[OrderData]):
 class ReserveStockStep(RemoteStep[OrderData]):
     name = "reserve_stock"
     participant = "inventory"
-    timeout_s = 10.0
+    timeout_s = 3.0  # the demo's slow warehouse answers after 4 s
 
     def command(self, data: OrderData) -> ReserveStock:
         return ReserveStock(order_id=data.order_id, sku=data.sku, quantity=data.quantity)

@@ -6,6 +6,7 @@ reservation it made the first time and answers the same.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from sqlalchemy import text
@@ -110,7 +111,12 @@ async def release_credit(conn: AsyncConnection, cmd: ReleaseCredit, envelope: En
 # --- inventory -----------------------------------------------------------------------------
 
 
+SLOW_SKUS = frozenset({"slow"})
+
+
 async def reserve_stock(conn: AsyncConnection, cmd: ReserveStock, envelope: Envelope) -> StockReserved:
+    if cmd.sku in SLOW_SKUS:
+        await asyncio.sleep(4.0)  # a warehouse system that answers late: trips the step's timeout
     await _log(conn, "inventory", "reserve_stock", cmd.order_id, envelope)
     existing = (
         await conn.execute(text("SELECT 1 FROM stock_reservations WHERE order_id = :o"), {"o": cmd.order_id})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from decimal import Decimal
 from typing import Any
 
@@ -10,7 +9,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from examples.orders.messages import ReleaseCredit, ReserveStock, StockReserved
+from examples.orders.messages import ReleaseCredit, StockReserved
 from examples.orders.saga import (
     ApproveOrderStep,
     ChargePaymentStep,
@@ -18,7 +17,7 @@ from examples.orders.saga import (
     ReserveCreditStep,
     ReserveStockStep,
 )
-from examples.orders.services import release_credit, reserve_stock
+from examples.orders.services import release_credit
 from outbox import Envelope
 from saga import Refused, RetryPolicy, Saga, saga_event_registry, stream_of
 from tests.saga.conftest import System
@@ -88,12 +87,6 @@ class QuickOrderSaga(Saga[OrderData]):
     steps = (ReserveCreditStep, QuickStock, ChargePaymentStep, ApproveOrderStep)
 
 
-async def slow_reserve_stock(conn: AsyncConnection, cmd: ReserveStock, envelope: Envelope) -> StockReserved:
-    if cmd.sku == "slow":
-        await asyncio.sleep(2.5)  # the slow service: its reply comes after the 1 s timeout
-    return await reserve_stock(conn, cmd, envelope)
-
-
 @pytest.fixture
 def saga_types() -> list[type[Saga[Any]]]:
     from examples.orders.saga import OrderSaga
@@ -106,7 +99,6 @@ def handlers() -> dict[str, dict[type, Any]]:
     from examples.orders.services import HANDLERS
 
     custom = {service: dict(h) for service, h in HANDLERS.items()}
-    custom["inventory"][ReserveStock] = slow_reserve_stock
     custom["customers"][ReleaseCredit] = flaky_release_credit
     return custom
 

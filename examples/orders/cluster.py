@@ -1,0 +1,118 @@
+"""Runs the order system as separate OS processes: relay, orchestrator worker, participants.
+
+Used by the demo and the end-to-end benchmark. Every process is the `saga` CLI, exactly what
+an operator would start by hand (see the README).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from eventstore import create_engine, libpq_url, upgrade
+from examples.orders.services import create_schema
+from saga import all_migrations
+
+ROLES = ("relay", "worker", "customers", "inventory", "payments")
+
+
+@dataclass
+class Cluster:
+    server_url: str
+    bootstrap: str
+    name: str = field(default_factory=lambda: f"orders_{uuid.uuid4().hex[:8]}")
+    log_dir: Path = Path(".cache/demo")
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return make_url(self.server_url).set(database=self.name).render_as_string(hide_password=False)
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "DATABASE_URL": self.url,
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "SAGA_APP": "examples.orders.app:app",
+            "SAGA_TOPIC_PREFIX": self.name,
+            "SAGA_LOG_LEVEL": "WARNING",
+            "SAGA_RELAY_POLL_INTERVAL_S": "0.5",
+        }
+
+    async def prepare(self, customers: int, credit: Decimal, stock: dict[str, int]) -> AsyncEngine:
+        """A fresh database: migrated, the example's tables, customers and stock."""
+        with psycopg.connect(libpq_url(self.server_url), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {self.name}")
+        engine = create_engine(self.url, pool_size=20)
+        await upgrade(engine, all_migrations())
+        await create_schema(engine)
+        async with engine.begin() as conn:
+            for c in range(customers):
+                await conn.execute(
+                    text("INSERT INTO customers VALUES (:c, :l, 0)"), {"c": f"c{c}", "l": credit}
+                )
+            await conn.execute(text("INSERT INTO customers VALUES ('declined', 1000000, 0)"))
+            for sku, available in stock.items():
+                await conn.execute(text("INSERT INTO stock VALUES (:s, :a)"), {"s": sku, "a": available})
+        await self.create_topics()
+        return engine
+
+    async def create_topics(self, partitions: int = 4) -> None:
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+        topics = [f"{self.name}.OrderSaga.replies"] + [f"{self.name}.{s}.commands" for s in ROLES[2:]]
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics(
+                [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics]
+            )
+        finally:
+            await admin.close()
+
+    def start(self, role: str) -> None:
+        args = ["participant", role] if role in ROLES[2:] else [role]
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.log_dir / f"{self.name}.{role}.log").open("ab")
+        self.processes[role] = subprocess.Popen(
+            [sys.executable, "-m", "saga", *args], env=self.env(), stdout=log, stderr=subprocess.STDOUT
+        )
+
+    def start_all(self) -> None:
+        for role in ROLES:
+            self.start(role)
+
+    def kill(self, role: str) -> None:
+        """SIGKILL: no clean shutdown, the way a crashed host looks."""
+        process = self.processes.pop(role)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+    def stop_all(self) -> dict[str, int]:
+        """SIGTERM everything; returns the exit codes (0 = clean)."""
+        for process in self.processes.values():
+            process.send_signal(signal.SIGTERM)
+        codes = {}
+        for role, process in self.processes.items():
+            try:
+                codes[role] = process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                codes[role] = process.wait()
+        self.processes.clear()
+        return codes
+
+    def drop(self) -> None:
+        with psycopg.connect(libpq_url(self.server_url), autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")

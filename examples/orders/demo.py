@@ -1,0 +1,244 @@
+"""The order demo: every service its own process, real crashes midway, invariants checked.
+
+    python -m examples.orders.demo [--orders 500] [--no-kill] [--keep]
+
+Needs DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS (`make demo` sets them). Creates a fresh
+database, starts the relay, an orchestrator worker and the customers, inventory and payments
+participants as separate processes, places the orders, SIGKILLs the customers participant
+and the relay halfway and restarts them, waits for every saga to end, checks the invariants
+and prints a summary. The last line is one JSON object. Exits 1 if an invariant fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import sys
+import time
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from examples.orders.cluster import Cluster
+from examples.orders.messages import messages
+from examples.orders.saga import OrderData, OrderSaga
+from saga import Orchestrator
+
+CUSTOMERS = 50
+CREDIT = Decimal(400)
+STOCK = {"widget": 1_000_000, "scarce": 0, "slow": 1_000}
+
+
+def plan(orders: int, slow: int, rng: random.Random) -> list[OrderData]:
+    """Mostly good orders; some refused by payments, some out of stock, `slow` of them slow."""
+    planned = []
+    slow_at = {orders * (i + 1) // (slow + 1) for i in range(slow)}
+    for n in range(orders):
+        roll = rng.random()
+        customer = "declined" if roll < 0.05 else f"c{rng.randrange(CUSTOMERS)}"
+        sku = "slow" if n in slow_at else "scarce" if 0.05 <= roll < 0.10 else "widget"
+        planned.append(
+            OrderData(
+                order_id=f"o{n:05d}",
+                customer_id=customer,
+                sku=sku,
+                quantity=rng.randint(1, 3),
+                amount=Decimal(rng.randint(5, 60)),
+            )
+        )
+    return planned
+
+
+async def place(engine: AsyncEngine, orchestrator: Orchestrator, orders: list[OrderData]) -> None:
+    async with engine.begin() as conn:
+        for o in orders:
+            await conn.execute(
+                text(
+                    "INSERT INTO orders (order_id, customer_id, sku, quantity, amount) VALUES (:o, :c, :s, :q, :a)"
+                ),
+                {"o": o.order_id, "c": o.customer_id, "s": o.sku, "q": o.quantity, "a": o.amount},
+            )
+            await orchestrator.start(conn, OrderSaga, o, key=o.order_id)
+
+
+async def scalar(engine: AsyncEngine, sql: str) -> Any:
+    async with engine.connect() as conn:
+        return (await conn.execute(text(sql))).scalar()
+
+
+def progress(label: str, done: int, total: int) -> None:
+    width = 30
+    filled = width * done // max(total, 1)
+    sys.stderr.write(f"\r{label:<10} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+    sys.stderr.flush()
+    if done >= total:
+        sys.stderr.write("\n")
+
+
+async def wait_until(engine: AsyncEngine, sql: str, target: int, label: str, deadline_s: float) -> bool:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        n = int(await scalar(engine, sql))
+        progress(label, n, target)
+        if n >= target:
+            return True
+        await asyncio.sleep(0.25)
+    sys.stderr.write("\n")
+    return False
+
+
+async def check_invariants(engine: AsyncEngine, orders: list[OrderData]) -> dict[str, bool]:
+    async with engine.connect() as conn:
+        status = dict(
+            (await conn.execute(text("SELECT data->>'order_id', status FROM saga_instances"))).all()
+        )
+        reserved = dict((await conn.execute(text("SELECT customer_id, reserved FROM customers"))).all())
+        available = dict((await conn.execute(text("SELECT sku, available FROM stock"))).all())
+        paid = set((await conn.execute(text("SELECT order_id FROM payments"))).scalars())
+        approved = set(
+            (await conn.execute(text("SELECT order_id FROM orders WHERE status = 'approved'"))).scalars()
+        )
+        held_credit = set(
+            (
+                await conn.execute(text("SELECT order_id FROM credit_reservations WHERE NOT released"))
+            ).scalars()
+        )
+        held_stock = set(
+            (await conn.execute(text("SELECT order_id FROM stock_reservations WHERE NOT released"))).scalars()
+        )
+        twice = (
+            await conn.execute(
+                text(
+                    "SELECT count(*) FROM (SELECT 1 FROM handled_commands GROUP BY service, command, order_id, "
+                    "attempt HAVING count(*) > 1) d"
+                )
+            )
+        ).scalar_one()
+        outbox = (await conn.execute(text("SELECT count(*) FROM outbox"))).scalar_one()
+    completed = {o for o, s in status.items() if s == "completed"}
+    credit: dict[str, Decimal] = {}
+    taken: dict[str, int] = {}
+    for o in orders:
+        if o.order_id in completed:
+            credit[o.customer_id] = credit.get(o.customer_id, Decimal(0)) + o.amount
+            taken[o.sku] = taken.get(o.sku, 0) + o.quantity
+    return {
+        "every saga ended (none running or compensating)": all(
+            s in ("completed", "compensated") for s in status.values()
+        )
+        and len(status) == len(orders),
+        "credit held = completed orders, per customer": all(
+            reserved[c] == credit.get(c, Decimal(0)) for c in reserved
+        ),
+        "stock taken = completed orders, per sku": all(
+            available[s] == STOCK[s] - taken.get(s, 0) for s in STOCK
+        ),
+        "payments, approvals and reservations = completed orders": paid
+        == approved
+        == held_credit
+        == held_stock
+        == completed,
+        "no command took effect twice for one attempt": twice == 0,
+        "outbox drained": outbox == 0,
+    }
+
+
+async def run(args: argparse.Namespace) -> int:
+    server, bootstrap = os.environ.get("DATABASE_URL"), os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not server or not bootstrap:
+        print("DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS must be set (make demo does it)", file=sys.stderr)
+        return 2
+    rng = random.Random(args.seed)
+    orders = plan(args.orders, args.slow, rng)
+    cluster = Cluster(server, bootstrap)
+    engine = await cluster.prepare(CUSTOMERS, CREDIT, STOCK)
+    orchestrator = Orchestrator(engine, [OrderSaga], messages, topic_prefix=cluster.name)
+    print(f"database {cluster.name}; processes: relay, worker, customers, inventory, payments")
+    cluster.start_all()
+    started = time.monotonic()
+    try:
+        batch = 25
+        for i in range(0, len(orders), batch):
+            await place(engine, orchestrator, orders[i : i + batch])
+            progress("placed", min(i + batch, len(orders)), len(orders))
+            if args.kill and i < len(orders) // 2 <= i + batch:
+                sys.stderr.write("\n")
+                for role in ("customers", "relay"):
+                    cluster.kill(role)
+                    print(f"killed {role} with SIGKILL; restarting it")
+                    cluster.start(role)
+        done_sql = "SELECT count(*) FROM saga_instances WHERE status IN ('completed', 'compensated', 'failed', 'compensation_failed')"
+        ended = await wait_until(engine, done_sql, len(orders), "finished", args.deadline)
+        elapsed = time.monotonic() - started
+        drained = "SELECT CASE WHEN count(*) = 0 THEN 1 ELSE 0 END FROM outbox"
+        await wait_until(engine, drained, 1, "outbox", 60)
+        invariants = await check_invariants(engine, orders)
+        async with engine.connect() as conn:
+            counts = dict(
+                (await conn.execute(text("SELECT status, count(*) FROM saga_instances GROUP BY 1"))).all()
+            )
+            p50, p99 = (
+                await conn.execute(
+                    text(
+                        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.99) WITHIN GROUP "
+                        "(ORDER BY ms) FROM (SELECT extract(epoch FROM updated_at - created_at) * 1000 AS ms "
+                        "FROM saga_instances) t"
+                    )
+                )
+            ).one()
+    finally:
+        codes = cluster.stop_all()
+        await orchestrator.aclose()
+        await engine.dispose()
+        if not args.keep:
+            cluster.drop()
+    invariants["every process stopped cleanly on SIGTERM"] = all(c == 0 for c in codes.values())
+    ok = ended and all(invariants.values())
+    print(f"\n{len(orders)} orders in {elapsed:.1f}s")
+    for name in ("completed", "compensated", "failed", "compensation_failed"):
+        print(f"  {name:<20} {counts.get(name, 0)}")
+    print(f"  throughput           {len(orders) / elapsed:.1f} sagas/s")
+    print(f"  latency per saga     p50 {p50 or 0:.0f} ms, p99 {p99 or 0:.0f} ms")
+    for name, holds in invariants.items():
+        print(f"  [{'ok' if holds else 'FAILED'}] {name}")
+    if args.keep:
+        print(
+            f"kept database {cluster.name}: saga --database-url '{cluster.url}' --app examples.orders.app:app ls"
+        )
+    summary = {
+        "completed": counts.get("completed", 0),
+        "compensated": counts.get("compensated", 0),
+        "failed": counts.get("failed", 0) + counts.get("compensation_failed", 0),
+        "invariants_ok": ok,
+        "sagas_per_s": round(len(orders) / elapsed, 1),
+        "p50_ms": round(float(p50 or 0), 1),
+        "p99_ms": round(float(p99 or 0), 1),
+    }
+    print(orjson.dumps(summary).decode())
+    return 0 if ok else 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--orders", type=int, default=500, help="how many orders to place (default 500)")
+    parser.add_argument("--no-kill", dest="kill", action="store_false", help="no SIGKILL midway")
+    parser.add_argument(
+        "--slow", type=int, default=2, help="orders the slow warehouse answers late (default 2)"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the demo database to inspect it with the CLI"
+    )
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--deadline", type=float, default=600, help="seconds to wait for the sagas to end")
+    sys.exit(asyncio.run(run(parser.parse_args())))
+
+
+if __name__ == "__main__":
+    main()
