@@ -20,7 +20,7 @@ services-down:
 	$(SERVICES) down
 
 demo: services
-	$(WITH_SERVICES) $(PY) -m examples.roundtrip $(ARGS)
+	$(WITH_SERVICES) $(PY) -m examples.orders.demo $(ARGS)
 
 test: services
 	$(WITH_SERVICES) $(PY) -m pytest $(ARGS)

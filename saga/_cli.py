@@ -251,7 +251,7 @@ def participant(ctx: Context, service: str) -> None:
 def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     table = Table(title=title)
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in ("saga_id", "status", "v"), overflow="fold")
     for row in rows:
         table.add_row(*("" if v is None else str(v) for v in row))
     console.print(table)
@@ -342,7 +342,7 @@ def show(ctx: Context, saga_id: str) -> None:
                 [list(m.values()) for m in details.in_flight],
             )
         if details.deadline:
-            console.print(f"deadline: {details.deadline}")
+            console.print("deadline: " + ", ".join(f"{k} {v}" for k, v in details.deadline.items()))
 
     ctx.emit(data, render)
 
@@ -376,7 +376,9 @@ def retry(ctx: Context, saga_id: str, note: str) -> None:
 
 @cli.command()
 @click.argument("saga_id")
-@click.option("--at", "at_version", type=int, default=None, help="Fold the events up to this version")
+@click.option(
+    "--at", "at_version", type=click.IntRange(min=1), default=None, help="Fold the events up to this version"
+)
 @pass_ctx
 def replay(ctx: Context, saga_id: str, at_version: int | None) -> None:
     """Rebuild a saga's state from its events, as it was at a version: time travel."""
@@ -398,12 +400,13 @@ def rebuild(ctx: Context, verify: bool) -> None:
     show_progress = not ctx.as_json and sys.stderr.isatty()
 
     async def go(o: Orchestrator) -> list[ops.Difference]:
-        with click.progressbar(length=0, label="rebuilding", file=sys.stderr) as bar:
+        if not show_progress:
+            return await ops.rebuild(o, verify=verify)
+        with click.progressbar(length=1, label="rebuilding", file=sys.stderr) as bar:
 
             def progress(done: int, total: int) -> None:
-                if show_progress:
-                    bar.length = total
-                    bar.update(1)
+                bar.length = total
+                bar.update(1)
 
             return await ops.rebuild(o, verify=verify, progress=progress)
 

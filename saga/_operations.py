@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventstore import driver_connection
 from saga._definition import LocalStep, RemoteStep, Saga, StepKind
-from saga._orchestrator import Orchestrator, UnknownSagaError, instance_row, stream_of
+from saga._orchestrator import _LOCK_SAGA, Orchestrator, UnknownSagaError, instance_row, stream_of
 from saga._state import SagaState, fold
 
 INSTANCE_COLUMNS = ("saga_id", "saga_type", "key", "status", "step", "version", "data", "last_error")
@@ -122,7 +122,6 @@ _REBUILD_UPSERT = """
     ON CONFLICT (saga_id) DO UPDATE SET
         saga_type = excluded.saga_type, key = excluded.key, status = excluded.status, step = excluded.step,
         version = excluded.version, data = excluded.data, last_error = excluded.last_error, updated_at = now()
-    WHERE saga_instances.version <= excluded.version
 """
 
 
@@ -137,9 +136,10 @@ async def rebuild(
 ) -> list[Difference]:
     """Recompute saga_instances from the event store alone.
 
-    Each row is written only when the live row is not newer (`version <=`), so running this
-    beside live workers never undoes their work: a saga that moves meanwhile keeps the
-    worker's newer row. With `verify`, nothing is written; the differences are returned.
+    Each saga is rebuilt under the same per-saga lock the orchestrator takes for a decision,
+    so running this beside live workers never undoes their work: a worker deciding on that
+    saga waits a moment, or has already written and the rebuild reads its events. Rows with
+    no events are deleted. With `verify`, nothing is written; the differences are returned.
     """
     engine = orchestrator.engine
     async with engine.connect() as conn:
@@ -176,11 +176,20 @@ async def rebuild(
                 ]
         else:
             async with engine.begin() as conn:
-                await (await driver_connection(conn)).execute(_REBUILD_UPSERT, expected)
+                # Under the saga's own lock, read and write see one consistent version: a worker
+                # deciding on this saga waits, and the rebuilt row can overwrite any bad row.
+                driver = await driver_connection(conn)
+                await driver.execute(_LOCK_SAGA, (saga_id,))
+                locked_state = fold(saga_id, (e.event for e in await orchestrator.store.load(stream, conn=conn)))
+                await driver.execute(_REBUILD_UPSERT, instance_row(locked_state))
         if progress is not None:
             progress(done, len(streams))
+    orphans = [saga_id for saga_id in live if f"saga:{saga_id}" not in set(streams)]
     if verify:
         differences += [Difference(saga_id, "row", "present", "no events for it") for saga_id in live]
+    elif orphans:
+        async with engine.begin() as conn:
+            await conn.execute(text("DELETE FROM saga_instances WHERE saga_id = ANY(:ids)"), {"ids": orphans})
     return differences
 
 

@@ -81,7 +81,7 @@ class Cli:
             "DATABASE_URL": database_url or self.database_url,
             "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
             "SAGA_TOPIC_PREFIX": self.topic_prefix,
-            # Wide enough that rich never folds a saga id inside a table cell.
+            # Wide enough for rich to print whole saga ids in the tables read here (80 cuts them).
             "COLUMNS": "200",
         }
         env.pop("SAGA_APP", None)
@@ -521,7 +521,7 @@ async def test_show_ls_graph_and_status_report_what_the_database_holds(
     # status
     report = (await cli("--json", "status")).json()
     async with engine.connect() as conn:
-        per_status = dict(
+        per_status: dict[str, int] = dict(
             (await conn.execute(text("SELECT status, count(*) FROM saga_instances GROUP BY 1"))).all()
         )
         pending = (await conn.execute(text("SELECT count(*) FROM outbox"))).scalar_one()

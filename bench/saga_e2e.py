@@ -1,0 +1,173 @@
+"""End-to-end saga benchmark: the order saga (three remote steps and a local one) through
+Kafka, every service its own process, against the floor: the same three participant
+transactions run directly in a loop, with no saga, no outbox and no Kafka.
+
+    python bench/saga_e2e.py [--sagas 1000]     (DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS set)
+
+Prints a table, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+from sqlalchemy import text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from examples.orders.cluster import Cluster
+from examples.orders.demo import place
+from examples.orders.messages import ChargePayment, ReserveCredit, ReserveStock, messages
+from examples.orders.saga import OrderData, OrderSaga
+from examples.orders.services import charge, reserve_credit, reserve_stock
+from outbox import Envelope
+from saga import Orchestrator
+
+CUSTOMERS = 100
+
+
+def orders(n: int) -> list[OrderData]:
+    return [
+        OrderData(
+            order_id=f"b{i:06d}",
+            customer_id=f"c{i % CUSTOMERS}",
+            sku="widget",
+            quantity=1,
+            amount=Decimal(10),
+        )
+        for i in range(n)
+    ]
+
+
+async def saga_run(server: str, bootstrap: str, n: int) -> tuple[float, list[float]]:
+    cluster = Cluster(server, bootstrap)
+    engine = await cluster.prepare(CUSTOMERS, Decimal(10**9), {"widget": 10**9})
+    orchestrator = Orchestrator(engine, [OrderSaga], messages, topic_prefix=cluster.name)
+    cluster.start_all()
+    try:
+        # Warm up: processes started, consumer groups joined, a few sagas through.
+        await place(
+            engine, orchestrator, [o.model_copy(update={"order_id": f"w{o.order_id}"}) for o in orders(20)]
+        )
+        await wait_all(engine, 20, 120)
+        planned = orders(n)
+        started = time.monotonic()
+        for i in range(0, n, 50):
+            await place(engine, orchestrator, planned[i : i + 50])
+        await wait_all(engine, n + 20, 600)
+        elapsed = time.monotonic() - started
+        async with engine.connect() as conn:
+            # Per remote step: from the command's event to the reply's, both stamped by Postgres.
+            rows = (
+                (
+                    await conn.execute(
+                        text(
+                            "SELECT extract(epoch FROM s.recorded_at - r.recorded_at) * 1000 FROM es_events r "
+                            "JOIN es_events s ON s.stream_id = r.stream_id AND s.version = r.version + 1 "
+                            "WHERE r.type = 'saga.step_requested' AND s.type = 'saga.step_succeeded' "
+                            "AND r.data->>'step' <> 'approve_order'"
+                        )
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        return n / elapsed, [float(r) for r in rows]
+    finally:
+        cluster.stop_all()
+        await orchestrator.aclose()
+        await engine.dispose()
+        cluster.drop()
+
+
+async def wait_all(engine: object, n: int, deadline_s: float) -> None:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    assert isinstance(engine, AsyncEngine)
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        async with engine.connect() as conn:
+            done = (
+                await conn.execute(
+                    text("SELECT count(*) FROM saga_instances WHERE status IN ('completed', 'compensated')")
+                )
+            ).scalar_one()
+        if done >= n:
+            return
+        await asyncio.sleep(0.2)
+    raise SystemExit(f"only {done} of {n} sagas ended within {deadline_s}s")
+
+
+async def floor_run(server: str, bootstrap: str, n: int) -> float:
+    """The participants' three transactions per order, called directly, one after another."""
+    cluster = Cluster(server, bootstrap)
+    engine = await cluster.prepare(CUSTOMERS, Decimal(10**9), {"widget": 10**9})
+    try:
+        planned = orders(n)
+        started = time.monotonic()
+        for o in planned:
+            envelope = Envelope(message_id=uuid.uuid4(), message_type="x", schema_version=1, attempt=1)
+            async with engine.begin() as conn:
+                await reserve_credit(
+                    conn,
+                    ReserveCredit(customer_id=o.customer_id, order_id=o.order_id, amount=o.amount),
+                    envelope,
+                )
+            async with engine.begin() as conn:
+                await reserve_stock(
+                    conn, ReserveStock(order_id=o.order_id, sku=o.sku, quantity=o.quantity), envelope
+                )
+            async with engine.begin() as conn:
+                await charge(
+                    conn,
+                    ChargePayment(order_id=o.order_id, customer_id=o.customer_id, amount=o.amount),
+                    envelope,
+                )
+        return n / (time.monotonic() - started)
+    finally:
+        await engine.dispose()
+        cluster.drop()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sagas", type=int, default=1000)
+    args = parser.parse_args()
+    server, bootstrap = os.environ.get("DATABASE_URL"), os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not server or not bootstrap:
+        sys.exit("DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS must be set: run `make bench`")
+    floor = await floor_run(server, bootstrap, args.sagas)
+    rate, steps = await saga_run(server, bootstrap, args.sagas)
+    p50 = statistics.median(steps)
+    p99 = statistics.quantiles(steps, n=100)[98]
+    print(f"{'measurement':<44}{'value':>14}")
+    print(f"{'sagas/s (3 remote steps + 1 local, Kafka)':<44}{rate:>14,.1f}")
+    print(f"{'floor: 3 participant transactions/s':<44}{floor:>14,.1f}")
+    print(f"{'ratio sagas/floor':<44}{rate / floor:>14.3f}")
+    print(f"{'remote step latency p50 (ms)':<44}{p50:>14.1f}")
+    print(f"{'remote step latency p99 (ms)':<44}{p99:>14.1f}")
+    print(
+        orjson.dumps(
+            {
+                "sagas_per_s": round(rate, 1),
+                "floor_per_s": round(floor, 1),
+                "floor_ratio": round(rate / floor, 3),
+                "step_p50_ms": round(p50, 1),
+                "step_p99_ms": round(p99, 1),
+                "sagas": args.sagas,
+            }
+        ).decode()
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
