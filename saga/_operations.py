@@ -180,7 +180,9 @@ async def rebuild(
                 # deciding on this saga waits, and the rebuilt row can overwrite any bad row.
                 driver = await driver_connection(conn)
                 await driver.execute(_LOCK_SAGA, (saga_id,))
-                locked_state = fold(saga_id, (e.event for e in await orchestrator.store.load(stream, conn=conn)))
+                locked_state = fold(
+                    saga_id, (e.event for e in await orchestrator.store.load(stream, conn=conn))
+                )
                 await driver.execute(_REBUILD_UPSERT, instance_row(locked_state))
         if progress is not None:
             progress(done, len(streams))
