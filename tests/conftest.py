@@ -23,8 +23,8 @@ from eventstore import create_engine, libpq_url, upgrade
 from saga import all_migrations
 
 HOW_TO_START = (
-    "Start the services with `make services` and load their addresses with "
-    '`eval "$(scripts/services env)"`, or simply run `make test`.'
+    "`make test` starts local services when the variable is unset; or start them with `make services` "
+    'and load their addresses with `eval "$(scripts/services env)"`.'
 )
 
 
