@@ -66,6 +66,9 @@ async def place(engine: AsyncEngine, orchestrator: Orchestrator, orders: list[Or
             await orchestrator.start(conn, OrderSaga, o, key=o.order_id)
 
 
+ENDED = "SELECT count(*) FROM saga_instances WHERE status IN ('completed', 'compensated', 'failed', 'compensation_failed')"
+
+
 async def scalar(engine: AsyncEngine, sql: str) -> Any:
     async with engine.connect() as conn:
         return (await conn.execute(text(sql))).scalar()
@@ -164,6 +167,10 @@ async def run(args: argparse.Namespace) -> int:
     try:
         batch = 25
         for i in range(0, len(orders), batch):
+            # Closed loop: at most `window` sagas in flight, the way a shop's front end would
+            # slow down rather than pile up orders faster than the services can take them.
+            while i - int(await scalar(engine, ENDED)) >= args.window:  # noqa: ASYNC110 - polls the database
+                await asyncio.sleep(0.02)
             await place(engine, orchestrator, orders[i : i + batch])
             progress("placed", min(i + batch, len(orders)), len(orders))
             if args.kill and i < len(orders) // 2 <= i + batch:
@@ -172,8 +179,7 @@ async def run(args: argparse.Namespace) -> int:
                     cluster.kill(role)
                     print(f"killed {role} with SIGKILL; restarting it")
                     cluster.start(role)
-        done_sql = "SELECT count(*) FROM saga_instances WHERE status IN ('completed', 'compensated', 'failed', 'compensation_failed')"
-        ended = await wait_until(engine, done_sql, len(orders), "finished", args.deadline)
+        ended = await wait_until(engine, ENDED, len(orders), "finished", args.deadline)
         elapsed = time.monotonic() - started
         drained = "SELECT CASE WHEN count(*) = 0 THEN 1 ELSE 0 END FROM outbox"
         await wait_until(engine, drained, 1, "outbox", 60)
@@ -236,6 +242,7 @@ def main() -> None:
         "--keep", action="store_true", help="keep the demo database to inspect it with the CLI"
     )
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--window", type=int, default=100, help="sagas in flight at most (default 100)")
     parser.add_argument("--deadline", type=float, default=600, help="seconds to wait for the sagas to end")
     sys.exit(asyncio.run(run(parser.parse_args())))
 

@@ -35,7 +35,7 @@ class OrderData(BaseModel):
 class ReserveCreditStep(RemoteStep[OrderData]):
     name = "reserve_credit"
     participant = "customers"
-    timeout_s = 10.0
+    timeout_s = 30.0
 
     def command(self, data: OrderData) -> ReserveCredit:
         return ReserveCredit(customer_id=data.customer_id, order_id=data.order_id, amount=data.amount)
@@ -50,7 +50,7 @@ class ReserveCreditStep(RemoteStep[OrderData]):
 class ReserveStockStep(RemoteStep[OrderData]):
     name = "reserve_stock"
     participant = "inventory"
-    timeout_s = 3.0  # the demo's slow warehouse answers after 4 s
+    timeout_s = 5.0  # the demo's slow warehouse answers after 6 s
 
     def command(self, data: OrderData) -> ReserveStock:
         return ReserveStock(order_id=data.order_id, sku=data.sku, quantity=data.quantity)
@@ -66,7 +66,7 @@ class ChargePaymentStep(RemoteStep[OrderData]):
     name = "charge_payment"
     participant = "payments"
     kind = StepKind.PIVOT
-    timeout_s = 10.0
+    timeout_s = 30.0
     retry = RetryPolicy(attempts=3)  # the payment service is idempotent per order
 
     def command(self, data: OrderData) -> ChargePayment:

@@ -116,7 +116,7 @@ SLOW_SKUS = frozenset({"slow"})
 
 async def reserve_stock(conn: AsyncConnection, cmd: ReserveStock, envelope: Envelope) -> StockReserved:
     if cmd.sku in SLOW_SKUS:
-        await asyncio.sleep(4.0)  # a warehouse system that answers late: trips the step's timeout
+        await asyncio.sleep(6.0)  # a warehouse system that answers late: trips the step's timeout
     await _log(conn, "inventory", "reserve_stock", cmd.order_id, envelope)
     existing = (
         await conn.execute(text("SELECT 1 FROM stock_reservations WHERE order_id = :o"), {"o": cmd.order_id})
