@@ -204,6 +204,7 @@ _SAVE_SNAPSHOT = """
         SET version = excluded.version, type = excluded.type, schema_version = excluded.schema_version,
             data = excluded.data, recorded_at = now()
         WHERE es_snapshots.version < excluded.version
+    RETURNING version
 """
 
 _LOAD_SNAPSHOT = (
@@ -284,7 +285,9 @@ class EventStore:
             with translate_errors():
                 async with driver.cursor() as cur:
                     await cur.execute(sql, params)
-                    return await cur.fetchall() if cur.description else []
+                    # Every statement passed here returns rows. (Asking `cur.description` first
+                    # would not do: in a pipeline it is unknown until the results come back.)
+                    return await cur.fetchall()
 
     # --- writing -----------------------------------------------------------------------
 

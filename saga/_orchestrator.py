@@ -55,7 +55,6 @@ from saga._state import (
 log = logging.getLogger(__name__)
 
 SAGA_ID_NAMESPACE = uuid.UUID("5a9a0000-0000-4000-8000-000000000001")
-DECISION_RETRIES = 20
 
 
 class StepRefused(BaseModel):
@@ -313,19 +312,24 @@ class _Decision:
             return
         o, state = self.o, self.state
         expected = self.before if self.before else NO_STREAM
-        await o.store.append(
-            stream_of(state.saga_id), self.events, expected, conn=self.conn, correlation_id=state.saga_id
-        )
-        for message, topic, envelope in self.outgoing:
-            await o.outbox.put(self.conn, message, topic=topic, key=state.saga_id, envelope=envelope)
         driver = await driver_connection(self.conn)
-        if self.state.awaiting != self.awaiting_before:  # a decision that only recorded keeps its deadline
-            deadline = self._deadline()
-            if deadline is None:
-                await driver.execute(_CLEAR_DEADLINE, (state.saga_id,))
-            else:
-                await driver.execute(_SET_DEADLINE, deadline)
-        await driver.execute(_UPSERT_INSTANCE, instance_row(state))
+        # Pipelined: the writes go out together and the append's result (read last) brings
+        # them all back in one round trip. A failed expectation fails the whole transaction.
+        async with driver.pipeline():
+            for message, topic, envelope in self.outgoing:
+                await o.outbox.put(self.conn, message, topic=topic, key=state.saga_id, envelope=envelope)
+            if (
+                self.state.awaiting != self.awaiting_before
+            ):  # a decision that only recorded keeps its deadline
+                deadline = self._deadline()
+                if deadline is None:
+                    await driver.execute(_CLEAR_DEADLINE, (state.saga_id,))
+                else:
+                    await driver.execute(_SET_DEADLINE, deadline)
+            await driver.execute(_UPSERT_INSTANCE, instance_row(state))
+            await o.store.append(
+                stream_of(state.saga_id), self.events, expected, conn=self.conn, correlation_id=state.saga_id
+            )
 
     def _deadline(self) -> tuple[Any, ...] | None:
         waiting = self.state.awaiting
@@ -415,21 +419,19 @@ class Orchestrator:
         return saga_id
 
     async def _decide(self, conn: AsyncConnection, saga_id: str, act: Any, *, locked: bool = False) -> None:
-        """Load, decide with `act(decision)`, persist; again from a fresh load on a version conflict."""
-        if not locked:
-            await (await driver_connection(conn)).execute(_LOCK_SAGA, (saga_id,))
-        for attempt in range(DECISION_RETRIES):
-            try:
-                async with conn.begin_nested():
-                    state = await self.load(saga_id, conn)
-                    decision = _Decision(self, conn, self.saga_class(state.saga_type), state)
-                    await act(decision)
-                    await decision.persist()
-                return
-            except ConcurrencyError:
-                if attempt + 1 == DECISION_RETRIES:
-                    raise
-                log.debug("saga %s: concurrent decision; deciding again", saga_id)
+        """Lock the saga, load it, decide with `act(decision)`, persist.
+
+        Under the saga's lock no other decision can interleave, so the append's expected
+        version holds; a ConcurrencyError would mean a writer that skipped the lock, and is
+        raised (the consumer retries the message)."""
+        driver = await driver_connection(conn)
+        async with driver.pipeline():  # the lock and the load: one round trip
+            if not locked:
+                await driver.execute(_LOCK_SAGA, (saga_id,))
+            state = await self.load(saga_id, conn)
+        decision = _Decision(self, conn, self.saga_class(state.saga_type), state)
+        await act(decision)
+        await decision.persist()
 
     async def handle_reply(self, conn: AsyncConnection, reply: BaseModel, envelope: Envelope) -> None:
         """The reply consumer's handler (runs in the consumer's transaction with its inbox row)."""
