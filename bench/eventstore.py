@@ -29,9 +29,10 @@ from pathlib import Path
 import orjson
 import psycopg
 from pydantic import BaseModel
-from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _scratch import Database
 
 from eventstore import (
     ANY,
@@ -41,7 +42,6 @@ from eventstore import (
     create_engine,
     eventstore_migrations,
     libpq_url,
-    upgrade,
 )
 
 
@@ -68,25 +68,8 @@ def event(i: int) -> Deposited:
     )
 
 
-class Database:
-    """A scratch database for one measurement."""
-
-    def __init__(self, server_url: str) -> None:
-        self.server_url = server_url
-        self.name = f"bench_{uuid.uuid4().hex[:10]}"
-        self.url = make_url(server_url).set(database=self.name).render_as_string(hide_password=False)
-
-    async def __aenter__(self) -> Database:
-        async with await psycopg.AsyncConnection.connect(libpq_url(self.server_url), autocommit=True) as conn:
-            await conn.execute(f"CREATE DATABASE {self.name}")
-        engine = create_engine(self.url)
-        await upgrade(engine, eventstore_migrations())
-        await engine.dispose()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        async with await psycopg.AsyncConnection.connect(libpq_url(self.server_url), autocommit=True) as conn:
-            await conn.execute(f"DROP DATABASE {self.name} WITH (FORCE)")
+def scratch_database(server_url: str) -> Database:
+    return Database(server_url, eventstore_migrations())
 
 
 async def timed(workers: int, work: Callable[[int], Awaitable[int]]) -> float:
@@ -97,7 +80,7 @@ async def timed(workers: int, work: Callable[[int], Awaitable[int]]) -> float:
 
 
 async def framework_append(server_url: str, workers: int, appends: int, batch: int) -> float:
-    async with Database(server_url) as db:
+    async with scratch_database(server_url) as db:
         engine = create_engine(db.url, pool_size=workers)
         store = EventStore(engine, registry)
         await store.append("warmup", [event(0)], ANY)
@@ -123,7 +106,7 @@ _RAW_INSERT = (
 
 
 async def raw_insert(server_url: str, workers: int, appends: int, batch: int) -> float:
-    async with Database(server_url) as db:
+    async with scratch_database(server_url) as db:
         conns = [await psycopg.AsyncConnection.connect(libpq_url(db.url)) for _ in range(workers)]
         meta = orjson.dumps({"correlation_id": "c"}).decode()
 
@@ -157,7 +140,7 @@ async def raw_insert(server_url: str, workers: int, appends: int, batch: int) ->
 
 
 async def replay(server_url: str) -> tuple[float, float]:
-    async with Database(server_url) as db:
+    async with scratch_database(server_url) as db:
         engine = create_engine(db.url)
         store = EventStore(engine, registry)
         for n in range(REPLAY_EVENTS // 100):

@@ -33,15 +33,15 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import BaseModel
-from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from eventstore import create_engine, libpq_url, upgrade
+from _scratch import Database
+
+from eventstore import create_engine
 from outbox import Envelope, MessageRegistry, Outbox, Relay
 from saga import all_migrations
 
@@ -104,25 +104,8 @@ def make_messages(count: int) -> list[Message]:
     return made
 
 
-class Database:
-    """A scratch database for one measurement, with every migration the outbox needs."""
-
-    def __init__(self, server_url: str) -> None:
-        self.server_url = server_url
-        self.name = f"bench_{uuid.uuid4().hex[:10]}"
-        self.url = make_url(server_url).set(database=self.name).render_as_string(hide_password=False)
-
-    async def __aenter__(self) -> Database:
-        async with await psycopg.AsyncConnection.connect(libpq_url(self.server_url), autocommit=True) as conn:
-            await conn.execute(f"CREATE DATABASE {self.name}")
-        engine = create_engine(self.url)
-        await upgrade(engine, all_migrations())
-        await engine.dispose()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        async with await psycopg.AsyncConnection.connect(libpq_url(self.server_url), autocommit=True) as conn:
-            await conn.execute(f"DROP DATABASE {self.name} WITH (FORCE)")
+def scratch_database(server_url: str) -> Database:
+    return Database(server_url, all_migrations())
 
 
 class Topics:
@@ -182,7 +165,7 @@ async def relay_throughput(
     server_url: str, bootstrap: str, topics: Topics, messages: Sequence[Message], batch_size: int
 ) -> tuple[float, float]:
     """Relay messages/s from start to an empty outbox, and the fill's puts/s."""
-    async with Database(server_url) as db:
+    async with scratch_database(server_url) as db:
         topic = await topics.new(f"relay{batch_size}")
         fill_rate = await fill_outbox(db, topic, messages)
         relay = Relay(db.url, bootstrap, batch_size=batch_size)
@@ -232,7 +215,7 @@ async def raw_throughput(bootstrap: str, topics: Topics, messages: Sequence[Mess
 async def idle_latency(server_url: str, bootstrap: str, topics: Topics) -> list[float]:
     """Commit-to-consumer latencies in ms, LATENCY_SAMPLES single-message transactions."""
     messages = make_messages(LATENCY_WARMUP + LATENCY_SAMPLES)
-    async with Database(server_url) as db:
+    async with scratch_database(server_url) as db:
         topic = await topics.new("latency")
         consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5
