@@ -66,7 +66,7 @@ async def saga_run(server: str, bootstrap: str, n: int) -> tuple[float, list[flo
             # Closed loop: at most WINDOW sagas in flight, so the run measures throughput, not
             # how a backlog larger than the step timeouts turns into compensations.
             while i + 20 - await ended(engine) >= WINDOW:  # noqa: ASYNC110 - polling another process's progress
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.1)
             await place(engine, orchestrator, planned[i : i + 25])
         await wait_all(engine, n + 20, 600)
         elapsed = time.monotonic() - started
