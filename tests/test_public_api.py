@@ -1,0 +1,115 @@
+"""The public names of each package, pinned: a change here is a change of the API."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+EXPORTED = {
+    "eventstore": {
+        "ANY",
+        "AppendResult",
+        "AutocommitConnections",
+        "ConcurrencyError",
+        "DuplicateEventError",
+        "EventDecodeError",
+        "EventRegistry",
+        "EventStore",
+        "EventStoreError",
+        "EventType",
+        "EventTypeError",
+        "ExpectedVersion",
+        "FEED_START",
+        "FeedPosition",
+        "Metadata",
+        "Migration",
+        "NO_STREAM",
+        "RecordedEvent",
+        "SchemaError",
+        "Snapshot",
+        "StoreUnavailableError",
+        "StreamState",
+        "Subscription",
+        "TypeRegistry",
+        "check_schema",
+        "create_engine",
+        "driver_connection",
+        "eventstore_migrations",
+        "libpq_url",
+        "load_checkpoint",
+        "load_migrations",
+        "save_checkpoint",
+        "sqlalchemy_url",
+        "upgrade",
+    },
+    "outbox": {
+        "Consumer",
+        "ConsumerStats",
+        "Envelope",
+        "Handler",
+        "MessageDecodeError",
+        "MessageRegistry",
+        "MessageTypeError",
+        "Outbox",
+        "OutboxError",
+        "PublishError",
+        "Relay",
+        "RelayLag",
+        "RelayStats",
+        "child_traceparent",
+        "new_traceparent",
+        "outbox_migrations",
+    },
+    "saga": {
+        "App",
+        "AppLoadError",
+        "DefinitionError",
+        "LocalStep",
+        "Orchestrator",
+        "OrchestratorWorker",
+        "Participant",
+        "Refused",
+        "RemoteStep",
+        "RetryPolicy",
+        "Saga",
+        "SagaError",
+        "SagaState",
+        "Settings",
+        "SettingsError",
+        "Step",
+        "StepKind",
+        "StepRefused",
+        "Topics",
+        "UnknownSagaError",
+        "all_migrations",
+        "fold",
+        "instance_row",
+        "load_app",
+        "saga_event_registry",
+        "saga_id_for",
+        "stream_of",
+    },
+}
+
+
+@pytest.mark.parametrize("package", sorted(EXPORTED))
+def test_exported_names_are_pinned_and_resolve(package: str) -> None:
+    module = importlib.import_module(package)
+    assert set(module.__all__) == EXPORTED[package]
+    for name in module.__all__:
+        assert getattr(module, name) is not None, f"{package}.{name}"
+
+
+def test_layers_import_only_downwards() -> None:
+    """eventstore imports neither outbox nor saga; outbox does not import saga."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    forbidden = {"eventstore": ("outbox", "saga"), "outbox": ("saga",)}
+    for package, above in forbidden.items():
+        for path in (root / package).rglob("*.py"):
+            for line in path.read_text().splitlines():
+                match = re.match(r"\s*(?:from|import)\s+(\w+)", line)
+                assert not (match and match[1] in above), f"{path.relative_to(root)}: {line.strip()}"
