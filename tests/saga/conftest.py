@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import text
@@ -79,8 +80,6 @@ class System:
         for row in rows:
             state = await self.state(row[0])
             expected = instance_row(state)
-            import orjson
-
             assert (*row[:6], orjson.loads(row[6]), row[7]) == (
                 *expected[:6],
                 orjson.loads(expected[6]),
