@@ -139,6 +139,17 @@ class AppendResult:
 
 
 @dataclass(frozen=True, slots=True)
+class NewEvents:
+    """One stream's part of `EventStore.append_many`."""
+
+    stream_id: str
+    events: Sequence[BaseModel]
+    expected_version: ExpectedVersion
+    correlation_id: str | None = None
+    causation_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     stream_id: str
     version: int
@@ -176,6 +187,42 @@ def _append_sql(n: int, notify: bool) -> str:
 
 _STREAM_VERSION = "SELECT coalesce(max(version), 0) FROM es_events WHERE stream_id = %(stream_id)s"
 
+
+# Many streams in one statement, all or nothing: the same steps as a single append, per
+# stream; if any stream's expectation fails nothing is inserted and the statement returns the
+# failing streams (position NULL) instead. Arrays keep the text the same for any batch size.
+@lru_cache(maxsize=2)
+def _append_many_sql(notify: bool) -> str:
+    wake = f", (SELECT pg_notify('{NOTIFY_CHANNEL}', '')) AS n" if notify else ""
+    return f"""
+    WITH s AS (
+        SELECT * FROM unnest(%s::text[], %s::bigint[], %s::jsonb[]) AS s(stream_id, expected, metadata)
+    ), cur AS (
+        SELECT s.stream_id, s.expected, s.metadata, coalesce(l.version, 0) AS version,
+               greatest(pg_current_xact_id()::text::bigint, coalesce(l.tx_id, 0)) AS tx_id
+        FROM s LEFT JOIN LATERAL (
+            SELECT version, tx_id FROM es_events WHERE es_events.stream_id = s.stream_id
+            ORDER BY version DESC LIMIT 1
+        ) l ON true
+    ), bad AS (
+        SELECT stream_id, version FROM cur WHERE expected IS NOT NULL AND version <> expected
+    ), ins AS (
+        INSERT INTO es_events (tx_id, stream_id, version, event_id, type, schema_version, data, metadata)
+        SELECT cur.tx_id, cur.stream_id, cur.version + e.ord, e.event_id, e.type, e.schema_version, e.data,
+               cur.metadata
+        FROM unnest(%s::text[], %s::int[], %s::uuid[], %s::text[], %s::int[], %s::jsonb[]) WITH ORDINALITY
+             AS e(stream_id, ord, event_id, type, schema_version, data, n)
+        JOIN cur ON cur.stream_id = e.stream_id
+        WHERE NOT EXISTS (SELECT FROM bad)
+        ORDER BY e.n
+        RETURNING stream_id, position, version
+    )
+    SELECT ins.stream_id, ins.position, ins.version FROM ins{wake}
+    UNION ALL
+    SELECT stream_id, NULL, version FROM bad
+    """
+
+
 # Text and integers only: uuid and timestamptz values would cost the driver more to load
 # than the rest of the row, and most readers never look at them.
 _COLUMNS = (
@@ -187,6 +234,10 @@ _READ_STREAM = f"""
     SELECT {_COLUMNS} FROM es_events
     WHERE stream_id = %(stream_id)s AND version >= %(from_version)s AND version <= %(to_version)s
     ORDER BY version LIMIT %(limit)s
+"""
+
+_LOAD_MANY = f"""
+    SELECT {_COLUMNS} FROM es_events WHERE stream_id = ANY(%(stream_ids)s::text[]) ORDER BY stream_id, version
 """
 
 # Rows below the xmin line only; see the module docstring.
@@ -216,6 +267,7 @@ _FEED_LAG = (
 )
 
 _CLUSTER = "SELECT (SELECT max(tx_id) FROM es_events), pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
+
 
 _PAGE = 1000
 # Four parameters an event; Postgres takes at most 65,535 in one statement.
@@ -308,27 +360,7 @@ class EventStore:
         `expected_version`: the stream's current version (an int >= 1), NO_STREAM, or ANY.
         Raises ConcurrencyError naming stream, expected and actual versions.
         """
-        if not events:
-            raise ValueError(f"append to {stream_id!r}: no events given")
-        if len(events) > MAX_BATCH:
-            raise ValueError(
-                f"append to {stream_id!r}: {len(events)} events in one append; at most {MAX_BATCH} (split the batch)"
-            )
-        valid = isinstance(expected_version, StreamState) or (
-            type(expected_version) is int and expected_version >= 1
-        )
-        if not valid:
-            raise ValueError(
-                f"append to {stream_id!r}: expected_version must be an int >= 1, NO_STREAM or ANY; "
-                f"got {expected_version!r}"
-            )
-        if event_ids is not None:
-            if len(event_ids) != len(events):
-                raise ValueError(
-                    f"append to {stream_id!r}: {len(event_ids)} event ids for {len(events)} events"
-                )
-            if len(set(event_ids)) != len(event_ids):
-                raise ValueError(f"append to {stream_id!r}: the same event id twice in one append")
+        _check_append(stream_id, events, expected_version, event_ids)
         params = self._append_params(
             stream_id, events, expected_version, correlation_id, causation_id, event_ids, extra_metadata
         )
@@ -341,6 +373,58 @@ class EventStore:
                     raise
         raise AssertionError("unreachable")
 
+    async def append_many(
+        self, batch: Sequence[NewEvents], *, conn: AsyncConnection | None = None
+    ) -> list[AppendResult]:
+        """Append to several streams in one statement: all of it, or (on any stream's failed
+        expectation) none of it. Results come in the order of `batch`.
+
+        Raises ConcurrencyError naming the first stream whose expectation failed.
+        """
+        if not batch:
+            return []
+        if sum(len(b.events) for b in batch) > MAX_BATCH:
+            raise ValueError(f"append_many: more than {MAX_BATCH} events in one call (split the batch)")
+        if len({b.stream_id for b in batch}) != len(batch):
+            raise ValueError("append_many: a stream appears twice in one batch (merge its events)")
+        streams: list[str] = []
+        expected: list[int | None] = []
+        metadata: list[str] = []
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
+        for b in batch:
+            _check_append(b.stream_id, b.events, b.expected_version, None)
+            streams.append(b.stream_id)
+            expected.append(_expected_number(b.expected_version))
+            metadata.append(orjson.dumps(_metadata(b.correlation_id, b.causation_id, None)).decode())
+            for ord_, event in enumerate(b.events, 1):
+                entry, payload = self.registry.encode(event)
+                for column, value in zip(
+                    columns,
+                    (b.stream_id, ord_, uuid.uuid4(), entry.name, entry.version, payload),
+                    strict=True,
+                ):
+                    column.append(value)
+        params = [streams, expected, metadata, *columns]
+        try:
+            rows = await self._fetch(conn, _append_many_sql(self.notify), params)
+        except psycopg.errors.UniqueViolation as exc:
+            if constraint_name(exc) == "es_events_event_id":
+                raise DuplicateEventError(f"append_many: an event id was appended before: {exc}") from exc
+            # A concurrent transaction appended to one of the streams and committed first.
+            raise ConcurrencyError(_conflicting_stream(exc, batch), "as given", None) from exc
+        conflicts = {stream: version for stream, position, version in rows if position is None}
+        for b in batch:
+            if b.stream_id in conflicts:
+                raise ConcurrencyError(b.stream_id, b.expected_version, conflicts[b.stream_id])
+        written: dict[str, list[tuple[int, int]]] = {}
+        for stream, position, version in rows:
+            written.setdefault(stream, []).append((version, position))
+        results = []
+        for b in batch:
+            mine = sorted(written[b.stream_id])
+            results.append(AppendResult(b.stream_id, mine[0][0], mine[-1][0], [p for _, p in mine]))
+        return results
+
     def _append_params(
         self,
         stream_id: str,
@@ -351,18 +435,8 @@ class EventStore:
         event_ids: Sequence[uuid.UUID] | None,
         extra_metadata: dict[str, Any] | None,
     ) -> list[Any]:
-        meta: dict[str, Any] = dict(extra_metadata or {})
-        if correlation_id is not None:
-            meta["correlation_id"] = correlation_id
-        if causation_id is not None:
-            meta["causation_id"] = causation_id
-        if expected_version is ANY:
-            expected: int | None = None
-        elif expected_version is NO_STREAM:
-            expected = 0
-        else:
-            assert isinstance(expected_version, int)
-            expected = expected_version
+        meta = _metadata(correlation_id, causation_id, extra_metadata)
+        expected = _expected_number(expected_version)
         params: list[Any] = [stream_id, stream_id, expected, orjson.dumps(meta).decode()]
         for i, event in enumerate(events):
             entry, payload = self.registry.encode(event)
@@ -449,6 +523,15 @@ class EventStore:
     ) -> list[RecordedEvent]:
         return [e async for e in self.read_stream(stream_id, to_version=to_version, conn=conn)]
 
+    async def load_many(
+        self, stream_ids: Sequence[str], *, conn: AsyncConnection | None = None
+    ) -> dict[str, list[RecordedEvent]]:
+        """Several whole streams in one query; a stream with no events maps to []."""
+        loaded: dict[str, list[RecordedEvent]] = {s: [] for s in stream_ids}
+        for row in await self._fetch(conn, _LOAD_MANY, {"stream_ids": list(loaded)}):
+            loaded[row[2]].append(self._decode(row))
+        return loaded
+
     async def stream_version(self, stream_id: str, *, conn: AsyncConnection | None = None) -> int:
         """The stream's current version; 0 when it has no events."""
         return int((await self._fetch(conn, _STREAM_VERSION, {"stream_id": stream_id}))[0][0])
@@ -514,3 +597,60 @@ class EventStore:
                 f"es_events holds transaction id {stored} but this cluster is at {current}: the data was "
                 "restored from another cluster; the global feed cannot be followed until it catches up"
             )
+
+
+def _check_append(
+    stream_id: str,
+    events: Sequence[BaseModel],
+    expected_version: ExpectedVersion,
+    event_ids: Sequence[uuid.UUID] | None,
+) -> None:
+    if not events:
+        raise ValueError(f"append to {stream_id!r}: no events given")
+    if len(events) > MAX_BATCH:
+        raise ValueError(
+            f"append to {stream_id!r}: {len(events)} events in one append; at most {MAX_BATCH} (split the batch)"
+        )
+    valid = isinstance(expected_version, StreamState) or (
+        type(expected_version) is int and expected_version >= 1
+    )
+    if not valid:
+        raise ValueError(
+            f"append to {stream_id!r}: expected_version must be an int >= 1, NO_STREAM or ANY; "
+            f"got {expected_version!r}"
+        )
+    if event_ids is not None:
+        if len(event_ids) != len(events):
+            raise ValueError(f"append to {stream_id!r}: {len(event_ids)} event ids for {len(events)} events")
+        if len(set(event_ids)) != len(event_ids):
+            raise ValueError(f"append to {stream_id!r}: the same event id twice in one append")
+
+
+def _conflicting_stream(exc: psycopg.Error, batch: Sequence[NewEvents]) -> str:
+    """The stream a unique violation on (stream_id, version) names, from the error's detail."""
+    detail = (exc.diag.message_detail if exc.diag else None) or ""
+    for b in batch:
+        if f"=({b.stream_id}, " in detail:
+            return b.stream_id
+    return ", ".join(b.stream_id for b in batch)
+
+
+def _expected_number(expected_version: ExpectedVersion) -> int | None:
+    """The version the statement checks against: None for ANY, 0 for NO_STREAM."""
+    if expected_version is ANY:
+        return None
+    if expected_version is NO_STREAM:
+        return 0
+    assert isinstance(expected_version, int)
+    return expected_version
+
+
+def _metadata(
+    correlation_id: str | None, causation_id: str | None, extra: dict[str, Any] | None
+) -> dict[str, Any]:
+    meta: dict[str, Any] = dict(extra or {})
+    if correlation_id is not None:
+        meta["correlation_id"] = correlation_id
+    if causation_id is not None:
+        meta["causation_id"] = causation_id
+    return meta

@@ -1,14 +1,16 @@
 """Transactional outbox, relay worker, Kafka consumer runtime with inbox and dead letters."""
 
-from outbox._consumer import Consumer, ConsumerStats, Handler
+from outbox._consumer import BatchHandler, Consumer, ConsumerStats, Delivery, Handler
 from outbox._errors import MessageDecodeError, MessageTypeError, OutboxError, PublishError
 from outbox._message import Envelope, MessageRegistry, child_traceparent, new_traceparent
-from outbox._outbox import Outbox, outbox_migrations
+from outbox._outbox import Outbox, Outgoing, outbox_migrations
 from outbox._relay import Relay, RelayLag, RelayStats
 
 __all__ = [
+    "BatchHandler",
     "Consumer",
     "ConsumerStats",
+    "Delivery",
     "Envelope",
     "Handler",
     "MessageDecodeError",
@@ -16,6 +18,7 @@ __all__ = [
     "MessageTypeError",
     "Outbox",
     "OutboxError",
+    "Outgoing",
     "PublishError",
     "Relay",
     "RelayLag",

@@ -11,6 +11,13 @@ retried with backoff; after `max_attempts`, or at once when its error says
 `retriable = False`, the record is dead-lettered too. Postgres being unreachable is not the
 message's fault: that is retried until it comes back, and nothing is dead-lettered for it.
 Records of one partition are handled in order; partitions are handled concurrently.
+
+Throughput comes from handling what one fetch brought for a partition together: one
+transaction, one inbox statement for all of it, and a batch handler that may write for all
+of its messages at once (the orchestrator decides on many sagas in a few statements). When
+anything in that transaction fails, it is rolled back and the same records are handled
+again, each in a savepoint of its own, so the one that failed is found, retried and, if need
+be, dead-lettered, and the others are applied.
 """
 
 from __future__ import annotations
@@ -38,10 +45,33 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[AsyncConnection, Any, Envelope], Awaitable[None]]
 
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A record decoded into its message, with the handler its type maps to."""
+
+    handler: Handler
+    message: BaseModel
+    envelope: Envelope
+
+
+# Handles several deliveries in the caller's transaction, in order (the default runs each
+# one's handler in turn). Raising rolls all of them back; they are then handled one by one.
+BatchHandler = Callable[[AsyncConnection, list[Delivery]], Awaitable[None]]
+
 _INBOX = (
     "INSERT INTO inbox (consumer_group, message_id, message_type) VALUES (%s, %s, %s) "
     "ON CONFLICT DO NOTHING RETURNING 1"
 )
+_INBOX_MANY = (
+    "INSERT INTO inbox (consumer_group, message_id, message_type) "
+    "SELECT %s, * FROM unnest(%s::uuid[], %s::text[]) ON CONFLICT DO NOTHING RETURNING message_id"
+)
+
+
+async def handle_in_turn(conn: AsyncConnection, deliveries: list[Delivery]) -> None:
+    for d in deliveries:
+        await d.handler(conn, d.message, d.envelope)
 
 
 @dataclass
@@ -68,6 +98,7 @@ class Consumer(Worker):
         topics: Sequence[str],
         registry: MessageRegistry,
         handlers: Mapping[type[BaseModel], Handler],
+        batch_handler: BatchHandler = handle_in_turn,
         dead_letter_suffix: str = ".dlq",
         max_attempts: int = 5,
         retry_backoff_s: float = 0.1,
@@ -89,6 +120,7 @@ class Consumer(Worker):
         self.topics = list(topics)
         self.registry = registry
         self.handlers = {registry.type_of_model(model).name: handler for model, handler in handlers.items()}
+        self.batch_handler = batch_handler
         self.dead_letter_suffix = dead_letter_suffix
         self.max_attempts = max_attempts
         self.retry_backoff_s = retry_backoff_s
@@ -161,21 +193,28 @@ class Consumer(Worker):
     async def _handle_partition(self, records: list[ConsumerRecord[bytes, bytes]]) -> int:
         """Handle in order; returns the offset to commit (the one after the last handled).
 
-        Records go through in batches: one Postgres transaction for a run of records, each in
-        a savepoint of its own, so a batch pays for one commit (the fsync) instead of one per
-        record. The first record that fails in a batch ends it (the ones before it commit) and
-        is then handled alone, with its retries and, if need be, the dead-letter topic.
+        First all of it together (see the module docstring). When that fails: one
+        transaction with a savepoint per record, up to the record that fails; that record
+        alone, with its retries and, if need be, the dead-letter topic; then together again.
         """
         next_offset: int = records[0].offset
         i = 0
+        together = True
         while i < len(records):
             try:
-                done = await self._apply_batch(records[i:])
+                if together:
+                    done = await self._apply_together(records[i:])
+                    if done is None:
+                        together = False
+                        continue
+                else:
+                    done = await self._apply_one_by_one(records[i:])
                 if done:
                     i += done
                     next_offset = int(records[i - 1].offset) + 1
                     continue
                 await self._handle_record(records[i])
+                together = True
             except _Stopping:
                 return next_offset
             except StoreUnavailableError:
@@ -193,7 +232,54 @@ class Consumer(Worker):
             i += 1
         return next_offset
 
-    def _parse(self, record: ConsumerRecord[bytes, bytes]) -> tuple[Handler, BaseModel, Envelope]:
+    async def _apply_together(self, records: list[ConsumerRecord[bytes, bytes]]) -> int | None:
+        """The decodable records up to the first that is not, in one transaction; returns how
+        many were applied, or None when the transaction failed and was rolled back."""
+        deliveries = []
+        for record in records:
+            try:
+                deliveries.append(self._parse(record))
+            except MessageDecodeError:
+                break
+        if not deliveries:
+            return 0
+        fresh: list[Delivery] = []
+        try:
+            with translate_errors():
+                async with self.engine.begin() as conn:
+                    driver = await driver_connection(conn)
+                    cur = await driver.execute(
+                        _INBOX_MANY,
+                        (
+                            self.group_id,
+                            [d.envelope.message_id for d in deliveries],
+                            [d.envelope.message_type for d in deliveries],
+                        ),
+                    )
+                    new = {row[0] for row in await cur.fetchall()}
+                    for d in deliveries:
+                        if d.envelope.message_id in new:  # the first of a message sent twice in one fetch
+                            new.discard(d.envelope.message_id)
+                            fresh.append(d)
+                    if fresh:
+                        await self.batch_handler(conn, fresh)
+        except StoreUnavailableError:
+            raise
+        except Exception as exc:
+            if is_connection_lost(exc):
+                raise
+            log.info(
+                "consumer %s: %d records failed together (%r); handling them one by one",
+                self.group_id,
+                len(deliveries),
+                exc,
+            )
+            return None
+        self.stats.handled += len(fresh)
+        self.stats.duplicates += len(deliveries) - len(fresh)
+        return len(deliveries)
+
+    def _parse(self, record: ConsumerRecord[bytes, bytes]) -> Delivery:
         where = f"{record.topic}[{record.partition}]@{record.offset}"
         envelope = Envelope.from_kafka(record.headers)
         handler = self.handlers.get(envelope.message_type)
@@ -204,9 +290,9 @@ class Consumer(Worker):
         message = self.registry.decode(
             envelope.message_type, envelope.schema_version, record.value or b"", lambda: where
         )
-        return handler, message, envelope
+        return Delivery(handler, message, envelope)
 
-    async def _apply_batch(self, records: list[ConsumerRecord[bytes, bytes]]) -> int:
+    async def _apply_one_by_one(self, records: list[ConsumerRecord[bytes, bytes]]) -> int:
         """Apply records in one transaction until one cannot be; returns how many committed."""
         handled = duplicates = 0
         with translate_errors():
@@ -214,18 +300,18 @@ class Consumer(Worker):
                 driver = await driver_connection(conn)
                 for record in records:
                     try:
-                        handler, message, envelope = self._parse(record)
+                        d = self._parse(record)
                     except MessageDecodeError:
                         break
                     try:
                         async with conn.begin_nested():
                             cur = await driver.execute(
-                                _INBOX, (self.group_id, envelope.message_id, envelope.message_type)
+                                _INBOX, (self.group_id, d.envelope.message_id, d.envelope.message_type)
                             )
                             if await cur.fetchone() is None:
                                 duplicates += 1
                             else:
-                                await handler(conn, message, envelope)
+                                await d.handler(conn, d.message, d.envelope)
                                 handled += 1
                     except Exception as exc:
                         if isinstance(exc, StoreUnavailableError) or is_connection_lost(exc):
@@ -238,7 +324,7 @@ class Consumer(Worker):
     async def _handle_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
         where = f"{record.topic}[{record.partition}]@{record.offset}"
         try:
-            handler, message, envelope = self._parse(record)
+            d = self._parse(record)
         except MessageDecodeError as exc:
             await self._dead_letter(record, f"undecodable: {exc}", type(exc).__name__, attempts=0)
             return
@@ -246,7 +332,7 @@ class Consumer(Worker):
         while True:
             attempt += 1
             try:
-                await self._apply(handler, message, envelope)
+                await self._apply(d.handler, d.message, d.envelope)
                 return
             except StoreUnavailableError as exc:
                 attempt -= 1  # not the message's fault: wait for Postgres, count nothing

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from pydantic import BaseModel
@@ -25,6 +28,28 @@ _PUT = f"""
     )
     SELECT id, pg_notify('{NOTIFY_CHANNEL}', '') FROM ins
 """
+# Many rows in one statement; ids follow the order given, which is the order they go out in.
+_PUT_MANY = f"""
+    WITH ins AS (
+        INSERT INTO outbox (message_id, topic, key, value, headers)
+        SELECT message_id, topic, key, value, headers
+        FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::bytea[], %s::jsonb[]) WITH ORDINALITY
+             AS m(message_id, topic, key, value, headers, n)
+        ORDER BY n
+        RETURNING id
+    )
+    SELECT count(*), pg_notify('{NOTIFY_CHANNEL}', '') FROM ins
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message for `Outbox.put_many`: what `put` takes, as one value."""
+
+    message: BaseModel
+    topic: str
+    key: str
+    envelope: Envelope | None = None
 
 
 def outbox_migrations() -> list[Migration]:
@@ -82,6 +107,30 @@ class Outbox:
 
         Without an envelope a minimal one is made (new message id and trace). Returns it.
         """
+        env, row = self._row(message, topic, key, envelope)
+        driver = await driver_connection(conn)
+        with translate_errors():
+            await driver.execute(_PUT, row)
+        return env
+
+    async def put_many(self, conn: AsyncConnection, messages: Sequence[Outgoing]) -> list[Envelope]:
+        """`put` for several messages in one statement, published in the order given."""
+        if not messages:
+            return []
+        envelopes, rows = [], []
+        for m in messages:
+            env, row = self._row(m.message, m.topic, m.key, m.envelope)
+            envelopes.append(env)
+            rows.append(row)
+        driver = await driver_connection(conn)
+        with translate_errors():
+            await driver.execute(_PUT_MANY, [list(column) for column in zip(*rows, strict=True)])
+        return envelopes
+
+    def _row(
+        self, message: BaseModel, topic: str, key: str, envelope: Envelope | None
+    ) -> tuple[Envelope, tuple[Any, ...]]:
+        """Check and encode one message: its envelope and its outbox row."""
         if not _TOPIC.match(topic):
             raise ValueError(
                 f"outbox.put: {topic!r} is not a valid Kafka topic name ([A-Za-z0-9._-], 1 to 249)"
@@ -98,10 +147,4 @@ class Outbox:
                 f"outbox.put: {env.message_type} is {len(payload)} bytes, over the {self.max_message_bytes} "
                 f"a record may have (max_message_bytes)"
             )
-        driver = await driver_connection(conn)
-        with translate_errors():
-            await driver.execute(
-                _PUT,
-                (env.message_id, topic, key, payload.encode(), orjson.dumps(env.to_headers()).decode()),
-            )
-        return env
+        return env, (env.message_id, topic, key, payload.encode(), orjson.dumps(env.to_headers()).decode())

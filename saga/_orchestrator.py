@@ -19,16 +19,17 @@ from __future__ import annotations
 import logging
 import random
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from eventstore import NO_STREAM, ConcurrencyError, EventStore, driver_connection
-from outbox import Envelope, MessageRegistry, Outbox, child_traceparent
+from eventstore import NO_STREAM, ConcurrencyError, EventStore, NewEvents, driver_connection
+from outbox import Delivery, Envelope, MessageRegistry, Outbox, Outgoing, child_traceparent
 from saga._definition import LocalStep, RemoteStep, Saga, Step, StepKind
 from saga._state import (
     CompensationFailed,
@@ -100,28 +101,38 @@ def with_saga_messages(registry: MessageRegistry) -> MessageRegistry:
     return registry
 
 
-_UPSERT_INSTANCE = """
+# Many sagas a statement: one row per saga, as columns (arrays), so the text never changes.
+_UPSERT_INSTANCES = """
     INSERT INTO saga_instances (saga_id, saga_type, key, status, step, version, data, last_error)
-    VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, %s)
+    SELECT * FROM unnest(
+        %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::jsonb[], %s::text[]
+    )
     ON CONFLICT (saga_id) DO UPDATE SET
         status = excluded.status, step = excluded.step, version = excluded.version, data = excluded.data,
         last_error = excluded.last_error, updated_at = now()
     WHERE saga_instances.version < excluded.version
 """
-_SET_DEADLINE = """
+_SET_DEADLINES = """
     INSERT INTO saga_deadlines (saga_id, saga_type, step, phase, attempt, kind, due_at)
-    VALUES (%s, %s, %s, %s, %s, %s, %s)
+    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::int[], %s::text[], %s::timestamptz[])
     ON CONFLICT (saga_id) DO UPDATE SET
         step = excluded.step, phase = excluded.phase, attempt = excluded.attempt, kind = excluded.kind,
         due_at = excluded.due_at
 """
-_CLEAR_DEADLINE = "DELETE FROM saga_deadlines WHERE saga_id = %s"
+_CLEAR_DEADLINES = "DELETE FROM saga_deadlines WHERE saga_id = ANY(%s::text[])"
 _DROP_DEADLINE = "DELETE FROM saga_deadlines WHERE saga_id = %s AND step = %s AND phase = %s AND attempt = %s AND kind = %s"
 _DUE = "SELECT saga_id, step, phase, attempt, kind FROM saga_deadlines WHERE due_at <= now() ORDER BY due_at LIMIT %s"
 # Every decision on a saga first takes this lock, and takes no other lock before it. One
 # order for all lockers (reply handlers, deadline workers, operators) means no deadlock
 # between a reply and a timeout of the same saga; it also saves the version-conflict retry.
 _LOCK_SAGA = "SELECT pg_advisory_xact_lock(hashtext('saga:' || %s))"
+# Several sagas: always in the order of the lock keys, so two lockers of overlapping sets
+# cannot each hold a lock the other waits for. (A subquery with ORDER BY is not flattened:
+# the locks are taken row by row in that order.)
+_LOCK_SAGAS = (
+    "SELECT count(pg_advisory_xact_lock(k)) FROM "
+    "(SELECT DISTINCT hashtext('saga:' || s) AS k FROM unnest(%s::text[]) AS s ORDER BY k) AS keys"
+)
 _TRY_LOCK_SAGA = "SELECT pg_try_advisory_xact_lock(hashtext('saga:' || %s))"
 _STILL_DUE = (
     "SELECT 1 FROM saga_deadlines WHERE saga_id = %s AND step = %s AND phase = %s AND attempt = %s AND kind = %s "
@@ -307,30 +318,6 @@ class _Decision:
 
     # --- persisting --------------------------------------------------------------------
 
-    async def persist(self) -> None:
-        if not self.events:
-            return
-        o, state = self.o, self.state
-        expected = self.before if self.before else NO_STREAM
-        driver = await driver_connection(self.conn)
-        # Pipelined: the writes go out together and the append's result (read last) brings
-        # them all back in one round trip. A failed expectation fails the whole transaction.
-        async with driver.pipeline():
-            for message, topic, envelope in self.outgoing:
-                await o.outbox.put(self.conn, message, topic=topic, key=state.saga_id, envelope=envelope)
-            if (
-                self.state.awaiting != self.awaiting_before
-            ):  # a decision that only recorded keeps its deadline
-                deadline = self._deadline()
-                if deadline is None:
-                    await driver.execute(_CLEAR_DEADLINE, (state.saga_id,))
-                else:
-                    await driver.execute(_SET_DEADLINE, deadline)
-            await driver.execute(_UPSERT_INSTANCE, instance_row(state))
-            await o.store.append(
-                stream_of(state.saga_id), self.events, expected, conn=self.conn, correlation_id=state.saga_id
-            )
-
     def _deadline(self) -> tuple[Any, ...] | None:
         waiting = self.state.awaiting
         if waiting is None:
@@ -351,6 +338,58 @@ class _Decision:
             waiting.kind,
             due,
         )
+
+
+# What a caller decides on one saga: emits events (and so sends messages) on the decision.
+Act = Callable[["_Decision"], Awaitable[None]]
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+class _Writes:
+    """What decisions write, gathered so that any number of them go out in one pipelined
+    round trip of five statements at most (see `flush`)."""
+
+    def __init__(self) -> None:
+        self.outgoing: list[Outgoing] = []
+        self.deadlines: list[tuple[Any, ...]] = []
+        self.cleared: list[str] = []
+        self.instances: list[tuple[Any, ...]] = []
+        self.appends: list[NewEvents] = []
+
+    def add(self, d: _Decision) -> None:
+        if not d.events:
+            return
+        state = d.state
+        self.outgoing += (Outgoing(m, topic, state.saga_id, env) for m, topic, env in d.outgoing)
+        if state.awaiting != d.awaiting_before:  # a decision that only recorded keeps its deadline
+            deadline = d._deadline()
+            if deadline is None:
+                self.cleared.append(state.saga_id)
+            else:
+                self.deadlines.append(deadline)
+        self.instances.append(instance_row(state))
+        expected = d.before if d.before else NO_STREAM
+        self.appends.append(
+            NewEvents(stream_of(state.saga_id), d.events, expected, correlation_id=state.saga_id)
+        )
+
+    async def flush(self, o: Orchestrator, conn: AsyncConnection) -> None:
+        """Pipelined: the statements go out together, one round trip. A failed expectation
+        (a writer that skipped the saga lock) fails the whole transaction."""
+        if not self.appends:
+            return
+        driver = await driver_connection(conn)
+        async with driver.pipeline():
+            await o.outbox.put_many(conn, self.outgoing)
+            if self.deadlines:
+                await driver.execute(_SET_DEADLINES, _columns(self.deadlines))
+            if self.cleared:
+                await driver.execute(_CLEAR_DEADLINES, (self.cleared,))
+            await driver.execute(_UPSERT_INSTANCES, _columns(self.instances))
+            await o.store.append_many(self.appends, conn=conn)
 
 
 class Orchestrator:
@@ -411,64 +450,61 @@ class Orchestrator:
                 decision = _Decision(self, conn, saga, SagaState(saga_id=saga_id))
                 decision.emit(SagaStarted(saga_type=saga.name, key=key, data=data.model_dump(mode="json")))
                 await decision.advance()
-                await decision.persist()
+                writes = _Writes()
+                writes.add(decision)
+                await writes.flush(self, conn)
         except ConcurrencyError:
             if key is None:
                 raise
             # A concurrent start with the same key won: same saga, started once.
         return saga_id
 
-    async def _decide(self, conn: AsyncConnection, saga_id: str, act: Any, *, locked: bool = False) -> None:
-        """Lock the saga, load it, decide with `act(decision)`, persist.
+    async def _decide(self, conn: AsyncConnection, saga_id: str, act: Act, *, locked: bool = False) -> None:
+        await self._decide_many(conn, [(saga_id, act)], locked=locked)
 
-        Under the saga's lock no other decision can interleave, so the append's expected
-        version holds; a ConcurrencyError would mean a writer that skipped the lock, and is
-        raised (the consumer retries the message)."""
+    async def _decide_many(
+        self, conn: AsyncConnection, work: Sequence[tuple[str, Act]], *, locked: bool = False
+    ) -> None:
+        """Lock the sagas, load them, decide with each `act(decision)` in order, persist.
+
+        One round trip for the locks and the loads, one for all the writes. Several acts on
+        one saga see each other's outcome (they share its decision). Under the sagas' locks
+        no other decision can interleave, so the appends' expected versions hold; a
+        ConcurrencyError would mean a writer that skipped the lock, and is raised (the
+        consumer retries the messages)."""
+        saga_ids = sorted({saga_id for saga_id, _ in work})
         driver = await driver_connection(conn)
-        async with driver.pipeline():  # the lock and the load: one round trip
+        async with driver.pipeline():
             if not locked:
-                await driver.execute(_LOCK_SAGA, (saga_id,))
-            state = await self.load(saga_id, conn)
-        decision = _Decision(self, conn, self.saga_class(state.saga_type), state)
-        await act(decision)
-        await decision.persist()
+                await driver.execute(_LOCK_SAGAS, (saga_ids,))
+            streams = await self.store.load_many([stream_of(s) for s in saga_ids], conn=conn)
+        decisions: dict[str, _Decision] = {}
+        for saga_id, act in work:
+            d = decisions.get(saga_id)
+            if d is None:
+                events = streams[stream_of(saga_id)]
+                if not events:
+                    raise UnknownSagaError(f"no saga with id {saga_id!r}")
+                state = fold(saga_id, (e.event for e in events))
+                d = decisions[saga_id] = _Decision(self, conn, self.saga_class(state.saga_type), state)
+            await act(d)
+        writes = _Writes()
+        for d in decisions.values():
+            writes.add(d)
+        await writes.flush(self, conn)
 
     async def handle_reply(self, conn: AsyncConnection, reply: BaseModel, envelope: Envelope) -> None:
         """The reply consumer's handler (runs in the consumer's transaction with its inbox row)."""
-        if envelope.saga_id is None:
-            raise UnknownSagaError(f"reply {envelope.message_type} {envelope.message_id} names no saga")
+        await self._decide(conn, _saga_of(envelope), partial(_on_reply, reply=reply, envelope=envelope))
 
-        async def act(d: _Decision) -> None:
-            d.causation = envelope
-            waiting = d.state.awaiting
-            got = (envelope.step, envelope.phase, envelope.attempt)
-            if (
-                d.state.terminal
-                or waiting is None
-                or waiting.kind != "reply"
-                or got != (waiting.step, waiting.phase, waiting.attempt)
-            ):
-                now = (
-                    "nothing"
-                    if waiting is None
-                    else f"{waiting.step}/{waiting.phase} attempt {waiting.attempt} ({waiting.kind})"
-                )
-                d.emit(
-                    ReplyIgnored(
-                        step=envelope.step,
-                        phase=envelope.phase,
-                        attempt=envelope.attempt,
-                        reason=f"{envelope.message_type} while {d.state.status}, awaiting {now}",
-                    )
-                )
-                return
-            step = d.saga.step(waiting.step)
-            if isinstance(reply, StepRefused):
-                await d.failed(step, waiting.phase, waiting.attempt, reply.reason)
-            else:
-                await d.succeeded(step, waiting.phase, waiting.attempt, reply)
-
-        await self._decide(conn, envelope.saga_id, act)
+    async def handle_replies(self, conn: AsyncConnection, deliveries: list[Delivery]) -> None:
+        """The reply consumer's batch handler: all the replies of one fetch, in one decision
+        round (the consumer falls back to `handle_reply` one by one if this raises)."""
+        work = [
+            (_saga_of(d.envelope), partial(_on_reply, reply=d.message, envelope=d.envelope))
+            for d in deliveries
+        ]
+        await self._decide_many(conn, work)
 
     async def fire_due_deadlines(self, limit: int = 100) -> int:
         """Act on deadlines that are due (timeouts, scheduled retries), each in a transaction
@@ -487,9 +523,7 @@ class Orchestrator:
                         continue  # another worker (or a reply) is on this saga right now
                     if await (await driver.execute(_STILL_DUE, (saga_id, *due))).fetchone() is None:
                         continue
-                    await self._decide(
-                        conn, saga_id, lambda d, due=due: self._on_deadline(d, *due), locked=True
-                    )
+                    await self._decide(conn, saga_id, partial(self._on_deadline, due=due), locked=True)
                     # When the saga had moved on, nothing was persisted: drop the stale row here.
                     await driver.execute(_DROP_DEADLINE, (saga_id, *due))
                     fired += 1
@@ -497,15 +531,11 @@ class Orchestrator:
                 log.exception("saga %s: deadline %s failed; it stays due", saga_id, due)
         return fired
 
-    async def _on_deadline(self, d: _Decision, step_name: str, phase: Phase, attempt: int, kind: str) -> None:
+    async def _on_deadline(self, d: _Decision, due: tuple[str, Phase, int, str]) -> None:
         waiting = d.state.awaiting
-        if waiting is None or (waiting.step, waiting.phase, waiting.attempt, waiting.kind) != (
-            step_name,
-            phase,
-            attempt,
-            kind,
-        ):
+        if waiting is None or (waiting.step, waiting.phase, waiting.attempt, waiting.kind) != due:
             return
+        step_name, phase, attempt, kind = due
         step = d.saga.step(step_name)
         if kind == "retry":
             await d.run(step, phase, attempt)
@@ -533,3 +563,41 @@ class Orchestrator:
 
         await self._decide(conn, saga_id, act)
         return await self.load(saga_id, conn)
+
+
+def _saga_of(envelope: Envelope) -> str:
+    if envelope.saga_id is None:
+        raise UnknownSagaError(f"reply {envelope.message_type} {envelope.message_id} names no saga")
+    return envelope.saga_id
+
+
+async def _on_reply(d: _Decision, *, reply: BaseModel, envelope: Envelope) -> None:
+    """A reply moves the saga only if it answers what the saga awaits right now."""
+    d.causation = envelope
+    waiting = d.state.awaiting
+    got = (envelope.step, envelope.phase, envelope.attempt)
+    if (
+        d.state.terminal
+        or waiting is None
+        or waiting.kind != "reply"
+        or got != (waiting.step, waiting.phase, waiting.attempt)
+    ):
+        now = (
+            "nothing"
+            if waiting is None
+            else f"{waiting.step}/{waiting.phase} attempt {waiting.attempt} ({waiting.kind})"
+        )
+        d.emit(
+            ReplyIgnored(
+                step=envelope.step,
+                phase=envelope.phase,
+                attempt=envelope.attempt,
+                reason=f"{envelope.message_type} while {d.state.status}, awaiting {now}",
+            )
+        )
+        return
+    step = d.saga.step(waiting.step)
+    if isinstance(reply, StepRefused):
+        await d.failed(step, waiting.phase, waiting.attempt, reply.reason)
+    else:
+        await d.succeeded(step, waiting.phase, waiting.attempt, reply)

@@ -14,7 +14,16 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from outbox import Consumer, Envelope, MessageDecodeError, MessageRegistry, Outbox, child_traceparent
+from outbox import (
+    Consumer,
+    Delivery,
+    Envelope,
+    MessageDecodeError,
+    MessageRegistry,
+    Outbox,
+    Outgoing,
+    child_traceparent,
+)
 from saga._definition import Refused
 from saga._orchestrator import StepRefused, Topics, with_saga_messages
 
@@ -37,6 +46,7 @@ class Participant(Consumer):
     ) -> None:
         self.service = service
         self.outbox = Outbox(with_saga_messages(messages))
+        self.command_handlers = {messages.type_of_model(model).name: h for model, h in handlers.items()}
         super().__init__(
             engine,
             bootstrap_servers,
@@ -44,6 +54,7 @@ class Participant(Consumer):
             topics=[Topics(topic_prefix).commands(service)],
             registry=messages,
             handlers={model: self._replying(handler) for model, handler in handlers.items()},
+            batch_handler=self._reply_all,
             **consumer_options,
         )
 
@@ -51,28 +62,39 @@ class Participant(Consumer):
         self, handler: CommandHandler
     ) -> Callable[[AsyncConnection, Any, Envelope], Awaitable[None]]:
         async def handle(conn: AsyncConnection, command: Any, envelope: Envelope) -> None:
-            if not envelope.reply_topic or not envelope.saga_id:
-                raise MessageDecodeError(
-                    f"command {envelope.message_type} {envelope.message_id} has no reply topic"
-                )
-            try:
-                async with conn.begin_nested():
-                    reply = await handler(conn, command, envelope)
-            except Refused as refusal:
-                reply = StepRefused(reason=refusal.reason)
-            reply_envelope = self.outbox.envelope(
-                reply,
-                saga_id=envelope.saga_id,
-                saga_type=envelope.saga_type,
-                step=envelope.step,
-                phase=envelope.phase,
-                attempt=envelope.attempt,
-                correlation_id=envelope.correlation_id,
-                causation_id=str(envelope.message_id),
-                traceparent=child_traceparent(envelope.traceparent),
-            )
-            await self.outbox.put(
-                conn, reply, topic=envelope.reply_topic, key=envelope.saga_id, envelope=reply_envelope
-            )
+            await self.outbox.put_many(conn, [await self._reply(conn, handler, command, envelope)])
 
         return handle
+
+    async def _reply_all(self, conn: AsyncConnection, deliveries: list[Delivery]) -> None:
+        """A fetch's commands in turn, then all their replies in one outbox statement."""
+        replies = [
+            await self._reply(conn, self.command_handlers[d.envelope.message_type], d.message, d.envelope)
+            for d in deliveries
+        ]
+        await self.outbox.put_many(conn, replies)
+
+    async def _reply(
+        self, conn: AsyncConnection, handler: CommandHandler, command: Any, envelope: Envelope
+    ) -> Outgoing:
+        if not envelope.reply_topic or not envelope.saga_id:
+            raise MessageDecodeError(
+                f"command {envelope.message_type} {envelope.message_id} has no reply topic"
+            )
+        try:
+            async with conn.begin_nested():
+                reply = await handler(conn, command, envelope)
+        except Refused as refusal:
+            reply = StepRefused(reason=refusal.reason)
+        reply_envelope = self.outbox.envelope(
+            reply,
+            saga_id=envelope.saga_id,
+            saga_type=envelope.saga_type,
+            step=envelope.step,
+            phase=envelope.phase,
+            attempt=envelope.attempt,
+            correlation_id=envelope.correlation_id,
+            causation_id=str(envelope.message_id),
+            traceparent=child_traceparent(envelope.traceparent),
+        )
+        return Outgoing(reply, envelope.reply_topic, envelope.saga_id, reply_envelope)

@@ -38,6 +38,7 @@ class OrchestratorWorker(Worker):
             topics=orchestrator.reply_topics(),
             registry=orchestrator.messages,
             handlers=dict.fromkeys(orchestrator.messages.models(), orchestrator.handle_reply),
+            batch_handler=orchestrator.handle_replies,
             **consumer_options,
         )
 

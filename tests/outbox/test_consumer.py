@@ -10,7 +10,8 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from outbox import Consumer, Envelope, MessageRegistry, Outbox, Relay
+from outbox import Consumer, Delivery, Envelope, MessageRegistry, Outbox, Relay
+from outbox._consumer import handle_in_turn
 from outbox._relay import close_producer
 from tests.conftest import NewTopicFactory
 from tests.helpers import Collector, wait_for
@@ -177,3 +178,73 @@ async def test_poison_goes_to_the_dead_letter_topic_and_the_next_message_is_hand
     assert consumer.stats.retries == 2
     async with engine.connect() as conn:
         assert (await conn.execute(text("SELECT seq FROM effects"))).scalars().all() == [1]
+
+
+async def test_a_fetch_is_handled_together_and_a_failing_record_is_isolated(
+    effects: AsyncEngine,
+    kafka_bootstrap: str,
+    outbox: Outbox,
+    registry: MessageRegistry,
+    new_topic: NewTopicFactory,
+) -> None:
+    """20 records in one partition: handled in batches; when one fails inside a batch, the
+    batch is rolled back and redone record by record, so the others are applied exactly once."""
+    engine = effects
+    topic = await new_topic("together")
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for seq in range(20):
+            envelope = outbox.envelope(Ping(key="k", seq=seq))
+            await producer.send(
+                topic,
+                Ping(key="k", seq=seq).model_dump_json().encode(),
+                key=b"k",
+                headers=[(k, v.encode()) for k, v in envelope.to_headers().items()],
+            )
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+    calls: dict[int, int] = {}
+
+    async def flaky(conn: AsyncConnection, message: Ping, envelope: Envelope) -> None:
+        calls[message.seq] = calls.get(message.seq, 0) + 1
+        if message.seq == 7 and calls[7] <= 2:
+            raise RuntimeError("seq 7 fails twice, then works")
+        if message.seq == 13:
+            raise RuntimeError("seq 13 always fails")
+        await apply_ping(conn, message, envelope)
+
+    batch_sizes: list[int] = []
+
+    async def batch(conn: AsyncConnection, deliveries: list[Delivery]) -> None:
+        batch_sizes.append(len(deliveries))
+        await handle_in_turn(conn, deliveries)
+
+    consumer = Consumer(
+        engine,
+        kafka_bootstrap,
+        group_id="together",
+        topics=[topic],
+        registry=registry,
+        handlers={Ping: flaky},
+        batch_handler=batch,
+        max_attempts=2,
+        retry_backoff_s=0.01,
+    )
+    await consumer.start()
+    try:
+        await wait_for(
+            lambda: consumer.stats.handled == 19 and consumer.stats.dead_lettered == 1,
+            30,
+            "19 applied, 1 dead",
+        )
+    finally:
+        await consumer.stop()
+    async with engine.connect() as conn:
+        applied = (await conn.execute(text("SELECT seq, applied FROM effects ORDER BY seq"))).all()
+    assert [tuple(r) for r in applied] == [(s, 1) for s in range(20) if s != 13]
+    assert max(batch_sizes) > 1, batch_sizes
+    assert calls[7] == 3
+    assert consumer.stats.duplicates == 0
