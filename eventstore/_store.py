@@ -196,7 +196,7 @@ def _append_many_sql(notify: bool) -> str:
     wake = f", (SELECT pg_notify('{NOTIFY_CHANNEL}', '')) AS n" if notify else ""
     return f"""
     WITH s AS (
-        SELECT * FROM unnest(%s::text[], %s::bigint[], %s::jsonb[]) AS s(stream_id, expected, metadata)
+        SELECT * FROM unnest(%b::text[], %b::bigint[], %b::jsonb[]) AS s(stream_id, expected, metadata)
     ), cur AS (
         SELECT s.stream_id, s.expected, s.metadata, coalesce(l.version, 0) AS version,
                greatest(pg_current_xact_id()::text::bigint, coalesce(l.tx_id, 0)) AS tx_id
@@ -210,7 +210,7 @@ def _append_many_sql(notify: bool) -> str:
         INSERT INTO es_events (tx_id, stream_id, version, event_id, type, schema_version, data, metadata)
         SELECT cur.tx_id, cur.stream_id, cur.version + e.ord, e.event_id, e.type, e.schema_version, e.data,
                cur.metadata
-        FROM unnest(%s::text[], %s::int[], %s::uuid[], %s::text[], %s::int[], %s::jsonb[]) WITH ORDINALITY
+        FROM unnest(%b::text[], %b::int[], %b::uuid[], %b::text[], %b::int[], %b::jsonb[]) WITH ORDINALITY
              AS e(stream_id, ord, event_id, type, schema_version, data, n)
         JOIN cur ON cur.stream_id = e.stream_id
         WHERE NOT EXISTS (SELECT FROM bad)
@@ -237,7 +237,7 @@ _READ_STREAM = f"""
 """
 
 _LOAD_MANY = f"""
-    SELECT {_COLUMNS} FROM es_events WHERE stream_id = ANY(%(stream_ids)s::text[]) ORDER BY stream_id, version
+    SELECT {_COLUMNS} FROM es_events WHERE stream_id = ANY(%(stream_ids)b::text[]) ORDER BY stream_id, version
 """
 
 # Rows below the xmin line only; see the module docstring.

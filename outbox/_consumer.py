@@ -65,7 +65,7 @@ _INBOX = (
 )
 _INBOX_MANY = (
     "INSERT INTO inbox (consumer_group, message_id, message_type) "
-    "SELECT %s, * FROM unnest(%s::uuid[], %s::text[]) ON CONFLICT DO NOTHING RETURNING message_id"
+    "SELECT %s, * FROM unnest(%b::uuid[], %b::text[]) ON CONFLICT DO NOTHING RETURNING message_id"
 )
 
 

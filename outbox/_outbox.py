@@ -33,7 +33,7 @@ _PUT_MANY = f"""
     WITH ins AS (
         INSERT INTO outbox (message_id, topic, key, value, headers)
         SELECT message_id, topic, key, value, headers
-        FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::bytea[], %s::jsonb[]) WITH ORDINALITY
+        FROM unnest(%b::uuid[], %b::text[], %b::text[], %b::bytea[], %b::jsonb[]) WITH ORDINALITY
              AS m(message_id, topic, key, value, headers, n)
         ORDER BY n
         RETURNING id

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 DEFAULT_LOCK_KEY = 7_302_115_002
 
 _CLAIM = "SELECT id, topic, key, value, headers::text FROM outbox ORDER BY id LIMIT %s"
-_DELETE = "DELETE FROM outbox WHERE id = ANY(%s)"
+_DELETE = "DELETE FROM outbox WHERE id = ANY(%b::bigint[])"
 _LAG = "SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::float8 FROM outbox"
 
 

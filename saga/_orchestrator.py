@@ -105,7 +105,7 @@ def with_saga_messages(registry: MessageRegistry) -> MessageRegistry:
 _UPSERT_INSTANCES = """
     INSERT INTO saga_instances (saga_id, saga_type, key, status, step, version, data, last_error)
     SELECT * FROM unnest(
-        %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::jsonb[], %s::text[]
+        %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::bigint[], %b::jsonb[], %b::text[]
     )
     ON CONFLICT (saga_id) DO UPDATE SET
         status = excluded.status, step = excluded.step, version = excluded.version, data = excluded.data,
@@ -114,12 +114,12 @@ _UPSERT_INSTANCES = """
 """
 _SET_DEADLINES = """
     INSERT INTO saga_deadlines (saga_id, saga_type, step, phase, attempt, kind, due_at)
-    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::int[], %s::text[], %s::timestamptz[])
+    SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::int[], %b::text[], %b::timestamptz[])
     ON CONFLICT (saga_id) DO UPDATE SET
         step = excluded.step, phase = excluded.phase, attempt = excluded.attempt, kind = excluded.kind,
         due_at = excluded.due_at
 """
-_CLEAR_DEADLINES = "DELETE FROM saga_deadlines WHERE saga_id = ANY(%s::text[])"
+_CLEAR_DEADLINES = "DELETE FROM saga_deadlines WHERE saga_id = ANY(%b::text[])"
 _DROP_DEADLINE = "DELETE FROM saga_deadlines WHERE saga_id = %s AND step = %s AND phase = %s AND attempt = %s AND kind = %s"
 _DUE = "SELECT saga_id, step, phase, attempt, kind FROM saga_deadlines WHERE due_at <= now() ORDER BY due_at LIMIT %s"
 # Every decision on a saga first takes this lock, and takes no other lock before it. One
@@ -131,7 +131,7 @@ _LOCK_SAGA = "SELECT pg_advisory_xact_lock(hashtext('saga:' || %s))"
 # the locks are taken row by row in that order.)
 _LOCK_SAGAS = (
     "SELECT count(pg_advisory_xact_lock(k)) FROM "
-    "(SELECT DISTINCT hashtext('saga:' || s) AS k FROM unnest(%s::text[]) AS s ORDER BY k) AS keys"
+    "(SELECT DISTINCT hashtext('saga:' || s) AS k FROM unnest(%b::text[]) AS s ORDER BY k) AS keys"
 )
 _TRY_LOCK_SAGA = "SELECT pg_try_advisory_xact_lock(hashtext('saga:' || %s))"
 _STILL_DUE = (
@@ -443,20 +443,21 @@ class Orchestrator:
                 f"saga {saga.name} takes {saga.data_model.__name__} data, got {type(data).__name__}"
             )
         saga_id = saga_id_for(saga.name, key) if key is not None else str(uuid.uuid4())
-        try:
-            async with conn.begin_nested():
-                if key is not None and await self.store.stream_version(stream_of(saga_id), conn=conn):
-                    return saga_id
-                decision = _Decision(self, conn, saga, SagaState(saga_id=saga_id))
-                decision.emit(SagaStarted(saga_type=saga.name, key=key, data=data.model_dump(mode="json")))
-                await decision.advance()
-                writes = _Writes()
-                writes.add(decision)
-                await writes.flush(self, conn)
-        except ConcurrencyError:
-            if key is None:
-                raise
-            # A concurrent start with the same key won: same saga, started once.
+        if key is not None:
+            # Under the saga's lock a concurrent start with the same key has either committed
+            # (and we see its stream) or not begun: same saga, started once.
+            driver = await driver_connection(conn)
+            async with driver.pipeline():
+                await driver.execute(_LOCK_SAGA, (saga_id,))
+                started = await self.store.stream_version(stream_of(saga_id), conn=conn)
+            if started:
+                return saga_id
+        decision = _Decision(self, conn, saga, SagaState(saga_id=saga_id))
+        decision.emit(SagaStarted(saga_type=saga.name, key=key, data=data.model_dump(mode="json")))
+        await decision.advance()
+        writes = _Writes()
+        writes.add(decision)
+        await writes.flush(self, conn)
         return saga_id
 
     async def _decide(self, conn: AsyncConnection, saga_id: str, act: Act, *, locked: bool = False) -> None:

@@ -1,0 +1,65 @@
+"""Starting a saga: in the caller's transaction, and idempotent on its key even under a race."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from examples.orders.messages import messages
+from examples.orders.saga import OrderData, OrderSaga
+from saga import Orchestrator
+from tests.helpers import wait_for
+
+DATA = OrderData(order_id="o-1", customer_id="alice", sku="widget", quantity=1, amount=Decimal(10))
+
+
+async def count(engine: AsyncEngine, sql: str) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(text(sql))).scalar_one())
+
+
+async def test_two_racing_starts_with_one_key_start_one_saga(engine: AsyncEngine) -> None:
+    orchestrator = Orchestrator(engine, [OrderSaga], messages, topic_prefix="start")
+    try:
+        async with engine.connect() as first, engine.connect() as second:
+            first_id = await orchestrator.start(first, OrderSaga, DATA, key="k")
+            racing = asyncio.create_task(orchestrator.start(second, OrderSaga, DATA, key="k"))
+
+            async def waits_on_the_lock() -> bool:
+                return bool(
+                    await count(
+                        engine,
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    )
+                )
+
+            await wait_for(waits_on_the_lock, 10, "the second start to wait for the first")
+            await first.commit()
+            assert await racing == first_id
+            await second.commit()
+        assert await count(engine, "SELECT count(*) FROM es_events WHERE type = 'saga.started'") == 1
+        assert await count(engine, "SELECT count(*) FROM outbox") == 1
+        assert await count(engine, "SELECT count(*) FROM saga_instances") == 1
+    finally:
+        await orchestrator.aclose()
+
+
+async def test_a_start_rolled_back_with_its_transaction_leaves_nothing(engine: AsyncEngine) -> None:
+    orchestrator = Orchestrator(engine, [OrderSaga], messages, topic_prefix="start")
+    try:
+        async with engine.connect() as conn:
+            await orchestrator.start(conn, OrderSaga, DATA, key="k")
+            await conn.rollback()
+        for table in ("es_events", "outbox", "saga_instances", "saga_deadlines"):
+            assert await count(engine, f"SELECT count(*) FROM {table}") == 0, table
+        async with engine.begin() as conn:
+            saga_id = await orchestrator.start(conn, OrderSaga, DATA, key="k")
+        state = await orchestrator.load(saga_id)
+        assert (state.status, state.awaiting is not None) == ("running", True)
+        assert await count(engine, "SELECT count(*) FROM saga_deadlines") == 1
+    finally:
+        await orchestrator.aclose()
