@@ -1,9 +1,10 @@
 """Participants: a service's handlers for the commands that saga steps send.
 
 Each handler runs in one transaction with the service's own effects, the inbox row, and the
-reply in the outbox. A handler returns the success reply; raising `Refused(reason)` sends a
-failure reply instead (its writes are rolled back to a savepoint first). Any other exception
-is retried by the consumer runtime and then dead-lettered.
+reply in the outbox (the commands of one fetch share that transaction). A handler returns the
+success reply; raising `Refused(reason)` sends a failure reply instead (its writes are rolled
+back to a savepoint first). Any other exception is retried by the consumer runtime and then
+dead-lettered.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from eventstore import driver_connection
 from outbox import (
     Consumer,
     Delivery,
@@ -53,48 +55,46 @@ class Participant(Consumer):
             group_id=f"{topic_prefix}.{service}",
             topics=[Topics(topic_prefix).commands(service)],
             registry=messages,
-            handlers={model: self._replying(handler) for model, handler in handlers.items()},
+            handlers=dict.fromkeys(handlers, self._reply_one),
             batch_handler=self._reply_all,
             **consumer_options,
         )
 
-    def _replying(
-        self, handler: CommandHandler
-    ) -> Callable[[AsyncConnection, Any, Envelope], Awaitable[None]]:
-        async def handle(conn: AsyncConnection, command: Any, envelope: Envelope) -> None:
-            await self.outbox.put_many(conn, [await self._reply(conn, handler, command, envelope)])
-
-        return handle
+    async def _reply_one(self, conn: AsyncConnection, command: Any, envelope: Envelope) -> None:
+        await self._reply_all(conn, [Delivery(self._reply_one, command, envelope)])
 
     async def _reply_all(self, conn: AsyncConnection, deliveries: list[Delivery]) -> None:
-        """A fetch's commands in turn, then all their replies in one outbox statement."""
-        replies = [
-            await self._reply(conn, self.command_handlers[d.envelope.message_type], d.message, d.envelope)
-            for d in deliveries
-        ]
+        """Each command's handler in a savepoint of its own, so that a refusal undoes just its
+        writes; then all the replies in one outbox statement."""
+        driver = await driver_connection(conn)
+        replies = []
+        for i, d in enumerate(deliveries):
+            envelope = d.envelope
+            if not envelope.reply_topic or not envelope.saga_id:
+                raise MessageDecodeError(
+                    f"command {envelope.message_type} {envelope.message_id} has no reply topic"
+                )
+            # Releasing the previous command's savepoint and taking the next: one round trip.
+            await driver.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}; SAVEPOINT {_SAVEPOINT}" if i else _TAKE)
+            try:
+                reply = await self.command_handlers[envelope.message_type](conn, d.message, envelope)
+            except Refused as refusal:
+                await driver.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+                reply = StepRefused(reason=refusal.reason)
+            reply_envelope = self.outbox.envelope(
+                reply,
+                saga_id=envelope.saga_id,
+                saga_type=envelope.saga_type,
+                step=envelope.step,
+                phase=envelope.phase,
+                attempt=envelope.attempt,
+                correlation_id=envelope.correlation_id,
+                causation_id=str(envelope.message_id),
+                traceparent=child_traceparent(envelope.traceparent),
+            )
+            replies.append(Outgoing(reply, envelope.reply_topic, envelope.saga_id, reply_envelope))
         await self.outbox.put_many(conn, replies)
 
-    async def _reply(
-        self, conn: AsyncConnection, handler: CommandHandler, command: Any, envelope: Envelope
-    ) -> Outgoing:
-        if not envelope.reply_topic or not envelope.saga_id:
-            raise MessageDecodeError(
-                f"command {envelope.message_type} {envelope.message_id} has no reply topic"
-            )
-        try:
-            async with conn.begin_nested():
-                reply = await handler(conn, command, envelope)
-        except Refused as refusal:
-            reply = StepRefused(reason=refusal.reason)
-        reply_envelope = self.outbox.envelope(
-            reply,
-            saga_id=envelope.saga_id,
-            saga_type=envelope.saga_type,
-            step=envelope.step,
-            phase=envelope.phase,
-            attempt=envelope.attempt,
-            correlation_id=envelope.correlation_id,
-            causation_id=str(envelope.message_id),
-            traceparent=child_traceparent(envelope.traceparent),
-        )
-        return Outgoing(reply, envelope.reply_topic, envelope.saga_id, reply_envelope)
+
+_SAVEPOINT = "saga_participant_command"
+_TAKE = f"SAVEPOINT {_SAVEPOINT}"

@@ -57,35 +57,31 @@ async def create_schema(engine: AsyncEngine) -> None:
         await conn.exec_driver_sql(SCHEMA)
 
 
+LOG = text("INSERT INTO handled_commands (service, command, order_id, attempt) VALUES (:s, :c, :o, :a)")
+
+
 async def _log(conn: AsyncConnection, service: str, command: str, order_id: str, envelope: Envelope) -> None:
-    await conn.execute(
-        text("INSERT INTO handled_commands (service, command, order_id, attempt) VALUES (:s, :c, :o, :a)"),
-        {"s": service, "c": command, "o": order_id, "a": envelope.attempt},
-    )
+    await conn.execute(LOG, {"s": service, "c": command, "o": order_id, "a": envelope.attempt})
 
 
 # --- customers -----------------------------------------------------------------------------
 
+NEW_CREDIT_RESERVATION = text(
+    "INSERT INTO credit_reservations (order_id, customer_id, amount) VALUES (:o, :c, :a) "
+    "ON CONFLICT (order_id) DO NOTHING RETURNING order_id"
+)
+TAKE_CREDIT = text(
+    "UPDATE customers SET reserved = reserved + :a WHERE customer_id = :c AND credit_limit - reserved >= :a"
+)
+
 
 async def reserve_credit(conn: AsyncConnection, cmd: ReserveCredit, envelope: Envelope) -> CreditReserved:
     await _log(conn, "customers", "reserve_credit", cmd.order_id, envelope)
-    existing = (
-        await conn.execute(text("SELECT 1 FROM credit_reservations WHERE order_id = :o"), {"o": cmd.order_id})
-    ).first()
-    if existing is None:
-        updated = await conn.execute(
-            text(
-                "UPDATE customers SET reserved = reserved + :a "
-                "WHERE customer_id = :c AND credit_limit - reserved >= :a"
-            ),
-            {"a": cmd.amount, "c": cmd.customer_id},
-        )
-        if updated.rowcount == 0:
-            raise Refused(f"insufficient credit for customer {cmd.customer_id}")
-        await conn.execute(
-            text("INSERT INTO credit_reservations (order_id, customer_id, amount) VALUES (:o, :c, :a)"),
-            {"o": cmd.order_id, "c": cmd.customer_id, "a": cmd.amount},
-        )
+    params = {"o": cmd.order_id, "c": cmd.customer_id, "a": cmd.amount}
+    # The reservation row first: the same command sent again finds it and answers the same.
+    new = (await conn.execute(NEW_CREDIT_RESERVATION, params)).first() is not None
+    if new and (await conn.execute(TAKE_CREDIT, params)).rowcount == 0:
+        raise Refused(f"insufficient credit for customer {cmd.customer_id}")  # undoes the row too
     return CreditReserved(reservation_id=f"credit-{cmd.order_id}")
 
 
@@ -114,24 +110,21 @@ async def release_credit(conn: AsyncConnection, cmd: ReleaseCredit, envelope: En
 SLOW_SKUS = frozenset({"slow"})
 
 
+NEW_STOCK_RESERVATION = text(
+    "INSERT INTO stock_reservations (order_id, sku, quantity) VALUES (:o, :s, :q) "
+    "ON CONFLICT (order_id) DO NOTHING RETURNING order_id"
+)
+TAKE_STOCK = text("UPDATE stock SET available = available - :q WHERE sku = :s AND available >= :q")
+
+
 async def reserve_stock(conn: AsyncConnection, cmd: ReserveStock, envelope: Envelope) -> StockReserved:
     if cmd.sku in SLOW_SKUS:
         await asyncio.sleep(6.0)  # a warehouse system that answers late: trips the step's timeout
     await _log(conn, "inventory", "reserve_stock", cmd.order_id, envelope)
-    existing = (
-        await conn.execute(text("SELECT 1 FROM stock_reservations WHERE order_id = :o"), {"o": cmd.order_id})
-    ).first()
-    if existing is None:
-        updated = await conn.execute(
-            text("UPDATE stock SET available = available - :q WHERE sku = :s AND available >= :q"),
-            {"q": cmd.quantity, "s": cmd.sku},
-        )
-        if updated.rowcount == 0:
-            raise Refused(f"out of stock: {cmd.sku}")
-        await conn.execute(
-            text("INSERT INTO stock_reservations (order_id, sku, quantity) VALUES (:o, :s, :q)"),
-            {"o": cmd.order_id, "s": cmd.sku, "q": cmd.quantity},
-        )
+    params = {"o": cmd.order_id, "s": cmd.sku, "q": cmd.quantity}
+    new = (await conn.execute(NEW_STOCK_RESERVATION, params)).first() is not None
+    if new and (await conn.execute(TAKE_STOCK, params)).rowcount == 0:
+        raise Refused(f"out of stock: {cmd.sku}")
     return StockReserved(reservation_id=f"stock-{cmd.order_id}")
 
 
