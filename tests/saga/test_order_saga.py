@@ -76,6 +76,9 @@ async def test_a_refusal_at_the_first_step_compensates_nothing(system: System) -
     state = await system.wait_status(saga_id, "compensated")
     assert step_log(await events_of(system, saga_id)) == [("reserve_credit", "action")]
     assert state.last_error == "reserve_credit failed: insufficient credit for customer bob"
+    # The refusal undid the handler's writes (its reservation row) and kept the reply.
+    assert await system.scalar("SELECT count(*) FROM credit_reservations") == 0
+    assert await system.scalar("SELECT reserved FROM customers WHERE customer_id = 'bob'") == 0
 
 
 class QuickStock(ReserveStockStep):
