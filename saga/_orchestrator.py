@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from eventstore import NO_STREAM, ConcurrencyError, EventStore, NewEvents, driver_connection
 from outbox import Delivery, Envelope, MessageRegistry, Outbox, Outgoing, child_traceparent
 from saga._definition import LocalStep, RemoteStep, Saga, Step, StepKind
+from saga._savepoint import StepSavepoint
 from saga._state import (
     CompensationFailed,
     CompensationStarted,
@@ -121,6 +122,7 @@ _SET_DEADLINES = """
 """
 _CLEAR_DEADLINES = "DELETE FROM saga_deadlines WHERE saga_id = ANY(%b::text[])"
 _DROP_DEADLINE = "DELETE FROM saga_deadlines WHERE saga_id = %s AND step = %s AND phase = %s AND attempt = %s AND kind = %s"
+_LOCAL_STEP = "saga_local_step"  # the savepoint local steps run in
 _DUE = "SELECT saga_id, step, phase, attempt, kind FROM saga_deadlines WHERE due_at <= now() ORDER BY due_at LIMIT %s"
 # Every decision on a saga first takes this lock, and takes no other lock before it. One
 # order for all lockers (reply handlers, deadline workers, operators) means no deadlock
@@ -158,10 +160,16 @@ class _Decision:
     """One decision on one saga: events emitted so far, and the messages they send."""
 
     def __init__(
-        self, orchestrator: Orchestrator, conn: AsyncConnection, saga: type[Saga[Any]], state: SagaState
+        self,
+        orchestrator: Orchestrator,
+        conn: AsyncConnection,
+        savepoint: StepSavepoint,
+        saga: type[Saga[Any]],
+        state: SagaState,
     ):
         self.o = orchestrator
         self.conn = conn
+        self.savepoint = savepoint
         self.saga = saga
         self.before = state.version
         self.awaiting_before = state.awaiting
@@ -222,15 +230,16 @@ class _Decision:
 
     async def _run_local(self, step: type[LocalStep[Any]], phase: Phase, attempt: int) -> None:
         self.emit(StepRequested(step=step.name, phase=phase, attempt=attempt))
+        await self.savepoint.take()  # a failing step leaves none of its writes
         try:
-            async with self.conn.begin_nested():  # a failing step leaves none of its writes
-                if phase == "action":
-                    new = await step().action(self.conn, self.data())
-                else:
-                    await step().compensate(self.conn, self.data())
+            if phase == "action":
+                new = await step().action(self.conn, self.data())
+            else:
+                await step().compensate(self.conn, self.data())
         except ConcurrencyError:
             raise
         except Exception as exc:
+            await self.savepoint.roll_back()
             reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
             await self.failed(step, phase, attempt, reason)
             return
@@ -452,9 +461,11 @@ class Orchestrator:
                 started = await self.store.stream_version(stream_of(saga_id), conn=conn)
             if started:
                 return saga_id
-        decision = _Decision(self, conn, saga, SagaState(saga_id=saga_id))
+        savepoint = StepSavepoint(await driver_connection(conn), _LOCAL_STEP)
+        decision = _Decision(self, conn, savepoint, saga, SagaState(saga_id=saga_id))
         decision.emit(SagaStarted(saga_type=saga.name, key=key, data=data.model_dump(mode="json")))
         await decision.advance()
+        await savepoint.release()  # starts in one caller's transaction do not nest
         writes = _Writes()
         writes.add(decision)
         await writes.flush(self, conn)
@@ -480,6 +491,7 @@ class Orchestrator:
                 await driver.execute(_LOCK_SAGAS, (saga_ids,))
             streams = await self.store.load_many([stream_of(s) for s in saga_ids], conn=conn)
         decisions: dict[str, _Decision] = {}
+        savepoint = StepSavepoint(driver, _LOCAL_STEP)
         for saga_id, act in work:
             d = decisions.get(saga_id)
             if d is None:
@@ -487,7 +499,9 @@ class Orchestrator:
                 if not events:
                     raise UnknownSagaError(f"no saga with id {saga_id!r}")
                 state = fold(saga_id, (e.event for e in events))
-                d = decisions[saga_id] = _Decision(self, conn, self.saga_class(state.saga_type), state)
+                d = decisions[saga_id] = _Decision(
+                    self, conn, savepoint, self.saga_class(state.saga_type), state
+                )
             await act(d)
         writes = _Writes()
         for d in decisions.values():

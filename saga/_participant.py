@@ -28,6 +28,7 @@ from outbox import (
 )
 from saga._definition import Refused
 from saga._orchestrator import StepRefused, Topics, with_saga_messages
+from saga._savepoint import StepSavepoint
 
 CommandHandler = Callable[[AsyncConnection, Any, Envelope], Awaitable[BaseModel]]
 
@@ -66,20 +67,19 @@ class Participant(Consumer):
     async def _reply_all(self, conn: AsyncConnection, deliveries: list[Delivery]) -> None:
         """Each command's handler in a savepoint of its own, so that a refusal undoes just its
         writes; then all the replies in one outbox statement."""
-        driver = await driver_connection(conn)
+        savepoint = StepSavepoint(await driver_connection(conn), "saga_participant_command")
         replies = []
-        for i, d in enumerate(deliveries):
+        for d in deliveries:
             envelope = d.envelope
             if not envelope.reply_topic or not envelope.saga_id:
                 raise MessageDecodeError(
                     f"command {envelope.message_type} {envelope.message_id} has no reply topic"
                 )
-            # Releasing the previous command's savepoint and taking the next: one round trip.
-            await driver.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}; SAVEPOINT {_SAVEPOINT}" if i else _TAKE)
+            await savepoint.take()
             try:
                 reply = await self.command_handlers[envelope.message_type](conn, d.message, envelope)
             except Refused as refusal:
-                await driver.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+                await savepoint.roll_back()
                 reply = StepRefused(reason=refusal.reason)
             reply_envelope = self.outbox.envelope(
                 reply,
@@ -94,7 +94,3 @@ class Participant(Consumer):
             )
             replies.append(Outgoing(reply, envelope.reply_topic, envelope.saga_id, reply_envelope))
         await self.outbox.put_many(conn, replies)
-
-
-_SAVEPOINT = "saga_participant_command"
-_TAKE = f"SAVEPOINT {_SAVEPOINT}"
