@@ -31,8 +31,13 @@ from examples.orders.saga import OrderData, OrderSaga
 from examples.orders.services import charge, reserve_credit, reserve_stock
 from outbox import Envelope
 from saga import Orchestrator
+from saga._process import run
 
+# A catalogue and a customer base, not one hot row: every reservation of one SKU updates the
+# same stock row, and a participant's concurrent partitions would queue on its lock.
 CUSTOMERS = 100
+SKUS = 100
+STOCK = {f"sku{i}": 10**9 for i in range(SKUS)}
 WINDOW = 200
 
 
@@ -41,7 +46,7 @@ def orders(n: int) -> list[OrderData]:
         OrderData(
             order_id=f"b{i:06d}",
             customer_id=f"c{i % CUSTOMERS}",
-            sku="widget",
+            sku=f"sku{i % SKUS}",
             quantity=1,
             amount=Decimal(10),
         )
@@ -51,7 +56,7 @@ def orders(n: int) -> list[OrderData]:
 
 async def saga_run(server: str, bootstrap: str, n: int) -> tuple[float, list[float]]:
     cluster = Cluster(server, bootstrap)
-    engine = await cluster.prepare(CUSTOMERS, Decimal(10**9), {"widget": 10**9})
+    engine = await cluster.prepare(CUSTOMERS, Decimal(10**9), STOCK)
     orchestrator = Orchestrator(engine, [OrderSaga], messages, topic_prefix=cluster.name)
     cluster.start_all()
     try:
@@ -129,7 +134,7 @@ async def wait_all(engine: object, n: int, deadline_s: float) -> None:
 async def floor_run(server: str, bootstrap: str, n: int) -> float:
     """The participants' three transactions per order, called directly, one after another."""
     cluster = Cluster(server, bootstrap)
-    engine = await cluster.prepare(CUSTOMERS, Decimal(10**9), {"widget": 10**9})
+    engine = await cluster.prepare(CUSTOMERS, Decimal(10**9), STOCK)
     try:
         planned = orders(n)
         started = time.monotonic()
@@ -189,4 +194,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run(main())  # on the event loop the workers use

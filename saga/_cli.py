@@ -27,6 +27,7 @@ from saga import _operations as ops
 from saga._app import App, AppLoadError, load_app
 from saga._orchestrator import Orchestrator, SagaError
 from saga._participant import Participant
+from saga._process import run as run_process
 from saga._process import run_until_signalled
 from saga._settings import Settings, SettingsError
 from saga._worker import OrchestratorWorker
@@ -195,7 +196,7 @@ def relay(ctx: Context, relay_batch_size: int | None) -> None:
         batch_size=settings.relay_batch_size,
         poll_interval_s=settings.relay_poll_interval_s,
     )
-    asyncio.run(run_until_signalled(worker.start, worker.stop, worker.wait))
+    run_process(run_until_signalled(worker.start, worker.stop, worker.wait), settings.event_loop)
 
 
 @cli.command()
@@ -212,7 +213,7 @@ def worker(ctx: Context) -> None:
 
         await with_orchestrator(settings, app, work)
 
-    asyncio.run(go())
+    run_process(go(), settings.event_loop)
 
 
 @cli.command()
@@ -242,7 +243,7 @@ def participant(ctx: Context, service: str) -> None:
         finally:
             await engine.dispose()
 
-    asyncio.run(go())
+    run_process(go(), settings.event_loop)
 
 
 # --- operators ---------------------------------------------------------------------------

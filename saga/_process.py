@@ -1,4 +1,4 @@
-"""Running a worker as a process: start it, stop it cleanly on SIGTERM or SIGINT."""
+"""Running a worker as a process: its event loop; start it, stop it cleanly on SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
@@ -6,9 +6,32 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+EventLoop = Literal["auto", "asyncio", "uvloop"]
+
+
+def run(main: Coroutine[Any, Any, T], event_loop: EventLoop = "auto") -> T:
+    """Run `main` on uvloop when it is installed (or asked for), else on asyncio's own loop.
+
+    The workers spend much of their time in the event loop (a socket to Postgres, one to
+    Kafka, many small messages); uvloop does that part several times faster, which
+    `bench/saga_e2e.py` shows as about a quarter more sagas a second."""
+    if event_loop != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if event_loop == "uvloop":
+                main.close()
+                raise RuntimeError(
+                    "SAGA_EVENT_LOOP=uvloop but uvloop is not installed (pip install uvloop)"
+                ) from None
+        else:
+            return uvloop.run(main)
+    return asyncio.run(main)
 
 
 async def run_until_signalled(

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from eventstore import sqlalchemy_url
+from saga._process import EventLoop
 
 # field name -> environment variable
 ENVIRONMENT = {
@@ -19,6 +20,7 @@ ENVIRONMENT = {
     "relay_poll_interval_s": "SAGA_RELAY_POLL_INTERVAL_S",
     "log_level": "SAGA_LOG_LEVEL",
     "app": "SAGA_APP",
+    "event_loop": "SAGA_EVENT_LOOP",
 }
 
 
@@ -36,6 +38,9 @@ class Settings(BaseModel):
     relay_poll_interval_s: float = Field(1.0, gt=0, description="Relay poll interval when no NOTIFY arrives")
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="Log level")
     app: str | None = Field(None, description="Import path of the App: package.module:attribute")
+    event_loop: EventLoop = Field(
+        "auto", description="Workers' event loop: auto (uvloop when installed), asyncio or uvloop"
+    )
 
     @field_validator("database_url")
     @classmethod

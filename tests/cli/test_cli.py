@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import uuid
 from collections import Counter
@@ -633,3 +634,12 @@ async def test_resume_of_a_compensation_failed_saga_records_the_operator_and_goe
     # A saga that finished has nothing to resume.
     refused = await cli("resume", done.saga_id, "--note", "why not")
     assert_clean_error(refused, "is completed", "nothing to resume")
+
+
+def test_a_bad_event_loop_setting_is_refused_naming_the_variable(database_url: str) -> None:
+    env = {**os.environ, "DATABASE_URL": database_url, "SAGA_EVENT_LOOP": "trio"}
+    result = subprocess.run(
+        [sys.executable, "-m", "saga", "relay"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert "SAGA_EVENT_LOOP: Input should be 'auto', 'asyncio' or 'uvloop' (got 'trio')" in result.stderr
