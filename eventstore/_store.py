@@ -186,6 +186,7 @@ def _append_sql(n: int, notify: bool) -> str:
 
 
 _STREAM_VERSION = "SELECT coalesce(max(version), 0) FROM es_events WHERE stream_id = %(stream_id)s"
+_STREAM_VERSIONS = "SELECT stream_id, max(version) FROM es_events WHERE stream_id = ANY(%(stream_ids)b::text[]) GROUP BY stream_id"
 
 
 # Many streams in one statement, all or nothing: the same steps as a single append, per
@@ -535,6 +536,15 @@ class EventStore:
     async def stream_version(self, stream_id: str, *, conn: AsyncConnection | None = None) -> int:
         """The stream's current version; 0 when it has no events."""
         return int((await self._fetch(conn, _STREAM_VERSION, {"stream_id": stream_id}))[0][0])
+
+    async def stream_versions(
+        self, stream_ids: Sequence[str], *, conn: AsyncConnection | None = None
+    ) -> dict[str, int]:
+        """`stream_version` of several streams in one query (0 for those with no events)."""
+        versions = dict.fromkeys(stream_ids, 0)
+        for stream_id, version in await self._fetch(conn, _STREAM_VERSIONS, {"stream_ids": list(versions)}):
+            versions[stream_id] = int(version)
+        return versions
 
     async def read_all(
         self, after: FeedPosition = FEED_START, limit: int = _PAGE, *, conn: AsyncConnection | None = None

@@ -446,21 +446,53 @@ class Orchestrator:
         self, conn: AsyncConnection, saga: type[Saga[Any]], data: BaseModel, *, key: str | None = None
     ) -> str:
         """Start a saga in the caller's transaction; with a key, starting again returns the same id."""
+        return (await self.start_many(conn, saga, [data], keys=None if key is None else [key]))[0]
+
+    async def start_many(
+        self,
+        conn: AsyncConnection,
+        saga: type[Saga[Any]],
+        data: Sequence[BaseModel],
+        *,
+        keys: Sequence[str] | None = None,
+    ) -> list[str]:
+        """`start` for several sagas of one type in the caller's transaction, with two round
+        trips in all. Returns their ids in order; a key that names a saga already started (or
+        one earlier in `data`) gives that saga's id and starts nothing."""
         self.saga_class(saga.name)
-        if not isinstance(data, saga.data_model):
-            raise TypeError(
-                f"saga {saga.name} takes {saga.data_model.__name__} data, got {type(data).__name__}"
-            )
-        saga_id = saga_id_for(saga.name, key) if key is not None else str(uuid.uuid4())
-        if key is not None:
-            # Under the saga's lock a concurrent start with the same key has either committed
+        for item in data:
+            if not isinstance(item, saga.data_model):
+                raise TypeError(
+                    f"saga {saga.name} takes {saga.data_model.__name__} data, got {type(item).__name__}"
+                )
+        if keys is not None and len(keys) != len(data):
+            raise ValueError(f"start_many: {len(keys)} keys for {len(data)} sagas")
+        if keys is None:
+            ids = [str(uuid.uuid4()) for _ in data]
+            started: set[str] = set()
+        else:
+            ids = [saga_id_for(saga.name, key) for key in keys]
+            # Under the sagas' locks a concurrent start with the same key has either committed
             # (and we see its stream) or not begun: same saga, started once.
             driver = await driver_connection(conn)
             async with driver.pipeline():
-                await driver.execute(_LOCK_SAGA, (saga_id,))
-                started = await self.store.stream_version(stream_of(saga_id), conn=conn)
-            if started:
-                return saga_id
+                await driver.execute(_LOCK_SAGAS, (sorted(set(ids)),))
+                versions = await self.store.stream_versions([stream_of(i) for i in ids], conn=conn)
+            started = {i for i in ids if versions[stream_of(i)]}
+        savepoint = StepSavepoint(await driver_connection(conn), _LOCAL_STEP)
+        writes = _Writes()
+        for i, (saga_id, item) in enumerate(zip(ids, data, strict=True)):
+            if saga_id in started:
+                continue
+            started.add(saga_id)
+            key = None if keys is None else keys[i]
+            decision = _Decision(self, conn, savepoint, saga, SagaState(saga_id=saga_id))
+            decision.emit(SagaStarted(saga_type=saga.name, key=key, data=item.model_dump(mode="json")))
+            await decision.advance()
+            writes.add(decision)
+        await savepoint.release()  # starts in one caller's transaction do not nest
+        await writes.flush(self, conn)
+        return ids
         savepoint = StepSavepoint(await driver_connection(conn), _LOCAL_STEP)
         decision = _Decision(self, conn, savepoint, saga, SagaState(saga_id=saga_id))
         decision.emit(SagaStarted(saga_type=saga.name, key=key, data=data.model_dump(mode="json")))

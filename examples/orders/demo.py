@@ -55,15 +55,18 @@ def plan(orders: int, slow: int, rng: random.Random) -> list[OrderData]:
 
 
 async def place(engine: AsyncEngine, orchestrator: Orchestrator, orders: list[OrderData]) -> None:
+    """The orders and their sagas, in one transaction: a saga runs only if its order exists."""
     async with engine.begin() as conn:
-        for o in orders:
-            await conn.execute(
-                text(
-                    "INSERT INTO orders (order_id, customer_id, sku, quantity, amount) VALUES (:o, :c, :s, :q, :a)"
-                ),
-                {"o": o.order_id, "c": o.customer_id, "s": o.sku, "q": o.quantity, "a": o.amount},
-            )
-            await orchestrator.start(conn, OrderSaga, o, key=o.order_id)
+        await conn.execute(
+            text(
+                "INSERT INTO orders (order_id, customer_id, sku, quantity, amount) VALUES (:o, :c, :s, :q, :a)"
+            ),
+            [
+                {"o": o.order_id, "c": o.customer_id, "s": o.sku, "q": o.quantity, "a": o.amount}
+                for o in orders
+            ],
+        )
+        await orchestrator.start_many(conn, OrderSaga, orders, keys=[o.order_id for o in orders])
 
 
 ENDED = "SELECT count(*) FROM saga_instances WHERE status IN ('completed', 'compensated', 'failed', 'compensation_failed')"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -61,5 +62,49 @@ async def test_a_start_rolled_back_with_its_transaction_leaves_nothing(engine: A
         state = await orchestrator.load(saga_id)
         assert (state.status, state.awaiting is not None) == ("running", True)
         assert await count(engine, "SELECT count(*) FROM saga_deadlines") == 1
+    finally:
+        await orchestrator.aclose()
+
+
+def data(order_id: str) -> OrderData:
+    return DATA.model_copy(update={"order_id": order_id})
+
+
+async def test_start_many_starts_each_key_once(engine: AsyncEngine) -> None:
+    orchestrator = Orchestrator(engine, [OrderSaga], messages, topic_prefix="start")
+    try:
+        async with engine.begin() as conn:
+            before = await orchestrator.start(conn, OrderSaga, data("o-0"), key="k0")
+        async with engine.begin() as conn:
+            ids = await orchestrator.start_many(
+                conn,
+                OrderSaga,
+                [data("o-0"), data("o-1"), data("o-2"), data("o-1-again")],
+                keys=["k0", "k1", "k2", "k1"],
+            )
+        assert ids[0] == before
+        assert ids[3] == ids[1]
+        assert len(set(ids)) == 3
+        assert await count(engine, "SELECT count(*) FROM es_events WHERE type = 'saga.started'") == 3
+        assert await count(engine, "SELECT count(*) FROM outbox") == 3  # one first command each
+        assert (await orchestrator.load(ids[1])).data["order_id"] == "o-1"  # the first one wins
+
+        async with engine.begin() as conn:
+            unkeyed = await orchestrator.start_many(conn, OrderSaga, [data("u-1"), data("u-2")])
+        assert len(set(unkeyed)) == 2
+        assert await count(engine, "SELECT count(*) FROM saga_instances WHERE status = 'running'") == 5
+    finally:
+        await orchestrator.aclose()
+
+
+async def test_start_many_refuses_bad_arguments_before_writing(engine: AsyncEngine) -> None:
+    orchestrator = Orchestrator(engine, [OrderSaga], messages, topic_prefix="start")
+    try:
+        async with engine.begin() as conn:
+            with pytest.raises(ValueError, match="start_many: 1 keys for 2 sagas"):
+                await orchestrator.start_many(conn, OrderSaga, [data("a"), data("b")], keys=["k"])
+            with pytest.raises(TypeError, match="saga OrderSaga takes OrderData data, got str"):
+                await orchestrator.start_many(conn, OrderSaga, [data("a"), "b"])  # type: ignore[list-item]
+        assert await count(engine, "SELECT count(*) FROM es_events") == 0
     finally:
         await orchestrator.aclose()
