@@ -8,6 +8,7 @@ fresh database created from scratch, so the runs do not see each other's rows.
 The raw baselines use plain psycopg on the same server:
 - append: an INSERT of the same rows into the same table (same indexes), one transaction per
   append, `executemany` for the 10-event appends;
+- append_many: an executemany of the same rows (one per stream), one transaction per call;
 - replay: a SELECT of the stream's rows with the driver's default types, JSON columns left as
   text (no decoding of any kind).
 The store's append additionally checks the expected version, keeps the feed order and
@@ -39,6 +40,7 @@ from eventstore import (
     NO_STREAM,
     EventRegistry,
     EventStore,
+    NewEvents,
     create_engine,
     eventstore_migrations,
     libpq_url,
@@ -139,6 +141,60 @@ async def raw_insert(server_url: str, workers: int, appends: int, batch: int) ->
         return rate
 
 
+APPEND_MANY_CALLS = 100
+APPEND_MANY_STREAMS = 100
+
+
+async def framework_append_many(server_url: str) -> float:
+    """append_many: one event to each of APPEND_MANY_STREAMS new streams per call."""
+    async with scratch_database(server_url) as db:
+        engine = create_engine(db.url)
+        store = EventStore(engine, registry)
+
+        async def work(_: int) -> int:
+            for n in range(APPEND_MANY_CALLS):
+                await store.append_many(
+                    [
+                        NewEvents(f"s{n}-{k}", [event(n * APPEND_MANY_STREAMS + k)], NO_STREAM)
+                        for k in range(APPEND_MANY_STREAMS)
+                    ]
+                )
+            return APPEND_MANY_CALLS * APPEND_MANY_STREAMS
+
+        rate = await timed(1, work)
+        await store.aclose()
+        await engine.dispose()
+        return rate
+
+
+async def raw_insert_many(server_url: str) -> float:
+    """The same rows, an executemany of APPEND_MANY_STREAMS rows per transaction."""
+    async with scratch_database(server_url) as db:
+        meta = orjson.dumps({}).decode()
+        async with await psycopg.AsyncConnection.connect(libpq_url(db.url)) as conn:
+
+            async def work(_: int) -> int:
+                for n in range(APPEND_MANY_CALLS):
+                    rows = [
+                        (
+                            f"s{n}-{k}",
+                            1,
+                            uuid.uuid4(),
+                            "bench.deposited",
+                            1,
+                            event(n * APPEND_MANY_STREAMS + k).model_dump_json(),
+                            meta,
+                        )
+                        for k in range(APPEND_MANY_STREAMS)
+                    ]
+                    async with conn.cursor() as cur:
+                        await cur.executemany(_RAW_INSERT, rows)
+                    await conn.commit()
+                return APPEND_MANY_CALLS * APPEND_MANY_STREAMS
+
+            return await timed(1, work)
+
+
 async def replay(server_url: str) -> tuple[float, float]:
     async with scratch_database(server_url) as db:
         engine = create_engine(db.url)
@@ -192,6 +248,17 @@ async def main() -> None:
             raws.append(await raw_insert(server_url, workers, appends, batch))
             frameworks.append(await framework_append(server_url, workers, appends, batch))
         rows.append((label, statistics.median(frameworks), statistics.median(raws)))
+    many, raw_many = [], []
+    for _ in range(ROUNDS):
+        raw_many.append(await raw_insert_many(server_url))
+        many.append(await framework_append_many(server_url))
+    rows.append(
+        (
+            f"append_many, {APPEND_MANY_STREAMS} streams x 1",
+            statistics.median(many),
+            statistics.median(raw_many),
+        )
+    )
     replay_rate, raw_read = await replay(server_url)
     rows.append((f"replay {REPLAY_EVENTS:,}-event stream", replay_rate, raw_read))
 
@@ -203,6 +270,8 @@ async def main() -> None:
         "append_ratio_8": round(rows[1][1] / rows[1][2], 3),
         "append_events_per_s_8": round(rows[1][1]),
         "append_events_per_s_8_batch10": round(rows[3][1]),
+        "append_many_events_per_s": round(rows[4][1]),
+        "append_many_ratio": round(rows[4][1] / rows[4][2], 3),
         "replay_events_per_s": round(replay_rate),
         "replay_ratio": round(replay_rate / raw_read, 3),
     }

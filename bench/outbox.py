@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _scratch import Database
 
 from eventstore import create_engine
-from outbox import Envelope, MessageRegistry, Outbox, Relay
+from outbox import Envelope, MessageRegistry, Outbox, Outgoing, Relay
 from saga import all_migrations
 
 MESSAGES = 20_000
@@ -161,6 +161,26 @@ async def fill_outbox(db: Database, topic: str, messages: Sequence[Message]) -> 
         await engine.dispose()
 
 
+async def fill_rate_many(server_url: str, messages: Sequence[Message]) -> float:
+    """Outbox.put_many: PUTS_PER_TRANSACTION messages per transaction, one statement each."""
+    async with scratch_database(server_url) as db:
+        engine = create_engine(db.url)
+        try:
+            start = time.perf_counter()
+            for first in range(0, len(messages), PUTS_PER_TRANSACTION):
+                async with engine.begin() as conn:
+                    await outbox.put_many(
+                        conn,
+                        [
+                            Outgoing(m.model, "bench.fill", m.key, m.envelope)
+                            for m in messages[first : first + PUTS_PER_TRANSACTION]
+                        ],
+                    )
+            return len(messages) / (time.perf_counter() - start)
+        finally:
+            await engine.dispose()
+
+
 async def relay_throughput(
     server_url: str, bootstrap: str, topics: Topics, messages: Sequence[Message], batch_size: int
 ) -> tuple[float, float]:
@@ -276,6 +296,7 @@ async def main() -> None:
             )
             fill_rates.append(fill_rate)
         latencies = await idle_latency(server_url, bootstrap, topics)
+        fill_many = await fill_rate_many(server_url, messages)
 
     raw = max(raw_rates)
     best_batch = max(relay_rates, key=lambda b: relay_rates[b])
@@ -290,6 +311,7 @@ async def main() -> None:
     rows += [
         (f"raw AIOKafkaProducer (best of {len(raw_rates)})", f"{raw:,.0f} msg/s", ""),
         ("outbox fill (Outbox.put, 500 per tx)", f"{max(fill_rates):,.0f} msg/s", ""),
+        ("outbox fill (Outbox.put_many, 500 per tx)", f"{fill_many:,.0f} msg/s", ""),
         (f"idle commit-to-Kafka latency p50 (n={len(latencies)})", f"{p50:.1f} ms", ""),
         (f"idle commit-to-Kafka latency p99 (n={len(latencies)})", f"{p99:.1f} ms", ""),
         (f"idle commit-to-Kafka latency max (n={len(latencies)})", f"{max(latencies):.1f} ms", ""),
@@ -304,6 +326,8 @@ async def main() -> None:
         "idle_latency_p50_ms": round(p50, 2),
         "idle_latency_p99_ms": round(p99, 2),
         "relay_best_batch_size": best_batch,
+        "fill_put_msgs_per_s": round(max(fill_rates)),
+        "fill_put_many_msgs_per_s": round(fill_many),
         "relay_msgs_per_s_by_batch_size": {str(b): round(rate) for b, rate in relay_rates.items()},
         "messages": MESSAGES,
         "payload_bytes": len(messages[0].value),
