@@ -107,6 +107,10 @@ _RAW_INSERT = (
 )
 
 
+def raw_row(stream: str, version: int, i: int, meta: str) -> tuple[object, ...]:
+    return (stream, version, uuid.uuid4(), "bench.deposited", 1, event(i).model_dump_json(), meta)
+
+
 async def raw_insert(server_url: str, workers: int, appends: int, batch: int) -> float:
     async with scratch_database(server_url) as db:
         conns = [await psycopg.AsyncConnection.connect(libpq_url(db.url)) for _ in range(workers)]
@@ -115,18 +119,7 @@ async def raw_insert(server_url: str, workers: int, appends: int, batch: int) ->
         async def work(w: int) -> int:
             conn, stream = conns[w], f"writer-{w}"
             for n in range(appends):
-                rows = [
-                    (
-                        stream,
-                        n * batch + i + 1,
-                        uuid.uuid4(),
-                        "bench.deposited",
-                        1,
-                        event(n * batch + i).model_dump_json(),
-                        meta,
-                    )
-                    for i in range(batch)
-                ]
+                rows = [raw_row(stream, n * batch + i + 1, n * batch + i, meta) for i in range(batch)]
                 async with conn.cursor() as cur:
                     if batch == 1:
                         await cur.execute(_RAW_INSERT, rows[0])
@@ -176,15 +169,7 @@ async def raw_insert_many(server_url: str) -> float:
             async def work(_: int) -> int:
                 for n in range(APPEND_MANY_CALLS):
                     rows = [
-                        (
-                            f"s{n}-{k}",
-                            1,
-                            uuid.uuid4(),
-                            "bench.deposited",
-                            1,
-                            event(n * APPEND_MANY_STREAMS + k).model_dump_json(),
-                            meta,
-                        )
+                        raw_row(f"s{n}-{k}", 1, n * APPEND_MANY_STREAMS + k, meta)
                         for k in range(APPEND_MANY_STREAMS)
                     ]
                     async with conn.cursor() as cur:

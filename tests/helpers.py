@@ -11,6 +11,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
+from outbox import Envelope
+
+
+def kafka_headers(envelope: Envelope) -> list[tuple[str, bytes]]:
+    """An envelope as the Kafka record headers the relay writes."""
+    return [(k, v.encode()) for k, v in envelope.to_headers().items()]
+
 
 async def wait_for(
     condition: Callable[[], bool] | Callable[[], Awaitable[bool]], deadline_s: float, what: str

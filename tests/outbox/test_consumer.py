@@ -14,7 +14,7 @@ from outbox import Consumer, Delivery, Envelope, MessageRegistry, Outbox, Relay
 from outbox._consumer import handle_in_turn
 from outbox._relay import close_producer
 from tests.conftest import NewTopicFactory
-from tests.helpers import Collector, wait_for
+from tests.helpers import Collector, kafka_headers, wait_for
 from tests.outbox.messages import Ping, Unhandled
 
 
@@ -112,17 +112,13 @@ async def test_poison_goes_to_the_dead_letter_topic_and_the_next_message_is_hand
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     try:
-
-        def headers(envelope: Envelope) -> list[tuple[str, bytes]]:
-            return [(k, v.encode()) for k, v in envelope.to_headers().items()]
-
         await producer.send_and_wait(topic, b"\x00garbage", key=b"k")  # no envelope at all
         await producer.send_and_wait(
-            topic, b'{"key": "k", "seq": "two"}', key=b"k", headers=headers(bad_payload)
+            topic, b'{"key": "k", "seq": "two"}', key=b"k", headers=kafka_headers(bad_payload)
         )
-        await producer.send_and_wait(topic, b'{"note": "x"}', key=b"k", headers=headers(unhandled))
+        await producer.send_and_wait(topic, b'{"note": "x"}', key=b"k", headers=kafka_headers(unhandled))
         await producer.send_and_wait(
-            topic, Ping(key="k", seq=1).model_dump_json().encode(), key=b"k", headers=headers(good)
+            topic, Ping(key="k", seq=1).model_dump_json().encode(), key=b"k", headers=kafka_headers(good)
         )
     finally:
         await producer.stop()
@@ -154,7 +150,7 @@ async def test_poison_goes_to_the_dead_letter_topic_and_the_next_message_is_hand
                 topic,
                 Ping(key="k", seq=99).model_dump_json().encode(),
                 key=b"k",
-                headers=[(k, v.encode()) for k, v in failing.to_headers().items()],
+                headers=kafka_headers(failing),
             )
         finally:
             await producer.stop()
@@ -200,7 +196,7 @@ async def test_a_fetch_is_handled_together_and_a_failing_record_is_isolated(
                 topic,
                 Ping(key="k", seq=seq).model_dump_json().encode(),
                 key=b"k",
-                headers=[(k, v.encode()) for k, v in envelope.to_headers().items()],
+                headers=kafka_headers(envelope),
             )
         await producer.flush()
     finally:

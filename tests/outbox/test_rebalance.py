@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from outbox import Consumer, Envelope, MessageRegistry, Outbox
 from tests.conftest import NewTopicFactory
-from tests.helpers import wait_for
+from tests.helpers import kafka_headers, wait_for
 from tests.outbox.messages import Ping
 
 MESSAGES = 600
@@ -61,7 +61,7 @@ async def test_rebalances_lose_nothing_and_apply_nothing_twice(
                 topic,
                 Ping(key=f"k{seq % 50}", seq=seq).model_dump_json().encode(),
                 key=f"k{seq % 50}".encode(),
-                headers=[(k, v.encode()) for k, v in envelope.to_headers().items()],
+                headers=kafka_headers(envelope),
             )
         await producer.flush()
         await first.start()

@@ -20,6 +20,7 @@ from examples.orders.saga import (
 from examples.orders.services import release_credit
 from outbox import Envelope
 from saga import Refused, RetryPolicy, Saga, saga_event_registry, stream_of
+from tests.helpers import kafka_headers, wait_for
 from tests.saga.conftest import System
 
 
@@ -112,8 +113,6 @@ async def test_a_timeout_compensates_and_the_late_reply_changes_nothing(system: 
 
     async def late_reply_recorded() -> bool:
         return any(type(e).__name__ == "ReplyIgnored" for e in await events_of(system, saga_id))
-
-    from tests.helpers import wait_for
 
     await wait_for(late_reply_recorded, 30, "the late reply to be recorded as ignored")
     events = await events_of(system, saga_id)
@@ -212,15 +211,13 @@ async def test_duplicate_replies_and_double_starts_move_nothing_twice(system: Sy
                 system.orchestrator.topics.replies("OrderSaga"),
                 StockReserved(reservation_id="again").model_dump_json().encode(),
                 key=first.encode(),
-                headers=[(k, v.encode()) for k, v in envelope.to_headers().items()],
+                headers=kafka_headers(envelope),
             )
     finally:
         await producer.stop()
 
     async def ignored() -> list[Any]:
         return [e for e in await events_of(system, first) if type(e).__name__ == "ReplyIgnored"]
-
-    from tests.helpers import wait_for
 
     await wait_for(lambda: _nonempty(ignored()), 30, "the duplicate reply to be recorded")
     after = await system.state(first)
