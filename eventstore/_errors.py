@@ -84,6 +84,17 @@ def is_connection_lost(exc: BaseException) -> bool:
     return isinstance(orig, OSError)
 
 
+# deadlock_detected, serialization_failure: two transactions collided; either can go again.
+_CONTENTION = ("40P01", "40001")
+
+
+def is_contention(exc: BaseException) -> bool:
+    """True when the statement lost a race with another transaction (a deadlock, a
+    serialization failure): nothing is wrong with it, and running it again can pass."""
+    orig = getattr(exc, "orig", exc)
+    return isinstance(orig, psycopg.Error) and orig.sqlstate in _CONTENTION
+
+
 @contextmanager
 def translate_errors() -> Iterator[None]:
     """Connection-level failures become StoreUnavailableError; the rest pass unchanged."""

@@ -10,14 +10,15 @@ to the dead-letter topic at once, with the reason in its headers. A handler that
 retried with backoff; after `max_attempts`, or at once when its error says
 `retriable = False`, the record is dead-lettered too. Postgres being unreachable is not the
 message's fault: that is retried until it comes back, and nothing is dead-lettered for it.
-Records of one partition are handled in order; partitions are handled concurrently.
+Records of one partition are handled in order.
 
-Throughput comes from handling what one fetch brought for a partition together: one
-transaction, one inbox statement for all of it, and a batch handler that may write for all
-of its messages at once (the orchestrator decides on many sagas in a few statements). When
-anything in that transaction fails, it is rolled back and the same records are handled
-again, each in a savepoint of its own, so the one that failed is found, retried and, if need
-be, dead-lettered, and the others are applied.
+Throughput comes from handling what one fetch brought together: one transaction, one inbox
+statement for all of it, and a batch handler that may write for all of its messages at once
+(the orchestrator decides on many sagas in a few statements). When anything in that
+transaction fails, it is rolled back and the same records are handled again, partition by
+partition, each record in a savepoint of its own, so the one that failed is found, retried
+and, if need be, dead-lettered, and the others are applied. A deadlock or serialization
+failure is nobody's fault: the batch simply runs again.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from eventstore import StoreUnavailableError, driver_connection
-from eventstore._errors import is_connection_lost, translate_errors
+from eventstore._errors import is_connection_lost, is_contention, translate_errors
 from eventstore._worker import Worker
 from outbox._errors import MessageDecodeError
 from outbox._message import Envelope, MessageRegistry
@@ -80,6 +81,11 @@ class ConsumerStats:
     duplicates: int = 0
     dead_lettered: int = 0
     retries: int = 0
+    collisions: int = 0  # batches rolled back by a deadlock or serialization failure, then redone
+
+
+class _Collided(Exception):
+    """A batch lost a race with another transaction (see `is_contention`)."""
 
 
 class _Stopping(Exception):
@@ -176,9 +182,10 @@ class Consumer(Worker):
             if not batch:
                 continue
             async with self._batch_lock:
-                done = await asyncio.gather(*(self._handle_partition(records) for records in batch.values()))
+                done = await self._handle_fetch(batch)
                 offsets: dict[TopicPartition, int] = {}
-                for tp, records, next_offset in zip(batch.keys(), batch.values(), done, strict=True):
+                for tp, records in batch.items():
+                    next_offset = done[tp]
                     if next_offset > records[0].offset:
                         offsets[tp] = next_offset
                     if next_offset <= records[-1].offset:
@@ -189,6 +196,57 @@ class Consumer(Worker):
                     except KafkaError as exc:
                         # The records come again after the rebalance; the inbox skips them.
                         log.warning("consumer %s: offset commit failed (%s)", self.group_id, exc)
+
+    async def _handle_fetch(
+        self, batch: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+    ) -> dict[TopicPartition, int]:
+        """One fetch: returns, per partition, the offset after the last record handled.
+
+        All its partitions' records go in one transaction (one commit; and two partitions of
+        one process never hold row locks the other waits for). Undecodable records are left
+        out and dead-lettered after the commit. When that transaction fails, partition by
+        partition, one after the other (see `_handle_partition`)."""
+        deliveries: list[Delivery] = []
+        undecodable: list[tuple[ConsumerRecord[bytes, bytes], MessageDecodeError]] = []
+        for records in batch.values():
+            for record in records:
+                try:
+                    deliveries.append(self._parse(record))
+                except MessageDecodeError as bad:
+                    undecodable.append((record, bad))
+        while True:
+            try:
+                applied = await self._apply_deliveries(deliveries)
+                break
+            except _Collided:
+                await self._collided()
+            except StoreUnavailableError:
+                if self._stopping.is_set():
+                    return {tp: records[0].offset for tp, records in batch.items()}
+                await self._backoff(self.retry_max_s)
+        if not applied:
+            return {tp: await self._handle_partition(records) for tp, records in batch.items()}
+        done = {tp: int(records[-1].offset) + 1 for tp, records in batch.items()}
+        stopped = False
+        for record, problem in undecodable:
+            if not stopped:
+                try:
+                    await self._dead_letter(
+                        record, f"undecodable: {problem}", type(problem).__name__, attempts=0
+                    )
+                    continue
+                except _Stopping:
+                    stopped = True
+            # Not dead-lettered yet: its partition is fetched again from it (the records after
+            # it that were applied find their inbox rows).
+            tp = TopicPartition(record.topic, record.partition)
+            done[tp] = min(done[tp], int(record.offset))
+        return done
+
+    async def _collided(self) -> None:
+        """Not the records' fault: the same batch again once the other side is through."""
+        self.stats.collisions += 1
+        await asyncio.sleep(random.uniform(0.005, 0.05))
 
     async def _handle_partition(self, records: list[ConsumerRecord[bytes, bytes]]) -> int:
         """Handle in order; returns the offset to commit (the one after the last handled).
@@ -217,6 +275,9 @@ class Consumer(Worker):
                 together = True
             except _Stopping:
                 return next_offset
+            except _Collided:
+                await self._collided()
+                continue
             except StoreUnavailableError:
                 if self._stopping.is_set():
                     return next_offset
@@ -241,8 +302,14 @@ class Consumer(Worker):
                 deliveries.append(self._parse(record))
             except MessageDecodeError:
                 break
+        return len(deliveries) if await self._apply_deliveries(deliveries) else None
+
+    async def _apply_deliveries(self, deliveries: list[Delivery]) -> bool:
+        """In one transaction: the inbox rows, then the batch handler for the messages not
+        seen before. False when it failed and was rolled back; raises _Collided when it lost
+        a race with another transaction, StoreUnavailableError when Postgres is gone."""
         if not deliveries:
-            return 0
+            return True
         fresh: list[Delivery] = []
         try:
             with translate_errors():
@@ -268,16 +335,18 @@ class Consumer(Worker):
         except Exception as exc:
             if is_connection_lost(exc):
                 raise
+            if is_contention(exc):
+                raise _Collided() from exc
             log.info(
                 "consumer %s: %d records failed together (%r); handling them one by one",
                 self.group_id,
                 len(deliveries),
                 exc,
             )
-            return None
+            return False
         self.stats.handled += len(fresh)
         self.stats.duplicates += len(deliveries) - len(fresh)
-        return len(deliveries)
+        return True
 
     def _parse(self, record: ConsumerRecord[bytes, bytes]) -> Delivery:
         where = f"{record.topic}[{record.partition}]@{record.offset}"
@@ -339,7 +408,11 @@ class Consumer(Worker):
                 log.warning("consumer %s: %s: Postgres unavailable (%s)", self.group_id, where, exc)
                 delay = self.retry_max_s
             except Exception as exc:
-                if not getattr(exc, "retriable", True) or attempt >= self.max_attempts:
+                if is_contention(exc):
+                    attempt -= 1  # it lost a race with another transaction: not its fault either
+                    self.stats.collisions += 1
+                    delay = 0.05
+                elif not getattr(exc, "retriable", True) or attempt >= self.max_attempts:
                     await self._dead_letter(
                         record,
                         f"handler failed after {attempt} attempt(s): {exc!r}",
@@ -347,9 +420,10 @@ class Consumer(Worker):
                         attempt,
                     )
                     return
-                self.stats.retries += 1
-                delay = min(self.retry_backoff_s * 2 ** (attempt - 1), self.retry_max_s)
-                log.warning("consumer %s: %s attempt %d failed (%r)", self.group_id, where, attempt, exc)
+                else:
+                    self.stats.retries += 1
+                    delay = min(self.retry_backoff_s * 2 ** (attempt - 1), self.retry_max_s)
+                    log.warning("consumer %s: %s attempt %d failed (%r)", self.group_id, where, attempt, exc)
             if self._stopping.is_set():
                 raise _Stopping()
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))

@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from eventstore import libpq_url
 from outbox import Consumer, Delivery, Envelope, MessageRegistry, Outbox, Relay
 from outbox._consumer import handle_in_turn
 from outbox._relay import close_producer
@@ -244,3 +245,78 @@ async def test_a_fetch_is_handled_together_and_a_failing_record_is_isolated(
     assert max(batch_sizes) > 1, batch_sizes
     assert calls[7] == 3
     assert consumer.stats.duplicates == 0
+
+
+async def test_a_batch_that_loses_a_deadlock_runs_again_and_is_not_a_failure(
+    effects: AsyncEngine,
+    kafka_bootstrap: str,
+    outbox: Outbox,
+    registry: MessageRegistry,
+    new_topic: NewTopicFactory,
+    database_url: str,
+) -> None:
+    """The handler locks row 1 then waits for row 2, which another transaction holds while it
+    waits for row 1: Postgres picks the handler's transaction as the victim (its
+    deadlock_timeout is the shorter). The batch runs again: applied once, no retry counted,
+    nothing dead-lettered."""
+    engine = effects
+    topic = await new_topic("deadlock")
+    async with engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE rows (id int PRIMARY KEY, v int NOT NULL)"))
+        await conn.execute(text("INSERT INTO rows VALUES (1, 0), (2, 0)"))
+
+    async def both_rows(conn: AsyncConnection, message: Ping, envelope: Envelope) -> None:
+        await conn.execute(text("UPDATE rows SET v = v + 1 WHERE id = 1"))
+        await conn.execute(text("UPDATE rows SET v = v + 1 WHERE id = 2"))
+        await apply_ping(conn, message, envelope)
+
+    other = await psycopg.AsyncConnection.connect(libpq_url(database_url))
+    consumer = Consumer(
+        engine,
+        kafka_bootstrap,
+        group_id="deadlock",
+        topics=[topic],
+        registry=registry,
+        handlers={Ping: both_rows},
+    )
+    try:
+        await other.execute("SET deadlock_timeout = '30s'")
+        await other.execute("UPDATE rows SET v = v + 1 WHERE id = 2")
+        await consumer.start()
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+        await producer.start()
+        try:
+            envelope = outbox.envelope(Ping(key="k", seq=1))
+            await producer.send_and_wait(
+                topic,
+                Ping(key="k", seq=1).model_dump_json().encode(),
+                key=b"k",
+                headers=kafka_headers(envelope),
+            )
+        finally:
+            await producer.stop()
+
+        async def handler_waits() -> bool:
+            async with engine.connect() as conn:
+                waiting = await conn.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND wait_event_type = 'Lock' AND query LIKE 'UPDATE rows%'"
+                    )
+                )
+                return bool(waiting.scalar_one())
+
+        await wait_for(handler_waits, 30, "the handler to wait for row 2")
+        await other.execute("UPDATE rows SET v = v + 1 WHERE id = 1")  # closes the cycle
+        await other.commit()
+        await wait_for(lambda: consumer.stats.handled == 1, 30, "the batch to run again and pass")
+    finally:
+        await consumer.stop()
+        await other.close()
+    assert consumer.stats.collisions >= 1
+    assert (consumer.stats.retries, consumer.stats.dead_lettered) == (0, 0)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text("SELECT id, v FROM rows ORDER BY id"))).all()
+        applied = (await conn.execute(text("SELECT applied FROM effects"))).scalars().all()
+    assert [tuple(r) for r in rows] == [(1, 2), (2, 2)]
+    assert applied == [1]
