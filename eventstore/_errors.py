@@ -84,8 +84,9 @@ def is_connection_lost(exc: BaseException) -> bool:
     return isinstance(orig, OSError)
 
 
-# deadlock_detected, serialization_failure: two transactions collided; either can go again.
-_CONTENTION = ("40P01", "40001")
+# deadlock_detected, serialization_failure, lock_not_available (lock_timeout): two
+# transactions collided; the one that gave way can go again.
+_CONTENTION = ("40P01", "40001", "55P03")
 
 
 def is_contention(exc: BaseException) -> bool:
