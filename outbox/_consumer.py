@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +82,7 @@ class ConsumerStats:
     dead_lettered: int = 0
     retries: int = 0
     collisions: int = 0  # batches rolled back by a deadlock or serialization failure, then redone
+    slow_batches: int = 0  # batches that ran past slow_batch_s and went on in the background
 
 
 class _Collided(Exception):
@@ -110,12 +111,15 @@ class Consumer(Worker):
         retry_backoff_s: float = 0.1,
         retry_max_s: float = 5.0,
         max_records: int = 500,
+        slow_batch_s: float = 1.0,
         consumer_options: dict[str, Any] | None = None,
     ) -> None:
         if not topics:
             raise ValueError(f"consumer {group_id!r}: no topics to consume")
         if max_attempts < 1:
             raise ValueError(f"consumer {group_id!r}: max_attempts must be >= 1, got {max_attempts}")
+        if slow_batch_s <= 0:
+            raise ValueError(f"consumer {group_id!r}: slow_batch_s must be > 0, got {slow_batch_s}")
         if not dead_letter_suffix:
             raise ValueError(f"consumer {group_id!r}: dead_letter_suffix must not be empty")
         super().__init__()
@@ -132,6 +136,7 @@ class Consumer(Worker):
         self.retry_backoff_s = retry_backoff_s
         self.retry_max_s = retry_max_s
         self.max_records = max_records
+        self.slow_batch_s = slow_batch_s
         self.consumer_options = {
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
@@ -145,6 +150,9 @@ class Consumer(Worker):
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._batch_lock = asyncio.Lock()
+        self._commit_lock = asyncio.Lock()
+        # Partitions whose slow batch goes on in the background (paused meanwhile).
+        self._lanes: dict[TopicPartition, asyncio.Task[None]] = {}
 
     async def _open(self) -> None:
         self._producer = AIOKafkaProducer(
@@ -153,7 +161,7 @@ class Consumer(Worker):
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap_servers, group_id=self.group_id, **self.consumer_options
         )
-        self._consumer.subscribe(self.topics, listener=_FinishBatchOnRevoke(self._batch_lock))
+        self._consumer.subscribe(self.topics, listener=_FinishBatchOnRevoke(self._batch_lock, self._lanes))
         try:
             await self._producer.start()
             await self._consumer.start()
@@ -172,32 +180,92 @@ class Consumer(Worker):
     async def _run(self) -> None:
         assert self._consumer is not None
         consumer = self._consumer
-        while not self._stopping.is_set():
-            try:
-                batch = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
-            except KafkaError as exc:
-                log.warning("consumer %s: fetch failed (%s); retrying", self.group_id, exc)
-                await self._backoff(self.retry_max_s)
-                continue
-            if not batch:
-                continue
-            async with self._batch_lock:
-                done = await self._handle_fetch(batch)
-                offsets: dict[TopicPartition, int] = {}
-                for tp, records in batch.items():
-                    next_offset = done[tp]
-                    if next_offset > records[0].offset:
-                        offsets[tp] = next_offset
-                    if next_offset <= records[-1].offset:
-                        consumer.seek(tp, next_offset)  # fetch the unhandled rest again
-                if offsets:
-                    try:
-                        await consumer.commit(offsets)
-                    except KafkaError as exc:
-                        # The records come again after the rebalance; the inbox skips them.
-                        log.warning("consumer %s: offset commit failed (%s)", self.group_id, exc)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    batch = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
+                except KafkaError as exc:
+                    log.warning("consumer %s: fetch failed (%s); retrying", self.group_id, exc)
+                    await self._backoff(self.retry_max_s)
+                    continue
+                for tp in [tp for tp in batch if tp in self._lanes]:
+                    consumer.seek(tp, batch.pop(tp)[0].offset)  # fetched just before it was paused
+                if not batch:
+                    continue
+                async with self._batch_lock:
+                    await self._handle_fetch(batch)
+        finally:
+            await asyncio.gather(*self._lanes.values(), return_exceptions=True)
 
-    async def _handle_fetch(
+    async def _handle_fetch(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        """Apply a fetch, commit its offsets. A fetch still running after `slow_batch_s` is
+        redone in the background, partition by partition, with its partitions paused
+        meanwhile; so one slow handler holds up its own partition (whose order it must
+        keep), and the consumer goes on with the others."""
+        assert self._consumer is not None
+        work = asyncio.create_task(self._apply_fetch(batch))
+        finished, _ = await asyncio.wait({work}, timeout=self.slow_batch_s)
+        if finished:
+            await self._settle(batch, work.result())
+            return
+        self.stats.slow_batches += 1
+        log.warning(
+            "consumer %s: a batch took over %.1fs; redoing %s record by record in the background",
+            self.group_id,
+            self.slow_batch_s,
+            ", ".join(f"{tp.topic}[{tp.partition}]" for tp in batch),
+        )
+        self._consumer.pause(*batch)
+        # Its transaction holds the row locks of every record before the slow one: roll it
+        # back, and redo each partition on its own, a record a transaction, so that only the
+        # slow record waits for itself (the inbox keeps what was done from being done twice).
+        work.cancel()
+        await asyncio.gather(work, return_exceptions=True)
+        for tp, records in batch.items():
+            self._lanes[tp] = asyncio.create_task(self._lane(tp, records))
+
+    async def _lane(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        """A slow batch's partition, in the background: its records one by one, each in a
+        transaction of its own; then its offset, and it resumes."""
+        assert self._consumer is not None
+        next_offset = int(records[0].offset)
+        try:
+            for record in records:
+                await self._handle_record(record)
+                next_offset = int(record.offset) + 1
+        except _Stopping:
+            pass
+        except Exception:
+            log.exception("consumer %s: unexpected failure; the record will be fetched again", self.group_id)
+        try:
+            await self._settle({tp: records}, {tp: next_offset})
+        finally:
+            del self._lanes[tp]
+            if tp in self._consumer.assignment():
+                self._consumer.resume(tp)
+
+    async def _settle(
+        self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]], done: dict[TopicPartition, int]
+    ) -> None:
+        """Commit the offsets of what was handled; fetch the unhandled rest again."""
+        assert self._consumer is not None
+        consumer = self._consumer
+        offsets: dict[TopicPartition, int] = {}
+        for tp, records in batch.items():
+            next_offset = done[tp]
+            if next_offset > records[0].offset:
+                offsets[tp] = next_offset
+            if next_offset <= records[-1].offset and tp in consumer.assignment():
+                consumer.seek(tp, next_offset)
+        if offsets:
+            try:
+                async with self._commit_lock:
+                    await consumer.commit(offsets)
+            except KafkaError as exc:
+                # The records come again after the rebalance; the inbox skips them.
+                log.warning("consumer %s: offset commit failed (%s)", self.group_id, exc)
+
+    async def _apply_fetch(
         self, batch: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
     ) -> dict[TopicPartition, int]:
         """One fetch: returns, per partition, the offset after the last record handled.
@@ -498,14 +566,18 @@ class Consumer(Worker):
 
 
 class _FinishBatchOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Before partitions go to another member, let the batch in flight finish and commit."""
+    """Before partitions go to another member, let their batches in flight finish and commit."""
 
-    def __init__(self, lock: asyncio.Lock) -> None:
+    def __init__(self, lock: asyncio.Lock, lanes: dict[TopicPartition, asyncio.Task[None]]) -> None:
         self._lock = lock
+        self._lanes = lanes
 
-    async def on_partitions_revoked(self, revoked: object) -> None:
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        going = set(revoked)
         async with self._lock:
-            pass
+            await asyncio.gather(
+                *(t for tp, t in list(self._lanes.items()) if tp in going), return_exceptions=True
+            )
 
     async def on_partitions_assigned(self, assigned: object) -> None:
         pass

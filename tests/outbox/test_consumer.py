@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
@@ -278,6 +280,7 @@ async def test_a_batch_that_loses_a_deadlock_runs_again_and_is_not_a_failure(
         topics=[topic],
         registry=registry,
         handlers={Ping: both_rows},
+        slow_batch_s=60,  # the lock wait is not to be taken for a slow handler here
     )
     try:
         await other.execute("SET deadlock_timeout = '30s'")
@@ -320,3 +323,78 @@ async def test_a_batch_that_loses_a_deadlock_runs_again_and_is_not_a_failure(
         applied = (await conn.execute(text("SELECT applied FROM effects"))).scalars().all()
     assert [tuple(r) for r in rows] == [(1, 2), (2, 2)]
     assert applied == [1]
+
+
+async def test_a_slow_handler_holds_up_its_own_partition_and_no_other(
+    effects: AsyncEngine,
+    kafka_bootstrap: str,
+    outbox: Outbox,
+    registry: MessageRegistry,
+    new_topic: NewTopicFactory,
+) -> None:
+    """Partition 0 starts with a handler that does not return until the test lets it; the
+    records of partition 1 are applied meanwhile. Then everything is applied exactly once,
+    and partition 0 in its order."""
+    engine = effects
+    topic = await new_topic("slow", partitions=2)
+    release = asyncio.Event()
+    order: list[int] = []
+
+    async def blocking(conn: AsyncConnection, message: Ping, envelope: Envelope) -> None:
+        if message.seq == 0:
+            await release.wait()
+        await apply_ping(conn, message, envelope)
+        order.append(message.seq)
+
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for partition, seqs in ((0, range(0, 3)), (1, range(10, 15))):
+            for seq in seqs:
+                envelope = outbox.envelope(Ping(key=f"p{partition}", seq=seq))
+                await producer.send(
+                    topic,
+                    Ping(key=f"p{partition}", seq=seq).model_dump_json().encode(),
+                    partition=partition,
+                    headers=kafka_headers(envelope),
+                )
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+    consumer = Consumer(
+        engine,
+        kafka_bootstrap,
+        group_id="slow",
+        topics=[topic],
+        registry=registry,
+        handlers={Ping: blocking},
+        slow_batch_s=0.2,
+    )
+
+    async def applied() -> list[int]:
+        async with engine.connect() as conn:
+            return list((await conn.execute(text("SELECT seq FROM effects ORDER BY seq"))).scalars())
+
+    await consumer.start()
+    try:
+        await wait_for(
+            lambda: _holds(applied(), lambda seqs: seqs == list(range(10, 15))),
+            30,
+            "partition 1 while 0 waits",
+        )
+        release.set()
+        await wait_for(lambda: _holds(applied(), lambda seqs: len(seqs) == 8), 30, "everything")
+    finally:
+        release.set()  # a failed wait must not leave the handler, and so the stop, hanging
+        await consumer.stop()
+    async with engine.connect() as conn:
+        counts = (await conn.execute(text("SELECT seq, applied FROM effects ORDER BY seq"))).all()
+    assert [tuple(r) for r in counts] == [(s, 1) for s in [0, 1, 2, 10, 11, 12, 13, 14]]
+    assert [s for s in order if s < 10][-3:] == [0, 1, 2]
+    assert consumer.stats.slow_batches >= 1
+    assert consumer.stats.dead_lettered == 0
+
+
+async def _holds(value: Awaitable[list[int]], check: Callable[[list[int]], bool]) -> bool:
+    return check(await value)
