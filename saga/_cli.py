@@ -208,7 +208,9 @@ def worker(ctx: Context) -> None:
 
     async def go() -> None:
         async def work(orchestrator: Orchestrator) -> None:
-            w = OrchestratorWorker(orchestrator, settings.kafka_bootstrap_servers)
+            w = OrchestratorWorker(
+                orchestrator, settings.kafka_bootstrap_servers, slow_batch_s=settings.slow_batch_s
+            )
             await run_until_signalled(w.start, w.stop, w.wait)
 
         await with_orchestrator(settings, app, work)
@@ -238,6 +240,7 @@ def participant(ctx: Context, service: str) -> None:
                 messages=app.messages,
                 handlers=app.participants[service],
                 topic_prefix=settings.topic_prefix,
+                slow_batch_s=settings.slow_batch_s,
             )
             await run_until_signalled(p.start, p.stop, p.wait)
         finally:

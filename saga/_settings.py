@@ -21,6 +21,7 @@ ENVIRONMENT = {
     "log_level": "SAGA_LOG_LEVEL",
     "app": "SAGA_APP",
     "event_loop": "SAGA_EVENT_LOOP",
+    "slow_batch_s": "SAGA_SLOW_BATCH_S",
 }
 
 
@@ -38,6 +39,9 @@ class Settings(BaseModel):
     relay_poll_interval_s: float = Field(1.0, gt=0, description="Relay poll interval when no NOTIFY arrives")
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="Log level")
     app: str | None = Field(None, description="Import path of the App: package.module:attribute")
+    slow_batch_s: float = Field(
+        1.0, gt=0, description="A consumer batch running longer is redone record by record in the background"
+    )
     event_loop: EventLoop = Field(
         "auto", description="Workers' event loop: auto (uvloop when installed), asyncio or uvloop"
     )

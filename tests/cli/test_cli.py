@@ -636,10 +636,23 @@ async def test_resume_of_a_compensation_failed_saga_records_the_operator_and_goe
     assert_clean_error(refused, "is completed", "nothing to resume")
 
 
-def test_a_bad_event_loop_setting_is_refused_naming_the_variable(database_url: str) -> None:
-    env = {**os.environ, "DATABASE_URL": database_url, "SAGA_EVENT_LOOP": "trio"}
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        (
+            "SAGA_EVENT_LOOP",
+            "trio",
+            "SAGA_EVENT_LOOP: Input should be 'auto', 'asyncio' or 'uvloop' (got 'trio')",
+        ),
+        ("SAGA_SLOW_BATCH_S", "0", "SAGA_SLOW_BATCH_S: Input should be greater than 0 (got '0')"),
+    ],
+)
+def test_a_bad_worker_setting_is_refused_naming_the_variable(
+    database_url: str, variable: str, value: str, message: str
+) -> None:
+    env = {**os.environ, "DATABASE_URL": database_url, variable: value}
     result = subprocess.run(
         [sys.executable, "-m", "saga", "relay"], env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 1
-    assert "SAGA_EVENT_LOOP: Input should be 'auto', 'asyncio' or 'uvloop' (got 'trio')" in result.stderr
+    assert message in result.stderr
