@@ -206,7 +206,15 @@ class Consumer(Worker):
         work = asyncio.create_task(self._apply_fetch(batch))
         finished, _ = await asyncio.wait({work}, timeout=self.slow_batch_s)
         if finished:
-            await self._settle(batch, work.result())
+            try:
+                done = work.result()
+            except Exception:
+                log.exception(
+                    "consumer %s: unexpected failure; the records will be fetched again", self.group_id
+                )
+                done = {tp: records[0].offset for tp, records in batch.items()}
+                await self._backoff(self.retry_max_s)
+            await self._settle(batch, done)
             return
         self.stats.slow_batches += 1
         log.warning(
