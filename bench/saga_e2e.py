@@ -2,7 +2,7 @@
 Kafka, every service its own process, against the floor: the same three participant
 transactions run directly in a loop, with no saga, no outbox and no Kafka.
 
-    python bench/saga_e2e.py [--sagas 1000]     (DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS set)
+    python bench/saga_e2e.py [--sagas 3000] [--orders-per-tx 25]     (DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS set)
 
 Prints a table, then one JSON line.
 """
@@ -184,7 +184,7 @@ async def floor_run(server: str, bootstrap: str, n: int) -> float:
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sagas", type=int, default=1000)
+    parser.add_argument("--sagas", type=int, default=3000)
     parser.add_argument(
         "--orders-per-tx",
         type=int,
