@@ -198,39 +198,84 @@ class Consumer(Worker):
             await asyncio.gather(*self._lanes.values(), return_exceptions=True)
 
     async def _handle_fetch(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
-        """Apply a fetch, commit its offsets. A fetch still running after `slow_batch_s` is
-        redone in the background, partition by partition, with its partitions paused
-        meanwhile; so one slow handler holds up its own partition (whose order it must
-        keep), and the consumer goes on with the others."""
+        """Apply a fetch, commit its offsets.
+
+        All its partitions' records go in one transaction (one commit; and two partitions of
+        one process never hold row locks the other waits for). Undecodable records are left
+        out and dead-lettered after the commit. When that transaction fails, partition by
+        partition, one after the other (see `_handle_partition`). When it is still running
+        after `slow_batch_s`, it is redone in the background, partition by partition, with its
+        partitions paused meanwhile; so one slow handler holds up its own partition (whose
+        order it must keep), and the consumer goes on with the others."""
         assert self._consumer is not None
-        work = asyncio.create_task(self._apply_fetch(batch))
+        deliveries: list[Delivery] = []
+        undecodable: list[tuple[ConsumerRecord[bytes, bytes], MessageDecodeError]] = []
+        for records in batch.values():
+            for record in records:
+                try:
+                    deliveries.append(self._parse(record))
+                except MessageDecodeError as bad:
+                    undecodable.append((record, bad))
+        work = asyncio.create_task(self._apply_merged(deliveries))
         finished, _ = await asyncio.wait({work}, timeout=self.slow_batch_s)
-        if finished:
-            try:
-                done = work.result()
-            except Exception:
-                log.exception(
-                    "consumer %s: unexpected failure; the records will be fetched again", self.group_id
-                )
-                done = {tp: records[0].offset for tp, records in batch.items()}
-                await self._backoff(self.retry_max_s)
-            await self._settle(batch, done)
+        if not finished:
+            self.stats.slow_batches += 1
+            log.warning(
+                "consumer %s: a batch took over %.1fs; redoing %s record by record in the background",
+                self.group_id,
+                self.slow_batch_s,
+                ", ".join(f"{tp.topic}[{tp.partition}]" for tp in batch),
+            )
+            self._consumer.pause(*batch)
+            # Its transaction holds the row locks of every record before the slow one: roll
+            # it back, and redo each partition on its own, a record a transaction, so that only
+            # the slow record waits for itself.
+            work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
+            for tp, records in batch.items():
+                self._lanes[tp] = asyncio.create_task(self._lane(tp, records))
             return
-        self.stats.slow_batches += 1
-        log.warning(
-            "consumer %s: a batch took over %.1fs; redoing %s record by record in the background",
-            self.group_id,
-            self.slow_batch_s,
-            ", ".join(f"{tp.topic}[{tp.partition}]" for tp in batch),
-        )
-        self._consumer.pause(*batch)
-        # Its transaction holds the row locks of every record before the slow one: roll it
-        # back, and redo each partition on its own, a record a transaction, so that only the
-        # slow record waits for itself (the inbox keeps what was done from being done twice).
-        work.cancel()
-        await asyncio.gather(work, return_exceptions=True)
-        for tp, records in batch.items():
-            self._lanes[tp] = asyncio.create_task(self._lane(tp, records))
+        try:
+            applied = work.result()
+        except Exception:
+            log.exception("consumer %s: unexpected failure; the records will be fetched again", self.group_id)
+            await self._backoff(self.retry_max_s)
+            await self._settle(batch, {tp: records[0].offset for tp, records in batch.items()})
+            return
+        if applied is None:  # stopping while Postgres was away
+            done = {tp: records[0].offset for tp, records in batch.items()}
+        elif not applied:
+            done = {tp: await self._handle_partition(records) for tp, records in batch.items()}
+        else:
+            done = {tp: int(records[-1].offset) + 1 for tp, records in batch.items()}
+            stopped = False
+            for record, problem in undecodable:
+                if not stopped:
+                    try:
+                        await self._dead_letter(
+                            record, f"undecodable: {problem}", type(problem).__name__, attempts=0
+                        )
+                        continue
+                    except _Stopping:
+                        stopped = True
+                # Not dead-lettered yet: its partition is fetched again from it (the records
+                # after it that were applied find their inbox rows).
+                tp = TopicPartition(record.topic, record.partition)
+                done[tp] = min(done[tp], int(record.offset))
+        await self._settle(batch, done)
+
+    async def _apply_merged(self, deliveries: list[Delivery]) -> bool | None:
+        """`_apply_deliveries` until it is not a collision nor Postgres away; None when the
+        consumer stops while Postgres is away."""
+        while True:
+            try:
+                return await self._apply_deliveries(deliveries)
+            except _Collided:
+                await self._collided()
+            except StoreUnavailableError:
+                if self._stopping.is_set():
+                    return None
+                await self._backoff(self.retry_max_s)
 
     async def _lane(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         """A slow batch's partition, in the background: its records one by one, each in a
@@ -272,52 +317,6 @@ class Consumer(Worker):
             except KafkaError as exc:
                 # The records come again after the rebalance; the inbox skips them.
                 log.warning("consumer %s: offset commit failed (%s)", self.group_id, exc)
-
-    async def _apply_fetch(
-        self, batch: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
-    ) -> dict[TopicPartition, int]:
-        """One fetch: returns, per partition, the offset after the last record handled.
-
-        All its partitions' records go in one transaction (one commit; and two partitions of
-        one process never hold row locks the other waits for). Undecodable records are left
-        out and dead-lettered after the commit. When that transaction fails, partition by
-        partition, one after the other (see `_handle_partition`)."""
-        deliveries: list[Delivery] = []
-        undecodable: list[tuple[ConsumerRecord[bytes, bytes], MessageDecodeError]] = []
-        for records in batch.values():
-            for record in records:
-                try:
-                    deliveries.append(self._parse(record))
-                except MessageDecodeError as bad:
-                    undecodable.append((record, bad))
-        while True:
-            try:
-                applied = await self._apply_deliveries(deliveries)
-                break
-            except _Collided:
-                await self._collided()
-            except StoreUnavailableError:
-                if self._stopping.is_set():
-                    return {tp: records[0].offset for tp, records in batch.items()}
-                await self._backoff(self.retry_max_s)
-        if not applied:
-            return {tp: await self._handle_partition(records) for tp, records in batch.items()}
-        done = {tp: int(records[-1].offset) + 1 for tp, records in batch.items()}
-        stopped = False
-        for record, problem in undecodable:
-            if not stopped:
-                try:
-                    await self._dead_letter(
-                        record, f"undecodable: {problem}", type(problem).__name__, attempts=0
-                    )
-                    continue
-                except _Stopping:
-                    stopped = True
-            # Not dead-lettered yet: its partition is fetched again from it (the records after
-            # it that were applied find their inbox rows).
-            tp = TopicPartition(record.topic, record.partition)
-            done[tp] = min(done[tp], int(record.offset))
-        return done
 
     async def _collided(self) -> None:
         """Not the records' fault: the same batch again once the other side is through."""
@@ -426,15 +425,20 @@ class Consumer(Worker):
 
     def _parse(self, record: ConsumerRecord[bytes, bytes]) -> Delivery:
         where = f"{record.topic}[{record.partition}]@{record.offset}"
-        envelope = Envelope.from_kafka(record.headers)
-        handler = self.handlers.get(envelope.message_type)
-        if handler is None:
-            raise MessageDecodeError(
-                f"no handler for message type {envelope.message_type!r} in consumer group {self.group_id!r}"
+        try:
+            envelope = Envelope.from_kafka(record.headers)
+            handler = self.handlers.get(envelope.message_type)
+            if handler is None:
+                raise MessageDecodeError(
+                    f"no handler for message type {envelope.message_type!r} in consumer group {self.group_id!r}"
+                )
+            message = self.registry.decode(
+                envelope.message_type, envelope.schema_version, record.value or b"", lambda: where
             )
-        message = self.registry.decode(
-            envelope.message_type, envelope.schema_version, record.value or b"", lambda: where
-        )
+        except MessageDecodeError:
+            raise
+        except Exception as exc:  # an upcaster or a validator that raised something else
+            raise MessageDecodeError(f"cannot decode {where}: {exc!r}") from exc
         return Delivery(handler, message, envelope)
 
     async def _apply_one_by_one(self, records: list[ConsumerRecord[bytes, bytes]]) -> int:
