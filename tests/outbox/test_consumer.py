@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -36,6 +36,26 @@ async def apply_ping(conn: AsyncConnection, message: Ping, envelope: Envelope) -
         ),
         {"k": message.key, "s": message.seq},
     )
+
+
+async def send_pings(
+    bootstrap: str, outbox: Outbox, topic: str, pings: Sequence[Ping], partition: int | None = None
+) -> None:
+    """Produce pings straight to Kafka, each with the headers the relay would give it."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for ping in pings:
+            await producer.send(
+                topic,
+                ping.model_dump_json().encode(),
+                key=ping.key.encode(),
+                partition=partition,
+                headers=kafka_headers(outbox.envelope(ping)),
+            )
+        await producer.flush()
+    finally:
+        await producer.stop()
 
 
 @pytest.fixture
@@ -145,18 +165,7 @@ async def test_poison_goes_to_the_dead_letter_topic_and_the_next_message_is_hand
     try:
         await wait_for(lambda: consumer.stats.handled == 1, 30, "the good message")
         # A message whose handler always fails, after the good one was handled.
-        failing = outbox.envelope(Ping(key="k", seq=99))
-        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True)
-        await producer.start()
-        try:
-            await producer.send_and_wait(
-                topic,
-                Ping(key="k", seq=99).model_dump_json().encode(),
-                key=b"k",
-                headers=kafka_headers(failing),
-            )
-        finally:
-            await producer.stop()
+        await send_pings(kafka_bootstrap, outbox, topic, [Ping(key="k", seq=99)])
         await wait_for(lambda: consumer.stats.dead_lettered == 4, 30, "four dead letters")
     finally:
         await consumer.stop()
@@ -190,20 +199,7 @@ async def test_a_fetch_is_handled_together_and_a_failing_record_is_isolated(
     batch is rolled back and redone record by record, so the others are applied exactly once."""
     engine = effects
     topic = await new_topic("together")
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True)
-    await producer.start()
-    try:
-        for seq in range(20):
-            envelope = outbox.envelope(Ping(key="k", seq=seq))
-            await producer.send(
-                topic,
-                Ping(key="k", seq=seq).model_dump_json().encode(),
-                key=b"k",
-                headers=kafka_headers(envelope),
-            )
-        await producer.flush()
-    finally:
-        await producer.stop()
+    await send_pings(kafka_bootstrap, outbox, topic, [Ping(key="k", seq=seq) for seq in range(20)])
 
     calls: dict[int, int] = {}
 
@@ -286,18 +282,7 @@ async def test_a_batch_that_loses_a_deadlock_runs_again_and_is_not_a_failure(
         await other.execute("SET deadlock_timeout = '30s'")
         await other.execute("UPDATE rows SET v = v + 1 WHERE id = 2")
         await consumer.start()
-        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-        await producer.start()
-        try:
-            envelope = outbox.envelope(Ping(key="k", seq=1))
-            await producer.send_and_wait(
-                topic,
-                Ping(key="k", seq=1).model_dump_json().encode(),
-                key=b"k",
-                headers=kafka_headers(envelope),
-            )
-        finally:
-            await producer.stop()
+        await send_pings(kafka_bootstrap, outbox, topic, [Ping(key="k", seq=1)])
 
         async def handler_waits() -> bool:
             async with engine.connect() as conn:
@@ -346,21 +331,9 @@ async def test_a_slow_handler_holds_up_its_own_partition_and_no_other(
         await apply_ping(conn, message, envelope)
         order.append(message.seq)
 
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True)
-    await producer.start()
-    try:
-        for partition, seqs in ((0, range(0, 3)), (1, range(10, 15))):
-            for seq in seqs:
-                envelope = outbox.envelope(Ping(key=f"p{partition}", seq=seq))
-                await producer.send(
-                    topic,
-                    Ping(key=f"p{partition}", seq=seq).model_dump_json().encode(),
-                    partition=partition,
-                    headers=kafka_headers(envelope),
-                )
-        await producer.flush()
-    finally:
-        await producer.stop()
+    for partition, seqs in ((0, range(0, 3)), (1, range(10, 15))):
+        pings = [Ping(key=f"p{partition}", seq=seq) for seq in seqs]
+        await send_pings(kafka_bootstrap, outbox, topic, pings, partition=partition)
 
     consumer = Consumer(
         engine,
