@@ -25,6 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from examples.orders.cluster import Cluster
+from examples.orders.invariants import check_invariants
 from examples.orders.messages import messages
 from examples.orders.saga import OrderData, OrderSaga
 from saga import Orchestrator
@@ -98,62 +99,6 @@ async def wait_until(engine: AsyncEngine, sql: str, target: int, label: str, dea
     return False
 
 
-async def check_invariants(engine: AsyncEngine, orders: list[OrderData]) -> dict[str, bool]:
-    async with engine.connect() as conn:
-        status = dict(
-            (await conn.execute(text("SELECT data->>'order_id', status FROM saga_instances"))).all()
-        )
-        reserved = dict((await conn.execute(text("SELECT customer_id, reserved FROM customers"))).all())
-        available = dict((await conn.execute(text("SELECT sku, available FROM stock"))).all())
-        paid = set((await conn.execute(text("SELECT order_id FROM payments"))).scalars())
-        approved = set(
-            (await conn.execute(text("SELECT order_id FROM orders WHERE status = 'approved'"))).scalars()
-        )
-        held_credit = set(
-            (
-                await conn.execute(text("SELECT order_id FROM credit_reservations WHERE NOT released"))
-            ).scalars()
-        )
-        held_stock = set(
-            (await conn.execute(text("SELECT order_id FROM stock_reservations WHERE NOT released"))).scalars()
-        )
-        twice = (
-            await conn.execute(
-                text(
-                    "SELECT count(*) FROM (SELECT 1 FROM handled_commands GROUP BY service, command, order_id, "
-                    "attempt HAVING count(*) > 1) d"
-                )
-            )
-        ).scalar_one()
-        outbox = (await conn.execute(text("SELECT count(*) FROM outbox"))).scalar_one()
-    completed = {o for o, s in status.items() if s == "completed"}
-    credit: dict[str, Decimal] = {}
-    taken: dict[str, int] = {}
-    for o in orders:
-        if o.order_id in completed:
-            credit[o.customer_id] = credit.get(o.customer_id, Decimal(0)) + o.amount
-            taken[o.sku] = taken.get(o.sku, 0) + o.quantity
-    return {
-        "every saga ended (none running or compensating)": all(
-            s in ("completed", "compensated") for s in status.values()
-        )
-        and len(status) == len(orders),
-        "credit held = completed orders, per customer": all(
-            reserved[c] == credit.get(c, Decimal(0)) for c in reserved
-        ),
-        "stock taken = completed orders, per sku": all(
-            available[s] == STOCK[s] - taken.get(s, 0) for s in STOCK
-        ),
-        "payments, approvals and reservations = completed orders": paid
-        == approved
-        == held_credit
-        == held_stock
-        == completed,
-        "no command took effect twice for one attempt": twice == 0,
-        "outbox drained": outbox == 0,
-    }
-
-
 async def run(args: argparse.Namespace) -> int:
     server, bootstrap = os.environ.get("DATABASE_URL"), os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not server or not bootstrap:
@@ -186,7 +131,7 @@ async def run(args: argparse.Namespace) -> int:
         elapsed = time.monotonic() - started
         drained = "SELECT CASE WHEN count(*) = 0 THEN 1 ELSE 0 END FROM outbox"
         await wait_until(engine, drained, 1, "outbox", 60)
-        invariants = await check_invariants(engine, orders)
+        invariants = await check_invariants(engine, orders, STOCK)
         async with engine.connect() as conn:
             counts = dict(
                 (await conn.execute(text("SELECT status, count(*) FROM saga_instances GROUP BY 1"))).all()

@@ -1,0 +1,72 @@
+"""The order system's invariants, checked in its database after a run: the demo prints them,
+the tests assert them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from examples.orders.saga import OrderData
+
+
+async def check_invariants(
+    engine: AsyncEngine, orders: Sequence[OrderData], stock: Mapping[str, int]
+) -> dict[str, bool]:
+    """After a run of `orders` (every saga ended): each invariant's name, and whether it holds.
+    `stock` is what each SKU had before the run (SKUs not in it are not checked)."""
+    async with engine.connect() as conn:
+        status = dict(
+            (await conn.execute(text("SELECT data->>'order_id', status FROM saga_instances"))).all()
+        )
+        reserved = dict((await conn.execute(text("SELECT customer_id, reserved FROM customers"))).all())
+        available = dict((await conn.execute(text("SELECT sku, available FROM stock"))).all())
+        paid = set((await conn.execute(text("SELECT order_id FROM payments"))).scalars())
+        approved = set(
+            (await conn.execute(text("SELECT order_id FROM orders WHERE status = 'approved'"))).scalars()
+        )
+        held_credit = set(
+            (
+                await conn.execute(text("SELECT order_id FROM credit_reservations WHERE NOT released"))
+            ).scalars()
+        )
+        held_stock = set(
+            (await conn.execute(text("SELECT order_id FROM stock_reservations WHERE NOT released"))).scalars()
+        )
+        twice = (
+            await conn.execute(
+                text(
+                    "SELECT count(*) FROM (SELECT 1 FROM handled_commands GROUP BY service, command, order_id, "
+                    "attempt HAVING count(*) > 1) d"
+                )
+            )
+        ).scalar_one()
+        outbox = (await conn.execute(text("SELECT count(*) FROM outbox"))).scalar_one()
+    completed = {o for o, s in status.items() if s == "completed"}
+    credit: dict[str, Decimal] = {}
+    taken: dict[str, int] = {}
+    for o in orders:
+        if o.order_id in completed:
+            credit[o.customer_id] = credit.get(o.customer_id, Decimal(0)) + o.amount
+            taken[o.sku] = taken.get(o.sku, 0) + o.quantity
+    return {
+        "every saga ended (none running or compensating)": all(
+            s in ("completed", "compensated") for s in status.values()
+        )
+        and len(status) == len(orders),
+        "credit held = completed orders, per customer": all(
+            reserved[c] == credit.get(c, Decimal(0)) for c in reserved
+        ),
+        "stock taken = completed orders, per sku": all(
+            available[s] == stock[s] - taken.get(s, 0) for s in stock
+        ),
+        "payments, approvals and reservations = completed orders": paid
+        == approved
+        == held_credit
+        == held_stock
+        == completed,
+        "no command took effect twice for one attempt": twice == 0,
+        "outbox drained": outbox == 0,
+    }
