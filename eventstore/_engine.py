@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -63,14 +64,29 @@ class AutocommitConnections:
     cancelled mid-query), is closed rather than reused.
     """
 
-    def __init__(self, url: str, max_size: int = 8) -> None:
+    def __init__(
+        self, url: str | None = None, max_size: int = 8, *, engine: AsyncEngine | None = None
+    ) -> None:
+        if (url is None) == (engine is None):
+            raise ValueError("AutocommitConnections takes a url or an engine (one of them)")
         if max_size < 1:
             raise ValueError(f"max_size must be >= 1, got {max_size}")
-        self._url = libpq_url(url)
+        self._url = libpq_url(url) if url is not None else None
+        self._engine = engine
         self._max_idle = max_size
         self._slots = asyncio.Semaphore(max_size)  # in use at once; more callers wait
         self._idle: list[psycopg.AsyncConnection[Any]] = []
         self._closed = False
+
+    async def _conninfo(self) -> str:
+        """With an engine: connect the way it does. Its pool's connections were made with
+        whatever it was given (URL, `connect_args`, a `creator`); one of them says how."""
+        if self._url is None:
+            assert self._engine is not None
+            async with self._engine.connect() as conn:
+                info = (await driver_connection(conn)).info
+                self._url = make_conninfo(info.dsn, password=info.password)
+        return self._url
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -84,7 +100,7 @@ class AutocommitConnections:
         conn = (
             self._idle.pop()
             if self._idle
-            else await psycopg.AsyncConnection.connect(self._url, autocommit=True)
+            else await psycopg.AsyncConnection.connect(await self._conninfo(), autocommit=True)
         )
         try:
             yield conn

@@ -299,9 +299,7 @@ class EventStore:
         self.registry = registry
         self.notify = notify
         self.page_size = page_size
-        self._own = AutocommitConnections(
-            engine.url.render_as_string(hide_password=False), max_size=max_connections
-        )
+        self._own = AutocommitConnections(engine=engine, max_size=max_connections)
 
     async def aclose(self) -> None:
         """Close the store's own connections. The engine is the caller's: we never dispose of it."""

@@ -13,12 +13,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from eventstore import (
     ANY,
     NO_STREAM,
+    AutocommitConnections,
     ConcurrencyError,
     DuplicateEventError,
     EventStore,
     EventTypeError,
+    create_engine,
+    eventstore_migrations,
+    upgrade,
 )
-from tests.eventstore.events import Deposited, Noted, Withdrawn
+from tests.eventstore.events import Deposited, Noted, Withdrawn, make_registry
 from tests.helpers import wait_for
 
 
@@ -208,3 +212,25 @@ async def test_read_stream_pages_and_ranges(engine: AsyncEngine, registry: objec
         middle = [e.version async for e in store.read_stream("long", from_version=12, to_version=30)]
         assert middle == list(range(12, 31))
         assert [e.version for e in await store.load("long", to_version=3)] == [1, 2, 3]
+
+
+async def test_the_stores_own_connections_are_made_like_the_engines(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    """connect_args given to the engine reach the store's own connections: here a search_path
+    that puts the whole event store in a schema of its own."""
+    async with engine.begin() as conn:
+        await conn.execute(text("CREATE SCHEMA tenant"))
+    tenant = create_engine(database_url, connect_args={"options": "-c search_path=tenant"})
+    try:
+        await upgrade(tenant, eventstore_migrations())
+        async with EventStore(tenant, make_registry()) as store:
+            await store.append("s", [Noted(writer=0, seq=1)], NO_STREAM)  # on the store's own connection
+            assert await store.stream_version("s") == 1
+        async with tenant.connect() as conn:
+            assert (await conn.execute(text("SELECT count(*) FROM tenant.es_events"))).scalar_one() == 1
+            assert (await conn.execute(text("SELECT count(*) FROM public.es_events"))).scalar_one() == 0
+    finally:
+        await tenant.dispose()
+    with pytest.raises(ValueError, match="takes a url or an engine"):
+        AutocommitConnections()
