@@ -18,7 +18,9 @@ statement for all of it, and a batch handler that may write for all of its messa
 transaction fails, it is rolled back and the same records are handled again, partition by
 partition, each record in a savepoint of its own, so the one that failed is found, retried
 and, if need be, dead-lettered, and the others are applied. A deadlock or serialization
-failure is nobody's fault: the batch simply runs again.
+failure is nobody's fault: the batch simply runs again. A batch still running after
+`slow_batch_s` is rolled back, and its partitions go on record by record, the records of one
+key in order and those of different keys side by side, until they have caught up.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -151,8 +154,8 @@ class Consumer(Worker):
         self._producer: AIOKafkaProducer | None = None
         self._batch_lock = asyncio.Lock()
         self._commit_lock = asyncio.Lock()
-        # Partitions whose slow batch goes on in the background (paused meanwhile).
-        self._lanes: dict[TopicPartition, asyncio.Task[None]] = {}
+        # Partitions that had a slow batch, handled record by record until they catch up.
+        self._lanes: dict[TopicPartition, _Lane] = {}
 
     async def _open(self) -> None:
         self._producer = AIOKafkaProducer(
@@ -189,13 +192,15 @@ class Consumer(Worker):
                     await self._backoff(self.retry_max_s)
                     continue
                 for tp in [tp for tp in batch if tp in self._lanes]:
-                    consumer.seek(tp, batch.pop(tp)[0].offset)  # fetched just before it was paused
+                    self._lanes[tp].feed(batch.pop(tp))
                 if not batch:
                     continue
                 async with self._batch_lock:
                     await self._handle_fetch(batch)
         finally:
-            await asyncio.gather(*self._lanes.values(), return_exceptions=True)
+            await asyncio.gather(
+                *(lane.close() for lane in list(self._lanes.values())), return_exceptions=True
+            )
 
     async def _handle_fetch(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
         """Apply a fetch, commit its offsets.
@@ -204,9 +209,8 @@ class Consumer(Worker):
         one process never hold row locks the other waits for). Undecodable records are left
         out and dead-lettered after the commit. When that transaction fails, partition by
         partition, one after the other (see `_handle_partition`). When it is still running
-        after `slow_batch_s`, it is redone in the background, partition by partition, with its
-        partitions paused meanwhile; so one slow handler holds up its own partition (whose
-        order it must keep), and the consumer goes on with the others."""
+        after `slow_batch_s`, it is rolled back and its partitions go on in lanes (see
+        `_Lane`): a slow record holds up the records of its own key and no others."""
         assert self._consumer is not None
         deliveries: list[Delivery] = []
         undecodable: list[tuple[ConsumerRecord[bytes, bytes], MessageDecodeError]] = []
@@ -221,19 +225,18 @@ class Consumer(Worker):
         if not finished:
             self.stats.slow_batches += 1
             log.warning(
-                "consumer %s: a batch took over %.1fs; redoing %s record by record in the background",
+                "consumer %s: a batch took over %.1fs; %s go on record by record, keys side by side",
                 self.group_id,
                 self.slow_batch_s,
                 ", ".join(f"{tp.topic}[{tp.partition}]" for tp in batch),
             )
-            self._consumer.pause(*batch)
             # Its transaction holds the row locks of every record before the slow one: roll
-            # it back, and redo each partition on its own, a record a transaction, so that only
-            # the slow record waits for itself.
+            # it back, and go on with these partitions in lanes (see _Lane).
             work.cancel()
             await asyncio.gather(work, return_exceptions=True)
             for tp, records in batch.items():
-                self._lanes[tp] = asyncio.create_task(self._lane(tp, records))
+                lane = self._lanes[tp] = _Lane(self, tp)
+                lane.feed(records)
             return
         try:
             applied = work.result()
@@ -276,26 +279,6 @@ class Consumer(Worker):
                 if self._stopping.is_set():
                     return None
                 await self._backoff(self.retry_max_s)
-
-    async def _lane(self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]) -> None:
-        """A slow batch's partition, in the background: its records one by one, each in a
-        transaction of its own; then its offset, and it resumes."""
-        assert self._consumer is not None
-        next_offset = int(records[0].offset)
-        try:
-            for record in records:
-                await self._handle_record(record)
-                next_offset = int(record.offset) + 1
-        except _Stopping:
-            pass
-        except Exception:
-            log.exception("consumer %s: unexpected failure; the record will be fetched again", self.group_id)
-        try:
-            await self._settle({tp: records}, {tp: next_offset})
-        finally:
-            del self._lanes[tp]
-            if tp in self._consumer.assignment():
-                self._consumer.resume(tp)
 
     async def _settle(
         self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]], done: dict[TopicPartition, int]
@@ -577,10 +560,117 @@ class Consumer(Worker):
                 delay = min(delay * 2, self.retry_max_s)
 
 
+class _Lane:
+    """A partition whose batch was slow, until it catches up: each record in a transaction of
+    its own; the records of one key in order, those of different keys side by side (up to
+    `concurrency` at once), so a slow record holds up its own key and no other.
+
+    The partition's committed offset is the lowest record not done yet: what comes again
+    after a crash and was done finds its inbox row. The lane ends when nothing is left in
+    it; the partition's next fetch goes the usual way. A partition with more than
+    4 * `max_records` records waiting is paused until half of them are done.
+    """
+
+    def __init__(self, consumer: Consumer, tp: TopicPartition, concurrency: int = 16) -> None:
+        self.consumer = consumer
+        self.tp = tp
+        self.waiting: dict[bytes | None, deque[ConsumerRecord[bytes, bytes]]] = {}
+        self.outstanding: set[int] = set()  # offsets fed and not done
+        self.next_offset = 0  # after the last record fed
+        self.committed = -1
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.slots = asyncio.Semaphore(concurrency)
+        self.closing = False
+        self.limit = 4 * consumer.max_records
+        self._ending: asyncio.Task[None] | None = None
+
+    def feed(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        kafka = self.consumer._consumer
+        assert kafka is not None
+        for record in records:
+            self.outstanding.add(int(record.offset))
+            self.next_offset = int(record.offset) + 1
+            queue = self.waiting.get(record.key)
+            if queue is None:
+                self.waiting[record.key] = deque([record])
+                task = asyncio.create_task(self._run_key(record.key))
+                self.tasks.add(task)
+                task.add_done_callback(self._task_done)
+            else:
+                queue.append(record)
+        if len(self.outstanding) >= self.limit:
+            kafka.pause(self.tp)
+
+    async def _run_key(self, key: bytes | None) -> None:
+        queue = self.waiting[key]
+        while not self.closing:
+            if not queue:
+                del self.waiting[key]  # in the same step as the check: `feed` starts a new task
+                return
+            record = queue[0]
+            try:
+                async with self.slots:
+                    if self.closing:
+                        return
+                    await self.consumer._handle_record(record)
+            except _Stopping:
+                return
+            except Exception:
+                log.exception(
+                    "consumer %s: unexpected failure; the record will be fetched again",
+                    self.consumer.group_id,
+                )
+                self.closing = True  # the lane ends here; the partition is fetched again from it
+                return
+            queue.popleft()
+            self.outstanding.discard(int(record.offset))
+            await self._commit()
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not self.tasks:
+            self._ending = asyncio.get_running_loop().create_task(self._end())
+
+    async def _commit(self) -> None:
+        kafka = self.consumer._consumer
+        assert kafka is not None
+        low = min(self.outstanding) if self.outstanding else self.next_offset
+        if low > self.committed:
+            self.committed = low
+            try:
+                async with self.consumer._commit_lock:
+                    await kafka.commit({self.tp: low})
+            except KafkaError as exc:
+                log.warning("consumer %s: offset commit failed (%s)", self.consumer.group_id, exc)
+        if self.tp in kafka.paused() and len(self.outstanding) < self.limit // 2:
+            kafka.resume(self.tp)
+
+    async def _end(self) -> None:
+        """No task left: either everything fed is done, or the lane is closing."""
+        if self.tasks or self.consumer._lanes.get(self.tp) is not self:
+            return
+        if self.outstanding and not self.closing:
+            return  # cannot happen: every outstanding record has a task
+        kafka = self.consumer._consumer
+        assert kafka is not None
+        del self.consumer._lanes[self.tp]
+        await self._commit()
+        if self.tp in kafka.assignment():
+            if self.outstanding and not self.consumer._stopping.is_set():
+                kafka.seek(self.tp, min(self.outstanding))  # what was not done comes again
+            kafka.resume(self.tp)
+
+    async def close(self) -> None:
+        """Finish the records in flight, commit, and leave the rest to be fetched again."""
+        self.closing = True
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self._end()
+
+
 class _FinishBatchOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
     """Before partitions go to another member, let their batches in flight finish and commit."""
 
-    def __init__(self, lock: asyncio.Lock, lanes: dict[TopicPartition, asyncio.Task[None]]) -> None:
+    def __init__(self, lock: asyncio.Lock, lanes: dict[TopicPartition, _Lane]) -> None:
         self._lock = lock
         self._lanes = lanes
 
@@ -588,7 +678,8 @@ class _FinishBatchOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         going = set(revoked)
         async with self._lock:
             await asyncio.gather(
-                *(t for tp, t in list(self._lanes.items()) if tp in going), return_exceptions=True
+                *(lane.close() for tp, lane in list(self._lanes.items()) if tp in going),
+                return_exceptions=True,
             )
 
     async def on_partitions_assigned(self, assigned: object) -> None:

@@ -113,6 +113,17 @@ class Cluster:
         self.processes.clear()
         return codes
 
-    def drop(self) -> None:
+    async def drop(self) -> None:
+        """Remove the database and every topic of this run (dead-letter topics too)."""
+        from aiokafka.admin import AIOKafkaAdminClient
+
         with psycopg.connect(libpq_url(self.server_url), autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            ours = [t for t in await admin.list_topics() if t.startswith(f"{self.name}.")]
+            if ours:
+                await admin.delete_topics(ours)
+        finally:
+            await admin.close()

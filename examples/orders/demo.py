@@ -150,7 +150,7 @@ async def run(args: argparse.Namespace) -> int:
         await orchestrator.aclose()
         await engine.dispose()
         if not args.keep:
-            cluster.drop()
+            await cluster.drop()
     invariants["every process stopped cleanly on SIGTERM"] = all(c == 0 for c in codes.values())
     ok = ended and all(invariants.values())
     print(f"\n{len(orders)} orders in {elapsed:.1f}s")

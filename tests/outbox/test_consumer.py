@@ -310,16 +310,16 @@ async def test_a_batch_that_loses_a_deadlock_runs_again_and_is_not_a_failure(
     assert applied == [1]
 
 
-async def test_a_slow_handler_holds_up_its_own_partition_and_no_other(
+async def test_a_slow_handler_holds_up_its_own_key_and_no_other(
     effects: AsyncEngine,
     kafka_bootstrap: str,
     outbox: Outbox,
     registry: MessageRegistry,
     new_topic: NewTopicFactory,
 ) -> None:
-    """Partition 0 starts with a handler that does not return until the test lets it; the
-    records of partition 1 are applied meanwhile. Then everything is applied exactly once,
-    and partition 0 in its order."""
+    """Partition 0 starts with a handler (key k0) that does not return until the test lets
+    it. The other key of partition 0, and partition 1, are applied meanwhile; k0's later
+    records wait for it. Then everything is applied exactly once, k0's in order."""
     engine = effects
     topic = await new_topic("slow", partitions=2)
     release = asyncio.Event()
@@ -331,9 +331,11 @@ async def test_a_slow_handler_holds_up_its_own_partition_and_no_other(
         await apply_ping(conn, message, envelope)
         order.append(message.seq)
 
-    for partition, seqs in ((0, range(0, 3)), (1, range(10, 15))):
-        pings = [Ping(key=f"p{partition}", seq=seq) for seq in seqs]
-        await send_pings(kafka_bootstrap, outbox, topic, pings, partition=partition)
+    first = [Ping(key="k0", seq=0), Ping(key="j0", seq=3), Ping(key="k0", seq=1), Ping(key="j0", seq=4)]
+    await send_pings(kafka_bootstrap, outbox, topic, [*first, Ping(key="k0", seq=2)], partition=0)
+    await send_pings(
+        kafka_bootstrap, outbox, topic, [Ping(key="k1", seq=s) for s in range(10, 15)], partition=1
+    )
 
     consumer = Consumer(
         engine,
@@ -351,20 +353,19 @@ async def test_a_slow_handler_holds_up_its_own_partition_and_no_other(
 
     await consumer.start()
     try:
+        others = [3, 4, 10, 11, 12, 13, 14]
         await wait_for(
-            lambda: _holds(applied(), lambda seqs: seqs == list(range(10, 15))),
-            30,
-            "partition 1 while 0 waits",
+            lambda: _holds(applied(), lambda seqs: seqs == others), 20, "all but key k0 while it waits"
         )
         release.set()
-        await wait_for(lambda: _holds(applied(), lambda seqs: len(seqs) == 8), 30, "everything")
+        await wait_for(lambda: _holds(applied(), lambda seqs: len(seqs) == 10), 30, "everything")
     finally:
         release.set()  # a failed wait must not leave the handler, and so the stop, hanging
         await consumer.stop()
     async with engine.connect() as conn:
         counts = (await conn.execute(text("SELECT seq, applied FROM effects ORDER BY seq"))).all()
-    assert [tuple(r) for r in counts] == [(s, 1) for s in [0, 1, 2, 10, 11, 12, 13, 14]]
-    assert [s for s in order if s < 10][-3:] == [0, 1, 2]
+    assert [tuple(r) for r in counts] == [(s, 1) for s in [0, 1, 2, 3, 4, 10, 11, 12, 13, 14]]
+    assert [s for s in order if s < 3] == [0, 1, 2]
     assert consumer.stats.slow_batches >= 1
     assert consumer.stats.dead_lettered == 0
 
