@@ -160,86 +160,79 @@ class SagaState(BaseModel):
         return self.attempts.get(f"{phase}:{step}", 0)
 
 
-def _started(s: SagaState, e: SagaStarted) -> SagaState:
-    return s.model_copy(update={"saga_type": e.saga_type, "key": e.key, "data": e.data, "status": "running"})
+def _started(s: SagaState, e: SagaStarted) -> dict[str, Any]:
+    return {"saga_type": e.saga_type, "key": e.key, "data": e.data, "status": "running"}
 
 
-def _requested(s: SagaState, e: StepRequested) -> SagaState:
+def _requested(s: SagaState, e: StepRequested) -> dict[str, Any]:
     attempts = {**s.attempts, f"{e.phase}:{e.step}": e.attempt}
-    return s.model_copy(
-        update={
-            "awaiting": Awaiting(step=e.step, phase=e.phase, attempt=e.attempt),
-            "attempts": attempts,
-            "last_step": e.step,
-        }
-    )
+    return {
+        "awaiting": Awaiting(step=e.step, phase=e.phase, attempt=e.attempt),
+        "attempts": attempts,
+        "last_step": e.step,
+    }
 
 
-def _succeeded(s: SagaState, e: StepSucceeded) -> SagaState:
+def _succeeded(s: SagaState, e: StepSucceeded) -> dict[str, Any]:
     done = s.done if e.step in s.done else [*s.done, e.step]
-    return s.model_copy(update={"data": e.data, "done": done, "awaiting": None, "last_step": e.step})
+    return {"data": e.data, "done": done, "awaiting": None, "last_step": e.step}
 
 
-def _failed(s: SagaState, e: StepFailed) -> SagaState:
-    return s.model_copy(update={"awaiting": None, "last_error": f"{e.step}: {e.reason}", "last_step": e.step})
+def _failed(s: SagaState, e: StepFailed) -> dict[str, Any]:
+    return {"awaiting": None, "last_error": f"{e.step}: {e.reason}", "last_step": e.step}
 
 
-def _timed_out(s: SagaState, e: StepTimedOut) -> SagaState:
+def _timed_out(s: SagaState, e: StepTimedOut) -> dict[str, Any]:
     # The participant may have acted: a remote action whose reply never came counts as done,
     # so that compensation undoes it (its compensation must tolerate "nothing to undo").
     done = s.done if e.phase == "compensation" or e.step in s.done else [*s.done, e.step]
-    return s.model_copy(
-        update={"awaiting": None, "done": done, "last_error": f"{e.step}: timed out (attempt {e.attempt})"}
-    )
+    return {"awaiting": None, "done": done, "last_error": f"{e.step}: timed out (attempt {e.attempt})"}
 
 
-def _retry(s: SagaState, e: RetryScheduled) -> SagaState:
+def _retry(s: SagaState, e: RetryScheduled) -> dict[str, Any]:
     waiting = Awaiting(step=e.step, phase=e.phase, attempt=e.attempt, kind="retry", due_at=e.due_at)
-    return s.model_copy(update={"awaiting": waiting})
+    return {"awaiting": waiting}
 
 
-def _compensation_started(s: SagaState, e: CompensationStarted) -> SagaState:
-    return s.model_copy(
-        update={"status": "compensating", "to_compensate": e.steps, "awaiting": None, "last_error": e.reason}
-    )
+def _compensation_started(s: SagaState, e: CompensationStarted) -> dict[str, Any]:
+    return {"status": "compensating", "to_compensate": e.steps, "awaiting": None, "last_error": e.reason}
 
 
-def _compensated_step(s: SagaState, e: StepCompensated) -> SagaState:
+def _compensated_step(s: SagaState, e: StepCompensated) -> dict[str, Any]:
     rest = [step for step in s.to_compensate if step != e.step]
-    return s.model_copy(update={"to_compensate": rest, "awaiting": None, "last_step": e.step})
+    return {"to_compensate": rest, "awaiting": None, "last_step": e.step}
 
 
-def _ignored(s: SagaState, e: ReplyIgnored) -> SagaState:
-    return s
+def _ignored(s: SagaState, e: ReplyIgnored) -> dict[str, Any]:
+    return {}
 
 
-def _completed(s: SagaState, e: SagaCompleted) -> SagaState:
-    return s.model_copy(update={"status": "completed", "awaiting": None})
+def _completed(s: SagaState, e: SagaCompleted) -> dict[str, Any]:
+    return {"status": "completed", "awaiting": None}
 
 
-def _compensated(s: SagaState, e: SagaCompensated) -> SagaState:
-    return s.model_copy(update={"status": "compensated", "awaiting": None})
+def _compensated(s: SagaState, e: SagaCompensated) -> dict[str, Any]:
+    return {"status": "compensated", "awaiting": None}
 
 
-def _compensation_failed(s: SagaState, e: CompensationFailed) -> SagaState:
-    return s.model_copy(
-        update={"status": "compensation_failed", "awaiting": None, "last_error": f"{e.step}: {e.reason}"}
-    )
+def _compensation_failed(s: SagaState, e: CompensationFailed) -> dict[str, Any]:
+    return {"status": "compensation_failed", "awaiting": None, "last_error": f"{e.step}: {e.reason}"}
 
 
-def _saga_failed(s: SagaState, e: SagaFailed) -> SagaState:
-    return s.model_copy(update={"status": "failed", "awaiting": None, "last_error": f"{e.step}: {e.reason}"})
+def _saga_failed(s: SagaState, e: SagaFailed) -> dict[str, Any]:
+    return {"status": "failed", "awaiting": None, "last_error": f"{e.step}: {e.reason}"}
 
 
-def _resumed(s: SagaState, e: OperatorResumed) -> SagaState:
+def _resumed(s: SagaState, e: OperatorResumed) -> dict[str, Any]:
     status = _RESUMED_AS.get(s.status, s.status)
-    return s.model_copy(update={"status": status, "retry_base": dict(s.attempts)})
+    return {"status": status, "retry_base": dict(s.attempts)}
 
 
 _RESUMED_AS: dict[str, str] = {"compensation_failed": "compensating", "failed": "running"}
 
 
-_FOLD: dict[type[BaseModel], Callable[[SagaState, Any], SagaState]] = {
+# Each event's changes to the state; `apply` makes the new state in one copy.
+_FOLD: dict[type[BaseModel], Callable[[SagaState, Any], dict[str, Any]]] = {
     SagaStarted: _started,
     StepRequested: _requested,
     StepSucceeded: _succeeded,
@@ -258,8 +251,7 @@ _FOLD: dict[type[BaseModel], Callable[[SagaState, Any], SagaState]] = {
 
 
 def apply(state: SagaState, event: BaseModel) -> SagaState:
-    new = _FOLD[type(event)](state, event)
-    return new.model_copy(update={"version": state.version + 1})
+    return state.model_copy(update={**_FOLD[type(event)](state, event), "version": state.version + 1})
 
 
 def fold(saga_id: str, events: Iterable[BaseModel]) -> SagaState:
