@@ -614,6 +614,7 @@ class _Lane:
                         return
                     await self.consumer._handle_record(record)
             except _Stopping:
+                self.closing = True
                 return
             except Exception:
                 log.exception(
@@ -634,14 +635,14 @@ class _Lane:
     async def _commit(self) -> None:
         kafka = self.consumer._consumer
         assert kafka is not None
-        low = min(self.outstanding) if self.outstanding else self.next_offset
-        if low > self.committed:
-            self.committed = low
-            try:
-                async with self.consumer._commit_lock:
+        try:
+            async with self.consumer._commit_lock:  # in turn: the committed offset only grows
+                low = min(self.outstanding) if self.outstanding else self.next_offset
+                if low > self.committed:
                     await kafka.commit({self.tp: low})
-            except KafkaError as exc:
-                log.warning("consumer %s: offset commit failed (%s)", self.consumer.group_id, exc)
+                    self.committed = low
+        except KafkaError as exc:
+            log.warning("consumer %s: offset commit failed (%s)", self.consumer.group_id, exc)
         if self.tp in kafka.paused() and len(self.outstanding) < self.limit // 2:
             kafka.resume(self.tp)
 
@@ -650,7 +651,7 @@ class _Lane:
         if self.tasks or self.consumer._lanes.get(self.tp) is not self:
             return
         if self.outstanding and not self.closing:
-            return  # cannot happen: every outstanding record has a task
+            return  # cannot happen: each key with records outstanding has its task
         kafka = self.consumer._consumer
         assert kafka is not None
         del self.consumer._lanes[self.tp]
