@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -368,6 +368,14 @@ async def test_a_slow_handler_holds_up_its_own_key_and_no_other(
     assert [s for s in order if s < 3] == [0, 1, 2]
     assert consumer.stats.slow_batches >= 1
     assert consumer.stats.dead_lettered == 0
+    # The lanes committed their offsets: a new member of the group starts after everything.
+    probe = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id="slow", enable_auto_commit=False)
+    await probe.start()
+    try:
+        committed = [await probe.committed(TopicPartition(topic, p)) for p in (0, 1)]
+    finally:
+        await probe.stop()
+    assert committed == [5, 5]
 
 
 async def _holds(value: Awaitable[list[int]], check: Callable[[list[int]], bool]) -> bool:
