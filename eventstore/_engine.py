@@ -78,8 +78,8 @@ class AutocommitConnections:
         self._idle: list[psycopg.AsyncConnection[Any]] = []
         self._closed = False
 
-    async def _conninfo(self) -> str:
-        """With an engine: connect the way it does. Its pool's connections were made with
+    async def conninfo(self) -> str:
+        """The connection string these connections use. With an engine: connect the way it does. Its pool's connections were made with
         whatever it was given (URL, `connect_args`, a `creator`); one of them says how."""
         if self._url is None:
             assert self._engine is not None
@@ -100,7 +100,7 @@ class AutocommitConnections:
         conn = (
             self._idle.pop()
             if self._idle
-            else await psycopg.AsyncConnection.connect(await self._conninfo(), autocommit=True)
+            else await psycopg.AsyncConnection.connect(await self.conninfo(), autocommit=True)
         )
         try:
             yield conn

@@ -305,6 +305,10 @@ class EventStore:
         """Close the store's own connections. The engine is the caller's: we never dispose of it."""
         await self._own.aclose()
 
+    async def conninfo(self) -> str:
+        """How the store connects on its own: the engine's way (its URL, `connect_args`, creator)."""
+        return await self._own.conninfo()
+
     async def __aenter__(self) -> EventStore:
         return self
 

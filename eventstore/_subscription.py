@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from eventstore._engine import libpq_url
 from eventstore._errors import translate_errors
 from eventstore._store import FEED_START, NOTIFY_CHANNEL, EventStore, FeedPosition, RecordedEvent
 from eventstore._worker import Worker, listening
@@ -68,6 +67,7 @@ class Subscription(Worker):
         if poll_interval_s <= 0:
             raise ValueError(f"subscription {name!r}: poll_interval_s must be > 0, got {poll_interval_s}")
         super().__init__()
+        self._conninfo = ""  # set on start: how the store connects
         self.store = store
         self.name = name
         self.handler = handler
@@ -102,10 +102,14 @@ class Subscription(Worker):
     async def _open(self) -> None:
         # Data restored from another cluster would make the feed skip events: refuse loudly.
         await self.store.check_cluster()
+        self._conninfo = await self.store.conninfo()  # LISTEN connects the way the store does
 
     async def _run(self) -> None:
-        url = libpq_url(self.store.engine.url.render_as_string(hide_password=False))
-        wake = listening(url, NOTIFY_CHANNEL, self._wakeup) if self.listen else contextlib.nullcontext()
+        wake = (
+            listening(self._conninfo, NOTIFY_CHANNEL, self._wakeup)
+            if self.listen
+            else contextlib.nullcontext()
+        )
         async with wake:
             while not self._stopping.is_set():
                 # Cleared before reading, so a NOTIFY that lands during the batch is not lost.

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from eventstore import ANY, ConcurrencyError, EventStore, RecordedEvent, SchemaError, Subscription
+from eventstore import ANY, NO_STREAM, ConcurrencyError, EventStore, RecordedEvent, SchemaError, Subscription
 from tests.eventstore.events import Noted
 from tests.helpers import wait_for
 
@@ -202,3 +202,31 @@ async def test_events_from_another_cluster_are_refused(engine: AsyncEngine, stor
 
     with pytest.raises(SchemaError, match="restored from another cluster"):
         await Subscription(store, "restored", ignore).start()
+
+
+async def test_a_notify_wakes_a_waiting_subscription(store: EventStore) -> None:
+    """Polling once a minute, the subscription still sees a new event at once: the append's
+    NOTIFY reached its LISTEN connection (made the way the store's own connections are)."""
+    seen: list[int] = []
+
+    async def collect(conn: AsyncConnection, events: list[RecordedEvent]) -> None:
+        seen.extend(e.version for e in events)
+
+    async def listening() -> bool:
+        async with store.engine.connect() as conn:
+            found = await conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND query = 'LISTEN es_events'"
+                )
+            )
+            return bool(found.scalar_one())
+
+    sub = Subscription(store, "woken", collect, poll_interval_s=60)
+    await sub.start()
+    try:
+        await wait_for(listening, 20, "the subscription to LISTEN")
+        await store.append("late", [Noted(writer=0, seq=1)], NO_STREAM)
+        await wait_for(lambda: seen == [1], 20, "the NOTIFY to wake the subscription")
+    finally:
+        await sub.stop()
