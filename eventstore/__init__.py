@@ -1,20 +1,20 @@
 """Append-only event store on Postgres: streams, a gap-free global feed, snapshots, subscriptions."""
 
-from eventstore._engine import (
-    AutocommitConnections,
-    create_engine,
-    driver_connection,
-    libpq_url,
-    sqlalchemy_url,
-)
+from eventstore._database import Database
+from eventstore._engine import create_engine, driver_connection, libpq_url, sqlalchemy_url
 from eventstore._errors import (
     ConcurrencyError,
     DuplicateEventError,
+    ErrorKind,
     EventDecodeError,
     EventStoreError,
     EventTypeError,
+    Refusal,
     SchemaError,
     StoreUnavailableError,
+    classify_error,
+    is_retriable,
+    translate_errors,
 )
 from eventstore._migrations import Migration, check_schema, eventstore_migrations, load_migrations, upgrade
 from eventstore._registry import EventRegistry, EventType, TypeRegistry
@@ -33,15 +33,17 @@ from eventstore._store import (
     StreamState,
 )
 from eventstore._subscription import Subscription, load_checkpoint, save_checkpoint
+from eventstore._worker import Worker
 
 __all__ = [
     "ANY",
     "FEED_START",
     "NO_STREAM",
     "AppendResult",
-    "AutocommitConnections",
     "ConcurrencyError",
+    "Database",
     "DuplicateEventError",
+    "ErrorKind",
     "EventDecodeError",
     "EventRegistry",
     "EventStore",
@@ -54,20 +56,25 @@ __all__ = [
     "Migration",
     "NewEvents",
     "RecordedEvent",
+    "Refusal",
     "SchemaError",
     "Snapshot",
     "StoreUnavailableError",
     "StreamState",
     "Subscription",
     "TypeRegistry",
+    "Worker",
     "check_schema",
+    "classify_error",
     "create_engine",
     "driver_connection",
     "eventstore_migrations",
+    "is_retriable",
     "libpq_url",
     "load_checkpoint",
     "load_migrations",
     "save_checkpoint",
     "sqlalchemy_url",
+    "translate_errors",
     "upgrade",
 ]

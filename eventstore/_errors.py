@@ -1,4 +1,4 @@
-"""The event store's errors, and the one place where driver errors become them.
+"""The errors of the event store, and the one classifier of every error the runtime sees.
 
 EventStoreError                 base; `retriable` says whether trying again can help
 ├── ConcurrencyError            expected version did not match (retriable)
@@ -7,10 +7,30 @@ EventStoreError                 base; `retriable` says whether trying again can 
 ├── EventTypeError              a type is unknown or registered twice
 ├── EventDecodeError            a stored payload does not fit its model
 └── SchemaError                 migrations missing, or data from another cluster
+Refusal                         a business "no" (saga's `Refused` is one): never retried
+
+`classify_error(exc)` sorts any exception into one `ErrorKind`:
+
+CONNECTION_LOST  Postgres or the link to it went away (SQLSTATE class 08, server shutdown
+                 57P01-57P03/57P05, a client-side failure with no SQLSTATE, a broken socket,
+                 no connection free in the pool, `StoreUnavailableError`). Retry on a new
+                 connection, once it is back; the work is not to blame.
+CONTENTION       the work lost a race with another transaction: deadlock 40P01, serialization
+                 failure 40001, lock timeout 55P03, and our `ConcurrencyError`. Run it again;
+                 never count it as a failure.
+STATEMENT        the statement or its data is bad (SQLSTATE classes 0A, 21, 22, 23, 26, 2F,
+                 34, 3D, 3F, 42, 44, P0): running it again does the same.
+REFUSAL          a `Refusal` (by class, never by its attributes): a business answer.
+FAILURE          anything else.
+
+`is_retriable(exc)`, the one default: an exception's own `retriable` attribute (a bool)
+wins; without one, CONNECTION_LOST, CONTENTION and FAILURE are retriable (a FAILURE as many
+times as the caller's attempt count allows), STATEMENT and REFUSAL are not.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -53,47 +73,85 @@ class SchemaError(EventStoreError):
     pass
 
 
+class Refusal(Exception):
+    """Base of business refusals ("insufficient credit"): `reason` says why; never retried."""
+
+    retriable = False
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ErrorKind(enum.Enum):
+    CONNECTION_LOST = "connection lost"
+    CONTENTION = "contention"
+    STATEMENT = "statement"
+    REFUSAL = "refusal"
+    FAILURE = "failure"
+
+
+# Connection exceptions, and the server shutting down or not accepting connections yet.
+_GONE = ("08", "57P01", "57P02", "57P03", "57P05")
+# deadlock_detected, serialization_failure, lock_not_available (lock_timeout).
+_CONTENTION = ("40P01", "40001", "55P03")
+# Classes where the statement or its data is at fault, whoever runs it and whenever.
+_STATEMENT = ("0A", "21", "22", "23", "26", "2F", "34", "3D", "3F", "42", "44", "P0")
+
+_KINDS = {
+    ErrorKind.CONNECTION_LOST: True,
+    ErrorKind.CONTENTION: True,
+    ErrorKind.STATEMENT: False,
+    ErrorKind.REFUSAL: False,
+    ErrorKind.FAILURE: True,
+}
+
+
+def classify_error(exc: BaseException) -> ErrorKind:
+    """Which kind of failure `exc` is; see the module docstring."""
+    if isinstance(exc, Refusal):
+        return ErrorKind.REFUSAL
+    if isinstance(exc, StoreUnavailableError | sa_exc.TimeoutError):
+        return ErrorKind.CONNECTION_LOST
+    if isinstance(exc, ConcurrencyError):
+        return ErrorKind.CONTENTION
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return ErrorKind.CONNECTION_LOST
+    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+    if isinstance(orig, psycopg.Error):
+        return _classify_driver_error(orig)
+    if isinstance(orig, ConnectionError):
+        return ErrorKind.CONNECTION_LOST
+    return ErrorKind.FAILURE
+
+
+def _classify_driver_error(exc: psycopg.Error) -> ErrorKind:
+    code = exc.sqlstate
+    if code is None:  # raised by the client: no server verdict, the link itself failed
+        return ErrorKind.CONNECTION_LOST if isinstance(exc, psycopg.OperationalError) else ErrorKind.FAILURE
+    if code.startswith(_GONE):
+        return ErrorKind.CONNECTION_LOST
+    if code in _CONTENTION:
+        return ErrorKind.CONTENTION
+    if code.startswith(_STATEMENT):
+        return ErrorKind.STATEMENT
+    return ErrorKind.FAILURE
+
+
+def is_retriable(exc: BaseException) -> bool:
+    """Whether trying again can help: the exception's own `retriable` flag, else its kind's."""
+    own = getattr(exc, "retriable", None)
+    if isinstance(own, bool):
+        return own
+    return _KINDS[classify_error(exc)]
+
+
 def constraint_name(exc: BaseException) -> str | None:
     """The name of the violated constraint, when the driver says."""
     orig = getattr(exc, "orig", exc)
     if isinstance(orig, psycopg.Error) and orig.diag is not None:
         return orig.diag.constraint_name
     return None
-
-
-def is_unique_violation(exc: BaseException) -> bool:
-    return isinstance(getattr(exc, "orig", exc), psycopg.errors.UniqueViolation)
-
-
-# SQLSTATEs that say the connection or the server went away, not that the statement was bad:
-# class 08 (connection exception) and the shutdown / not-yet-accepting codes of class 57P.
-_GONE = ("08", "57P01", "57P02", "57P03", "57P05")
-
-
-def is_connection_lost(exc: BaseException) -> bool:
-    """True when retrying on a new connection can help; False for errors of the statement
-    itself (a timeout, a value too large for an index, a constraint), which would repeat."""
-    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    orig = getattr(exc, "orig", exc)
-    if isinstance(orig, psycopg.Error):
-        code = orig.sqlstate
-        if code is None:  # raised by the client: no server verdict, the link itself failed
-            return isinstance(orig, psycopg.OperationalError)
-        return code.startswith(_GONE)
-    return isinstance(orig, OSError)
-
-
-# deadlock_detected, serialization_failure, lock_not_available (lock_timeout): two
-# transactions collided; the one that gave way can go again.
-_CONTENTION = ("40P01", "40001", "55P03")
-
-
-def is_contention(exc: BaseException) -> bool:
-    """True when the statement lost a race with another transaction (a deadlock, a
-    serialization failure): nothing is wrong with it, and running it again can pass."""
-    orig = getattr(exc, "orig", exc)
-    return isinstance(orig, psycopg.Error) and orig.sqlstate in _CONTENTION
 
 
 @contextmanager
@@ -104,6 +162,6 @@ def translate_errors() -> Iterator[None]:
     except sa_exc.TimeoutError as exc:  # no connection free in the pool within its timeout
         raise StoreUnavailableError(f"no database connection available: {exc}") from exc
     except (sa_exc.DBAPIError, psycopg.Error, OSError) as exc:
-        if is_connection_lost(exc):
+        if classify_error(exc) is ErrorKind.CONNECTION_LOST:
             raise StoreUnavailableError(f"Postgres is unavailable: {getattr(exc, 'orig', exc)}") from exc
         raise

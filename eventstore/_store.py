@@ -43,9 +43,10 @@ from typing import Any, NamedTuple
 import orjson
 import psycopg
 from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from eventstore._engine import AutocommitConnections, driver_connection
+from eventstore._database import Database
+from eventstore._engine import driver_connection
 from eventstore._errors import (
     ConcurrencyError,
     DuplicateEventError,
@@ -185,6 +186,32 @@ def _append_sql(n: int, notify: bool) -> str:
     """
 
 
+# Every stream has exactly one row at version 1: a range scan of the (stream_id, version)
+# index lists each stream once, in order, without reading its other events. stream_id
+# compares byte-wise (COLLATE "C", migration 0002), so [prefix, end of prefix) is exact.
+@lru_cache(maxsize=4)
+def _stream_ids_sql(bounded: bool, after: bool) -> str:
+    upper = " AND stream_id < %(end)s" if bounded else ""
+    later = " AND stream_id > %(after)s" if after else ""
+    return f"""
+    SELECT stream_id FROM es_events
+    WHERE stream_id >= %(prefix)s{upper}{later} AND version = 1
+    ORDER BY stream_id LIMIT %(limit)s
+    """
+
+
+def _prefix_end(prefix: str) -> str | None:
+    """The smallest string above every string that starts with `prefix` (None: no bound)."""
+    chars = list(prefix)
+    while chars:
+        code = ord(chars.pop()) + 1
+        if code == 0xD800:  # surrogates are not characters: skip them
+            code = 0xE000
+        if code <= 0x10FFFF:
+            return "".join(chars) + chr(code)
+    return None
+
+
 _STREAM_VERSION = "SELECT coalesce(max(version), 0) FROM es_events WHERE stream_id = %(stream_id)s"
 _STREAM_VERSIONS = "SELECT stream_id, max(version) FROM es_events WHERE stream_id = ANY(%(stream_ids)b::text[]) GROUP BY stream_id"
 
@@ -280,48 +307,33 @@ class EventStore:
     """Streams of typed events in Postgres.
 
     Every method takes an optional `conn`: given, the work joins that connection's open
-    transaction (the caller commits); omitted, the store runs it as a transaction of its own.
-    Close with `await store.aclose()` (or `async with EventStore(...) as store`).
+    transaction (the caller commits); omitted, the store runs it on one of the database's
+    autocommit connections (every operation is one statement). The store holds no
+    connection of its own: the database is the caller's, and so is closing it.
     """
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        database: Database,
         registry: EventRegistry,
         *,
         notify: bool = True,
         page_size: int = _PAGE,
-        max_connections: int = 8,
     ) -> None:
         if page_size < 1:
             raise ValueError(f"page_size must be >= 1, got {page_size}")
-        self.engine = engine
+        self.database = database
         self.registry = registry
         self.notify = notify
         self.page_size = page_size
-        self._own = AutocommitConnections(engine=engine, max_size=max_connections)
-
-    async def aclose(self) -> None:
-        """Close the store's own connections. The engine is the caller's: we never dispose of it."""
-        await self._own.aclose()
-
-    async def conninfo(self) -> str:
-        """How the store connects on its own: the engine's way (its URL, `connect_args`, creator)."""
-        return await self._own.conninfo()
-
-    async def __aenter__(self) -> EventStore:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     @asynccontextmanager
     async def _driver(self, conn: AsyncConnection | None) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """The psycopg connection to run one statement on.
 
         With the caller's connection: its driver connection, inside the caller's transaction.
-        Without: one of the store's own connections, in autocommit mode. Every operation of
-        the store is a single statement, atomic on its own.
+        Without: one of the database's autocommit connections. Every operation of the store
+        is a single statement, atomic on its own.
         """
         if conn is not None:
             if not conn.in_transaction():
@@ -329,9 +341,8 @@ class EventStore:
                 await conn.begin()
             yield await driver_connection(conn)
             return
-        with translate_errors():
-            async with self._own.connection() as own:
-                yield own
+        async with self.database.autocommit() as own:
+            yield own
 
     async def _fetch(
         self, conn: AsyncConnection | None, sql: str, params: dict[str, Any] | list[Any]
@@ -547,6 +558,20 @@ class EventStore:
         for stream_id, version in await self._fetch(conn, _STREAM_VERSIONS, {"stream_ids": list(versions)}):
             versions[stream_id] = int(version)
         return versions
+
+    async def stream_ids(
+        self,
+        prefix: str,
+        *,
+        after: str | None = None,
+        limit: int | None = None,
+        conn: AsyncConnection | None = None,
+    ) -> list[str]:
+        """The ids of the streams that start with `prefix`, in order; `after` and `limit` page."""
+        end = _prefix_end(prefix)
+        params = {"prefix": prefix, "end": end, "after": after, "limit": limit}
+        rows = await self._fetch(conn, _stream_ids_sql(end is not None, after is not None), params)
+        return [row[0] for row in rows]
 
     async def read_all(
         self, after: FeedPosition = FEED_START, limit: int = _PAGE, *, conn: AsyncConnection | None = None

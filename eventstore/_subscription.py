@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from eventstore._errors import translate_errors
 from eventstore._store import FEED_START, NOTIFY_CHANNEL, EventStore, FeedPosition, RecordedEvent
-from eventstore._worker import Worker, listening
+from eventstore._worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,11 @@ async def save_checkpoint(conn: AsyncConnection, name: str, at: FeedPosition) ->
 
 
 class Subscription(Worker):
-    """Follows the feed: `await sub.start()` ... `await sub.stop()`, or `await sub.run_until_caught_up()`."""
+    """Follows the feed: `await sub.start()` ... `await sub.stop()`, or `await sub.run_until_caught_up()`.
+
+    It works through the store's database (its transactions and its LISTEN): the store
+    decodes the feed with its registry, so one argument says both where and how to read.
+    """
 
     def __init__(
         self,
@@ -67,7 +71,6 @@ class Subscription(Worker):
         if poll_interval_s <= 0:
             raise ValueError(f"subscription {name!r}: poll_interval_s must be > 0, got {poll_interval_s}")
         super().__init__()
-        self._conninfo = ""  # set on start: how the store connects
         self.store = store
         self.name = name
         self.handler = handler
@@ -79,7 +82,7 @@ class Subscription(Worker):
     async def process_batch(self) -> int:
         """Handle the next batch in one transaction; returns how many events it held."""
         with translate_errors():
-            async with self.store.engine.begin() as conn:
+            async with self.store.database.begin() as conn:
                 await conn.execute(_LOCK, {"name": self.name})
                 after = await load_checkpoint(conn, self.name)
                 events = await self.store.read_all(after, self.batch_size, conn=conn)
@@ -96,17 +99,16 @@ class Subscription(Worker):
         return total
 
     async def checkpoint(self) -> FeedPosition:
-        async with self.store.engine.connect() as conn:
+        async with self.store.database.connect() as conn:
             return await load_checkpoint(conn, self.name)
 
     async def _open(self) -> None:
         # Data restored from another cluster would make the feed skip events: refuse loudly.
         await self.store.check_cluster()
-        self._conninfo = await self.store.conninfo()  # LISTEN connects the way the store does
 
     async def _run(self) -> None:
         wake = (
-            listening(self._conninfo, NOTIFY_CHANNEL, self._wakeup)
+            self.store.database.listening(NOTIFY_CHANNEL, self._wakeup)
             if self.listen
             else contextlib.nullcontext()
         )

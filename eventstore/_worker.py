@@ -5,9 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
-
-import psycopg
 
 log = logging.getLogger(__name__)
 
@@ -76,31 +73,3 @@ class Worker:
         """Sleep, cut short only by a stop."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-
-
-async def listen(url: str, channel: str, wakeup: asyncio.Event, retry_s: float = 1.0) -> None:
-    """Set `wakeup` on every NOTIFY on `channel`, reconnecting on failure; runs until cancelled.
-
-    Used beside polling: a notification only shortens the wait, so one lost while the
-    connection was down costs latency, never a message.
-    """
-    while True:
-        try:
-            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-                await conn.execute(f"LISTEN {channel}")
-                async for _ in conn.notifies():
-                    wakeup.set()
-        except (psycopg.Error, OSError) as exc:
-            log.warning("LISTEN %s: connection failed (%s); polling meanwhile", channel, exc)
-            await asyncio.sleep(retry_s)
-
-
-@contextlib.asynccontextmanager
-async def listening(url: str, channel: str, wakeup: asyncio.Event) -> AsyncIterator[None]:
-    task = asyncio.create_task(listen(url, channel, wakeup), name=f"listen:{channel}")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
