@@ -3,8 +3,8 @@
 from outbox._consumer import BatchHandler, Consumer, ConsumerStats, Delivery, Handler
 from outbox._errors import MessageDecodeError, MessageTypeError, OutboxError, PublishError
 from outbox._message import Envelope, MessageRegistry, child_traceparent, new_traceparent
-from outbox._outbox import Outbox, Outgoing, outbox_migrations
-from outbox._relay import Relay, RelayLag, RelayStats
+from outbox._outbox import Outbox, Outgoing, PendingMessage, RelayLag, outbox_migrations
+from outbox._relay import Relay, RelayStats
 
 __all__ = [
     "BatchHandler",
@@ -19,6 +19,7 @@ __all__ = [
     "Outbox",
     "OutboxError",
     "Outgoing",
+    "PendingMessage",
     "PublishError",
     "Relay",
     "RelayLag",

@@ -7,9 +7,10 @@ are committed only after the Postgres commits they cover.
 
 What cannot become a message (bad headers, unknown type, invalid payload, no handler) goes
 to the dead-letter topic at once, with the reason in its headers. A handler that raises is
-retried with backoff; after `max_attempts`, or at once when its error says
-`retriable = False`, the record is dead-lettered too. Postgres being unreachable is not the
-message's fault: that is retried until it comes back, and nothing is dead-lettered for it.
+retried with backoff; after `max_attempts`, or at once when its error is not retriable
+(`eventstore.is_retriable`: a bad statement, a refusal, `retriable = False`), the record is
+dead-lettered too. Postgres being unreachable is not the message's fault: that is retried
+until it comes back, and nothing is dead-lettered for it.
 Records of one partition are handled in order.
 
 Throughput comes from handling what one fetch brought together: one transaction, one inbox
@@ -37,11 +38,18 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from eventstore import StoreUnavailableError, driver_connection
-from eventstore._errors import is_connection_lost, is_contention, translate_errors
-from eventstore._worker import Worker
+from eventstore import (
+    Database,
+    ErrorKind,
+    StoreUnavailableError,
+    Worker,
+    classify_error,
+    driver_connection,
+    is_retriable,
+    translate_errors,
+)
 from outbox._errors import MessageDecodeError
 from outbox._message import Envelope, MessageRegistry
 
@@ -89,7 +97,7 @@ class ConsumerStats:
 
 
 class _Collided(Exception):
-    """A batch lost a race with another transaction (see `is_contention`)."""
+    """A batch lost a race with another transaction (ErrorKind.CONTENTION)."""
 
 
 class _Stopping(Exception):
@@ -101,7 +109,7 @@ class Consumer(Worker):
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        database: Database,
         bootstrap_servers: str,
         *,
         group_id: str,
@@ -127,7 +135,8 @@ class Consumer(Worker):
             raise ValueError(f"consumer {group_id!r}: dead_letter_suffix must not be empty")
         super().__init__()
         self.name = f"consumer:{group_id}"
-        self.engine = engine
+        self.database = database
+        self.engine = database.engine
         self.bootstrap_servers = bootstrap_servers
         self.group_id = group_id
         self.topics = list(topics)
@@ -391,9 +400,10 @@ class Consumer(Worker):
         except StoreUnavailableError:
             raise
         except Exception as exc:
-            if is_connection_lost(exc):
+            kind = classify_error(exc)
+            if kind is ErrorKind.CONNECTION_LOST:
                 raise
-            if is_contention(exc):
+            if kind is ErrorKind.CONTENTION:
                 raise _Collided() from exc
             log.info(
                 "consumer %s: %d records failed together (%r); handling them one by one",
@@ -446,7 +456,7 @@ class Consumer(Worker):
                                 await d.handler(conn, d.message, d.envelope)
                                 handled += 1
                     except Exception as exc:
-                        if isinstance(exc, StoreUnavailableError) or is_connection_lost(exc):
+                        if classify_error(exc) is ErrorKind.CONNECTION_LOST:
                             raise
                         break
         self.stats.handled += handled
@@ -471,11 +481,11 @@ class Consumer(Worker):
                 log.warning("consumer %s: %s: Postgres unavailable (%s)", self.group_id, where, exc)
                 delay = self.retry_max_s
             except Exception as exc:
-                if is_contention(exc):
+                if classify_error(exc) is ErrorKind.CONTENTION:
                     attempt -= 1  # it lost a race with another transaction: not its fault either
                     self.stats.collisions += 1
                     delay = 0.05
-                elif not getattr(exc, "retriable", True) or attempt >= self.max_attempts:
+                elif not is_retriable(exc) or attempt >= self.max_attempts:
                     await self._dead_letter(
                         record,
                         f"handler failed after {attempt} attempt(s): {exc!r}",
@@ -540,7 +550,7 @@ class Consumer(Worker):
                 return
             except (KafkaError, TimeoutError) as exc:
                 where = f"{record.topic}[{record.partition}]@{record.offset} -> {topic}"
-                if isinstance(exc, KafkaError) and not exc.retriable and value is not None:
+                if isinstance(exc, KafkaError) and not is_retriable(exc) and value is not None:
                     # Say too large for the dead-letter topic: keep the reason and the headers at least.
                     log.error(
                         "consumer %s: %s refused (%r); dead-lettering without the value",

@@ -1,19 +1,25 @@
-"""`Outbox.put`: a message enters the outbox table inside the caller's transaction."""
+"""`Outbox.put`: a message enters the outbox table inside the caller's transaction.
+
+This module and the relay hold all the SQL on the outbox table; others ask `Outbox.pending`
+and `Outbox.counts` instead of reading it.
+"""
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
+import psycopg
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from eventstore import Migration, driver_connection, load_migrations
-from eventstore._errors import translate_errors
+from eventstore import Database, Migration, driver_connection, load_migrations, translate_errors
 from outbox._message import Envelope, MessageRegistry, new_traceparent
 
 NOTIFY_CHANNEL = "outbox"
@@ -40,6 +46,50 @@ _PUT_MANY = f"""
     )
     SELECT count(*), pg_notify('{NOTIFY_CHANNEL}', '') FROM ins
 """
+# No index on key: the outbox holds what is not published yet, which is little when the relay runs.
+_PENDING = (
+    "SELECT topic, headers->>'message_type', headers->>'step', headers->>'attempt', created_at "
+    "FROM outbox WHERE key = %s ORDER BY id"
+)
+LAG = "SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::float8 FROM outbox"
+
+
+@dataclass(frozen=True)
+class RelayLag:
+    """Rows waiting in the outbox, and the age of the oldest in seconds (0 when none)."""
+
+    pending: int
+    oldest_age_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class PendingMessage:
+    """A message in the outbox, not yet acknowledged by Kafka (from its row and headers)."""
+
+    topic: str
+    message_type: str
+    step: str | None
+    attempt: int | None
+    created_at: datetime
+
+
+async def outbox_lag(driver: psycopg.AsyncConnection[Any]) -> RelayLag:
+    row = await (await driver.execute(LAG)).fetchone()
+    assert row is not None
+    return RelayLag(int(row[0]), float(row[1]))
+
+
+@asynccontextmanager
+async def _driver(where: AsyncConnection | Database) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """The caller's transaction, or one of the database's autocommit connections."""
+    if isinstance(where, Database):
+        async with where.autocommit() as own:
+            yield own
+    else:
+        if not where.in_transaction():
+            await where.begin()  # as SQLAlchemy's own execute would: the caller's commit ends it
+        with translate_errors():
+            yield await driver_connection(where)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +176,22 @@ class Outbox:
         with translate_errors():
             await driver.execute(_PUT_MANY, [list(column) for column in zip(*rows, strict=True)])
         return envelopes
+
+    @staticmethod
+    async def pending(where: AsyncConnection | Database, key: str) -> list[PendingMessage]:
+        """The messages of `key` (a saga id) still waiting to be published, oldest first."""
+        async with _driver(where) as driver:
+            rows = await (await driver.execute(_PENDING, (key,))).fetchall()
+        return [
+            PendingMessage(topic, message_type, step, int(attempt) if attempt is not None else None, at)
+            for topic, message_type, step, attempt, at in rows
+        ]
+
+    @staticmethod
+    async def counts(where: AsyncConnection | Database) -> RelayLag:
+        """How many messages wait to be published, and how long the oldest has waited."""
+        async with _driver(where) as driver:
+            return await outbox_lag(driver)
 
     def _row(
         self, message: BaseModel, topic: str, key: str, envelope: Envelope | None

@@ -33,10 +33,9 @@ import psycopg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from eventstore import libpq_url
-from eventstore._worker import Worker, listening
+from eventstore import Database, StoreUnavailableError, Worker, is_retriable
 from outbox._errors import PublishError
-from outbox._outbox import NOTIFY_CHANNEL
+from outbox._outbox import NOTIFY_CHANNEL, RelayLag, outbox_lag
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +43,6 @@ DEFAULT_LOCK_KEY = 7_302_115_002
 
 _CLAIM = "SELECT id, topic, key, value, headers::text FROM outbox ORDER BY id LIMIT %s"
 _DELETE = "DELETE FROM outbox WHERE id = ANY(%b::bigint[])"
-_LAG = "SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::float8 FROM outbox"
-
-
-@dataclass(frozen=True)
-class RelayLag:
-    pending: int
-    oldest_age_s: float
 
 
 @dataclass
@@ -109,7 +101,7 @@ class Relay(Worker):
 
     def __init__(
         self,
-        database_url: str,
+        database: Database,
         bootstrap_servers: str,
         *,
         batch_size: int = 500,
@@ -126,7 +118,7 @@ class Relay(Worker):
         if poll_interval_s <= 0 or standby_interval_s <= 0 or retry_max_s <= 0:
             raise ValueError("relay intervals must be > 0")
         super().__init__()
-        self.database_url = libpq_url(database_url)
+        self.database = database
         self.bootstrap_servers = bootstrap_servers
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
@@ -146,12 +138,12 @@ class Relay(Worker):
 
     async def _run(self) -> None:
         delay = 0.2
-        async with listening(self.database_url, NOTIFY_CHANNEL, self._wakeup):
+        async with self.database.listening(NOTIFY_CHANNEL, self._wakeup):
             while not self._stopping.is_set():
                 try:
                     await self._lead()
                     delay = 0.2
-                except (psycopg.Error, OSError) as exc:
+                except (psycopg.Error, OSError, StoreUnavailableError) as exc:
                     log.warning("relay: Postgres unavailable (%s); retrying in %.1fs", exc, delay)
                 except (KafkaError, PublishError) as exc:
                     self.stats.failures += 1
@@ -161,9 +153,8 @@ class Relay(Worker):
                 delay = min(delay * 2, self.retry_max_s)
 
     async def _lead(self) -> None:
-        async with await psycopg.AsyncConnection.connect(
-            self.database_url, autocommit=True, application_name=f"saga-relay-{os.getpid()}"
-        ) as conn:
+        # A connection of its own: the lock is the session's, and goes if the connection dies.
+        async with self.database.session(application_name=f"saga-relay-{os.getpid()}") as conn:
             while not self._stopping.is_set():
                 row = await (
                     await conn.execute("SELECT pg_try_advisory_lock(%s)", (self.lock_key,))
@@ -217,7 +208,7 @@ class Relay(Worker):
                     headers=[(k, v.encode()) for k, v in orjson.loads(headers).items()],
                 )
             except KafkaError as exc:
-                if getattr(exc, "retriable", False):
+                if is_retriable(exc):
                     error = exc
                     break
                 refused[row_id] = exc
@@ -233,7 +224,7 @@ class Relay(Worker):
             outcome = future.exception()
             if outcome is None:
                 ok.add(row_id)
-            elif not getattr(outcome, "retriable", True):
+            elif not is_retriable(outcome):
                 refused[row_id] = outcome
             else:
                 error = error or outcome
@@ -286,8 +277,6 @@ class Relay(Worker):
     async def lag(self, conn: psycopg.AsyncConnection[Any] | None = None) -> RelayLag:
         """Rows waiting and the age of the oldest, in seconds."""
         if conn is None:
-            async with await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as own:
-                return await self.lag(own)
-        row = await (await conn.execute(_LAG)).fetchone()
-        assert row is not None
-        return RelayLag(int(row[0]), float(row[1]))
+            async with self.database.autocommit() as own:
+                return await outbox_lag(own)
+        return await outbox_lag(conn)
