@@ -20,8 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import exc as sa_exc
 
-from eventstore import EventStoreError, create_engine, upgrade
-from eventstore._errors import is_connection_lost
+from eventstore import Database, ErrorKind, EventStoreError, classify_error, upgrade
 from outbox import Relay
 from saga import _operations as ops
 from saga._app import App, AppLoadError, load_app
@@ -80,19 +79,15 @@ def run(coro: Awaitable[T]) -> T:
             raise click.ClickException(
                 f"the database has no saga schema ({orig}); run `saga db upgrade`"
             ) from None
-        if is_connection_lost(exc):
+        if classify_error(exc) is ErrorKind.CONNECTION_LOST:
             raise click.ClickException(f"Postgres is unavailable: {orig}") from None
         raise
 
 
 async def with_orchestrator(settings: Settings, app: App, work: Callable[[Orchestrator], Awaitable[T]]) -> T:
-    engine = create_engine(settings.database_url)
-    orchestrator = Orchestrator(engine, app.sagas, app.messages, topic_prefix=settings.topic_prefix)
-    try:
+    async with Database(settings.database_url) as database:
+        orchestrator = Orchestrator(database, app.sagas, app.messages, topic_prefix=settings.topic_prefix)
         return await work(orchestrator)
-    finally:
-        await orchestrator.aclose()
-        await engine.dispose()
 
 
 def seconds(value: str | None) -> float | None:
@@ -156,13 +151,9 @@ def db_upgrade(ctx: Context) -> None:
     settings = ctx.settings()
 
     async def go() -> list[str]:
-        engine = create_engine(settings.database_url)
-        try:
-            return [
-                f"{m.component} {m.version:04d}_{m.name}" for m in await upgrade(engine, all_migrations())
-            ]
-        finally:
-            await engine.dispose()
+        async with Database(settings.database_url) as database:
+            applied = await upgrade(database.engine, all_migrations())
+        return [f"{m.component} {m.version:04d}_{m.name}" for m in applied]
 
     applied = run(go())
     ctx.emit(
@@ -190,13 +181,18 @@ def db_upgrade(ctx: Context) -> None:
 def relay(ctx: Context, relay_batch_size: int | None) -> None:
     """Run the outbox relay: publish committed outbox rows to Kafka until SIGTERM."""
     settings = ctx.settings(relay_batch_size=relay_batch_size)
-    worker = Relay(
-        settings.database_url,
-        settings.kafka_bootstrap_servers,
-        batch_size=settings.relay_batch_size,
-        poll_interval_s=settings.relay_poll_interval_s,
-    )
-    run_process(run_until_signalled(worker.start, worker.stop, worker.wait), settings.event_loop)
+
+    async def go() -> None:
+        async with Database(settings.database_url) as database:
+            worker = Relay(
+                database,
+                settings.kafka_bootstrap_servers,
+                batch_size=settings.relay_batch_size,
+                poll_interval_s=settings.relay_poll_interval_s,
+            )
+            await run_until_signalled(worker.start, worker.stop, worker.wait)
+
+    run_process(go(), settings.event_loop)
 
 
 @cli.command()
@@ -231,10 +227,9 @@ def participant(ctx: Context, service: str) -> None:
         )
 
     async def go() -> None:
-        engine = create_engine(settings.database_url)
-        try:
+        async with Database(settings.database_url) as database:
             p = Participant(
-                engine,
+                database,
                 settings.kafka_bootstrap_servers,
                 service=service,
                 messages=app.messages,
@@ -243,8 +238,6 @@ def participant(ctx: Context, service: str) -> None:
                 slow_batch_s=settings.slow_batch_s,
             )
             await run_until_signalled(p.start, p.stop, p.wait)
-        finally:
-            await engine.dispose()
 
     run_process(go(), settings.event_loop)
 
@@ -291,18 +284,15 @@ def ls(
     settings = ctx.settings()
 
     async def go() -> list[dict[str, Any]]:
-        engine = create_engine(settings.database_url)
-        try:
+        async with Database(settings.database_url) as database:
             return await ops.list_sagas(
-                engine,
+                database.engine,
                 saga_type=saga_type,
                 status=status,
                 older_than_s=seconds(older_than),
                 stuck_after_s=seconds(stuck),
                 limit=limit,
             )
-        finally:
-            await engine.dispose()
 
     rows = run(go())
     columns = ["saga_id", "saga_type", "status", "step", "version", "updated_at", "last_error"]
@@ -455,11 +445,8 @@ def status(ctx: Context) -> None:
     settings = ctx.settings()
 
     async def go() -> dict[str, Any]:
-        engine = create_engine(settings.database_url)
-        try:
-            result = await ops.status(engine)
-        finally:
-            await engine.dispose()
+        async with Database(settings.database_url) as database:
+            result = await ops.status(database.engine)
         try:
             result["dead_letters"] = await asyncio.wait_for(
                 ops.dead_letter_counts(settings.kafka_bootstrap_servers, settings.topic_prefix), timeout=20

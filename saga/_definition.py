@@ -19,6 +19,8 @@ from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from eventstore import Refusal
+
 D = TypeVar("D", bound=BaseModel)
 
 
@@ -26,14 +28,8 @@ class DefinitionError(TypeError):
     """A saga or step declared wrongly; the message names the saga and the step."""
 
 
-class Refused(Exception):
+class Refused(Refusal):
     """A business refusal ("insufficient credit"): becomes a failure reply, never retried."""
-
-    retriable = False
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class StepKind(enum.Enum):

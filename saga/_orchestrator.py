@@ -26,9 +26,18 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from eventstore import NO_STREAM, ConcurrencyError, EventStore, NewEvents, driver_connection
+from eventstore import (
+    NO_STREAM,
+    Database,
+    ErrorKind,
+    EventStore,
+    NewEvents,
+    Refusal,
+    classify_error,
+    driver_connection,
+)
 from outbox import Delivery, Envelope, MessageRegistry, Outbox, Outgoing, child_traceparent
 from saga._definition import LocalStep, RemoteStep, Saga, Step, StepKind
 from saga._savepoint import StepSavepoint
@@ -236,11 +245,11 @@ class _Decision:
                 new = await step().action(self.conn, self.data())
             else:
                 await step().compensate(self.conn, self.data())
-        except ConcurrencyError:
-            raise
         except Exception as exc:
+            if classify_error(exc) in (ErrorKind.CONTENTION, ErrorKind.CONNECTION_LOST):
+                raise  # not the step's failure: the whole decision runs again
             await self.savepoint.roll_back()
-            reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+            reason = exc.reason if isinstance(exc, Refusal) else f"{type(exc).__name__}: {exc}"
             await self.failed(step, phase, attempt, reason)
             return
         if phase == "action":
@@ -406,7 +415,7 @@ class Orchestrator:
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        database: Database,
         sagas: Sequence[type[Saga[Any]]],
         messages: MessageRegistry,
         *,
@@ -415,15 +424,16 @@ class Orchestrator:
         names = [s.name for s in sagas]
         if len(set(names)) != len(names):
             raise ValueError(f"two sagas share a name: {names}")
-        self.engine = engine
+        self.database = database
+        self.engine = database.engine
         self.sagas = {s.name: s for s in sagas}
         self.messages = with_saga_messages(messages)
         self.topics = Topics(topic_prefix)
-        self.store = EventStore(engine, saga_event_registry())
+        self.store = EventStore(database, saga_event_registry())
         self.outbox = Outbox(self.messages)
 
     async def aclose(self) -> None:
-        await self.store.aclose()
+        """Nothing to close: the database is the caller's."""
 
     def saga_class(self, saga_type: str) -> type[Saga[Any]]:
         try:

@@ -13,9 +13,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from eventstore import driver_connection
+from eventstore import Database, driver_connection
 from outbox import (
     Consumer,
     Delivery,
@@ -34,11 +34,11 @@ CommandHandler = Callable[[AsyncConnection, Any, Envelope], Awaitable[BaseModel]
 
 
 class Participant(Consumer):
-    """`Participant(engine, bootstrap, service="customers", messages=..., handlers={ReserveCredit: reserve})`."""
+    """`Participant(database, bootstrap, service="customers", messages=..., handlers={ReserveCredit: reserve})`."""
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        database: Database,
         bootstrap_servers: str,
         *,
         service: str,
@@ -51,7 +51,7 @@ class Participant(Consumer):
         self.outbox = Outbox(with_saga_messages(messages))
         self.command_handlers = {messages.type_of_model(model).name: h for model, h in handlers.items()}
         super().__init__(
-            engine,
+            database,
             bootstrap_servers,
             group_id=f"{topic_prefix}.{service}",
             topics=[Topics(topic_prefix).commands(service)],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from eventstore._worker import Worker
+from eventstore import Worker
 from outbox import Consumer
 from saga._orchestrator import Orchestrator
 
@@ -32,7 +32,7 @@ class OrchestratorWorker(Worker):
         self.orchestrator = orchestrator
         self.deadline_interval_s = deadline_interval_s
         self.replies = Consumer(
-            orchestrator.engine,
+            orchestrator.database,
             bootstrap_servers,
             group_id=group_id or f"{orchestrator.topics.prefix}.orchestrator",
             topics=orchestrator.reply_topics(),
