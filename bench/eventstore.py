@@ -33,15 +33,15 @@ from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _scratch import Database
+from _scratch import ScratchDatabase
 
 from eventstore import (
     ANY,
     NO_STREAM,
+    Database,
     EventRegistry,
     EventStore,
     NewEvents,
-    create_engine,
     eventstore_migrations,
     libpq_url,
 )
@@ -70,8 +70,8 @@ def event(i: int) -> Deposited:
     )
 
 
-def scratch_database(server_url: str) -> Database:
-    return Database(server_url, eventstore_migrations())
+def scratch_database(server_url: str) -> ScratchDatabase:
+    return ScratchDatabase(server_url, eventstore_migrations())
 
 
 async def timed(workers: int, work: Callable[[int], Awaitable[int]]) -> float:
@@ -83,8 +83,8 @@ async def timed(workers: int, work: Callable[[int], Awaitable[int]]) -> float:
 
 async def framework_append(server_url: str, workers: int, appends: int, batch: int) -> float:
     async with scratch_database(server_url) as db:
-        engine = create_engine(db.url, pool_size=workers)
-        store = EventStore(engine, registry)
+        database = Database(db.url, pool_size=workers)
+        store = EventStore(database, registry)
         await store.append("warmup", [event(0)], ANY)
 
         async def work(w: int) -> int:
@@ -96,8 +96,7 @@ async def framework_append(server_url: str, workers: int, appends: int, batch: i
             return appends * batch
 
         rate = await timed(workers, work)
-        await store.aclose()
-        await engine.dispose()
+        await database.aclose()
         return rate
 
 
@@ -141,8 +140,8 @@ APPEND_MANY_STREAMS = 100
 async def framework_append_many(server_url: str) -> float:
     """append_many: one event to each of APPEND_MANY_STREAMS new streams per call."""
     async with scratch_database(server_url) as db:
-        engine = create_engine(db.url)
-        store = EventStore(engine, registry)
+        database = Database(db.url)
+        store = EventStore(database, registry)
 
         async def work(_: int) -> int:
             for n in range(APPEND_MANY_CALLS):
@@ -155,8 +154,7 @@ async def framework_append_many(server_url: str) -> float:
             return APPEND_MANY_CALLS * APPEND_MANY_STREAMS
 
         rate = await timed(1, work)
-        await store.aclose()
-        await engine.dispose()
+        await database.aclose()
         return rate
 
 
@@ -182,8 +180,8 @@ async def raw_insert_many(server_url: str) -> float:
 
 async def replay(server_url: str) -> tuple[float, float]:
     async with scratch_database(server_url) as db:
-        engine = create_engine(db.url)
-        store = EventStore(engine, registry)
+        database = Database(db.url)
+        store = EventStore(database, registry)
         for n in range(REPLAY_EVENTS // 100):
             await store.append("long", [event(n * 100 + i) for i in range(100)], ANY)
 
@@ -209,8 +207,7 @@ async def replay(server_url: str) -> tuple[float, float]:
                     rows = await cur.fetchall()
                 raw.append(len(rows) / (time.perf_counter() - start))
                 assert len(rows) == count == REPLAY_EVENTS
-        await store.aclose()
-        await engine.dispose()
+        await database.aclose()
         return max(framework), max(raw)
 
 

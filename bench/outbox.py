@@ -39,9 +39,9 @@ from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _scratch import Database
+from _scratch import ScratchDatabase
 
-from eventstore import create_engine
+from eventstore import Database, create_engine
 from outbox import Envelope, MessageRegistry, Outbox, Outgoing, Relay
 from saga import all_migrations
 
@@ -104,8 +104,8 @@ def make_messages(count: int) -> list[Message]:
     return made
 
 
-def scratch_database(server_url: str) -> Database:
-    return Database(server_url, all_migrations())
+def scratch_database(server_url: str) -> ScratchDatabase:
+    return ScratchDatabase(server_url, all_migrations())
 
 
 class Topics:
@@ -147,7 +147,7 @@ class Topics:
         return sum(offsets.values())
 
 
-async def fill_outbox(db: Database, topic: str, messages: Sequence[Message]) -> float:
+async def fill_outbox(db: ScratchDatabase, topic: str, messages: Sequence[Message]) -> float:
     """Put every message in the outbox, PUTS_PER_TRANSACTION per transaction; returns puts/s."""
     engine = create_engine(db.url)
     try:
@@ -188,7 +188,8 @@ async def relay_throughput(
     async with scratch_database(server_url) as db:
         topic = await topics.new(f"relay{batch_size}")
         fill_rate = await fill_outbox(db, topic, messages)
-        relay = Relay(db.url, bootstrap, batch_size=batch_size)
+        database = Database(db.url)
+        relay = Relay(database, bootstrap, batch_size=batch_size)
         start = time.perf_counter()
         await relay.start()
         try:
@@ -203,6 +204,7 @@ async def relay_throughput(
             lag = await relay.lag()
         finally:
             await relay.stop()
+            await database.aclose()
         if lag.pending or relay.stats.failures:
             raise RuntimeError(f"relay left {lag.pending} rows, {relay.stats.failures} failed batches")
         written = await topics.records(topic)
@@ -241,8 +243,9 @@ async def idle_latency(server_url: str, bootstrap: str, topics: Topics) -> list[
             bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5
         )
         await consumer.start()
-        engine = create_engine(db.url)
-        relay = Relay(db.url, bootstrap)
+        database = Database(db.url)
+        engine = database.engine
+        relay = Relay(database, bootstrap)
         try:
             partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
             consumer.assign(partitions)
@@ -268,7 +271,7 @@ async def idle_latency(server_url: str, bootstrap: str, topics: Topics) -> list[
             return latencies
         finally:
             await relay.stop()
-            await engine.dispose()
+            await database.aclose()
             await consumer.stop()
 
 

@@ -62,8 +62,9 @@ async def saga_run(
     server: str, bootstrap: str, n: int, per_tx: int
 ) -> tuple[float, list[float], dict[str, float]]:
     cluster = Cluster(server, bootstrap)
-    engine = await cluster.prepare(CUSTOMERS, Decimal(10**9), STOCK)
-    orchestrator = Orchestrator(engine, [OrderSaga], messages, topic_prefix=cluster.name)
+    database = await cluster.prepare(CUSTOMERS, Decimal(10**9), STOCK)
+    engine = database.engine
+    orchestrator = Orchestrator(database, [OrderSaga], messages, topic_prefix=cluster.name)
     cluster.start_all()
     try:
         # Warm up: processes started, consumer groups joined, a few sagas through.
@@ -118,7 +119,7 @@ async def saga_run(
     finally:
         cluster.stop_all()
         await orchestrator.aclose()
-        await engine.dispose()
+        await database.aclose()
         await cluster.drop()
 
 
@@ -161,7 +162,8 @@ async def checkpoint(engine: AsyncEngine) -> None:
 async def floor_run(server: str, bootstrap: str, n: int) -> float:
     """The participants' three transactions per order, called directly, one after another."""
     cluster = Cluster(server, bootstrap)
-    engine = await cluster.prepare(CUSTOMERS, Decimal(10**9), STOCK)
+    database = await cluster.prepare(CUSTOMERS, Decimal(10**9), STOCK)
+    engine = database.engine
     try:
         planned = orders(n)
         await checkpoint(engine)
@@ -186,7 +188,7 @@ async def floor_run(server: str, bootstrap: str, n: int) -> float:
                 )
         return n / (time.monotonic() - started)
     finally:
-        await engine.dispose()
+        await database.aclose()
         await cluster.drop()
 
 

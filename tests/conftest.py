@@ -19,7 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from eventstore import create_engine, libpq_url, upgrade
+from eventstore import Database, create_engine, libpq_url, upgrade
 from saga import all_migrations
 
 HOW_TO_START = (
@@ -114,12 +114,15 @@ def database_url(template_database: str) -> Iterator[str]:
 
 
 @pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    eng = create_engine(database_url)
-    try:
-        yield eng
-    finally:
-        await eng.dispose()
+async def database(database_url: str) -> AsyncIterator[Database]:
+    async with Database(database_url) as db:
+        yield db
+
+
+@pytest.fixture
+def engine(database: Database) -> AsyncEngine:
+    """The test database's engine (owned by the `database` fixture)."""
+    return database.engine
 
 
 # --- Kafka ------------------------------------------------------------------------------

@@ -18,9 +18,8 @@ from pathlib import Path
 import psycopg
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from eventstore import create_engine, libpq_url, upgrade
+from eventstore import Database, libpq_url, upgrade
 from examples.orders.services import create_schema
 from saga import all_migrations
 
@@ -50,11 +49,12 @@ class Cluster:
             "SAGA_RELAY_POLL_INTERVAL_S": "0.5",
         }
 
-    async def prepare(self, customers: int, credit: Decimal, stock: dict[str, int]) -> AsyncEngine:
-        """A fresh database: migrated, the example's tables, customers and stock."""
+    async def prepare(self, customers: int, credit: Decimal, stock: dict[str, int]) -> Database:
+        """A fresh database: migrated, the example's tables, customers and stock. The caller closes it."""
         with psycopg.connect(libpq_url(self.server_url), autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {self.name}")
-        engine = create_engine(self.url, pool_size=20)
+        database = Database(self.url, pool_size=20)
+        engine = database.engine
         await upgrade(engine, all_migrations())
         await create_schema(engine)
         async with engine.begin() as conn:
@@ -66,7 +66,7 @@ class Cluster:
             for sku, available in stock.items():
                 await conn.execute(text("INSERT INTO stock VALUES (:s, :a)"), {"s": sku, "a": available})
         await self.create_topics()
-        return engine
+        return database
 
     async def create_topics(self, partitions: int = 4) -> None:
         from aiokafka.admin import AIOKafkaAdminClient, NewTopic

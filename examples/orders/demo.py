@@ -107,8 +107,9 @@ async def run(args: argparse.Namespace) -> int:
     rng = random.Random(args.seed)
     orders = plan(args.orders, args.slow, rng)
     cluster = Cluster(server, bootstrap)
-    engine = await cluster.prepare(CUSTOMERS, CREDIT, STOCK)
-    orchestrator = Orchestrator(engine, [OrderSaga], messages, topic_prefix=cluster.name)
+    database = await cluster.prepare(CUSTOMERS, CREDIT, STOCK)
+    engine = database.engine
+    orchestrator = Orchestrator(database, [OrderSaga], messages, topic_prefix=cluster.name)
     print(f"database {cluster.name}; processes: relay, worker, customers, inventory, payments")
     cluster.start_all()
     started = time.monotonic()
@@ -148,7 +149,7 @@ async def run(args: argparse.Namespace) -> int:
     finally:
         codes = cluster.stop_all()
         await orchestrator.aclose()
-        await engine.dispose()
+        await database.aclose()
         if not args.keep:
             await cluster.drop()
     invariants["every process stopped cleanly on SIGTERM"] = all(c == 0 for c in codes.values())

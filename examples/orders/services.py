@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from eventstore import Database
 from examples.orders.messages import (
     ChargePayment,
     CreditReleased,
@@ -172,10 +173,10 @@ HANDLERS: dict[str, dict[type, Any]] = {
 
 
 def participant(
-    service: str, engine: AsyncEngine, bootstrap: str, *, topic_prefix: str = "saga", **options: Any
+    service: str, database: Database, bootstrap: str, *, topic_prefix: str = "saga", **options: Any
 ) -> Participant:
     return Participant(
-        engine,
+        database,
         bootstrap,
         service=service,
         messages=messages,

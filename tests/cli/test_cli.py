@@ -28,7 +28,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from eventstore import libpq_url
+from eventstore import Database, libpq_url
 from examples.orders.messages import (
     CreditReleased,
     CreditReserved,
@@ -298,9 +298,9 @@ def cli(database_url: str, kafka_bootstrap: str, topic_prefix: str) -> Cli:
 
 
 @pytest.fixture
-async def orchestrator(engine: AsyncEngine, topic_prefix: str) -> AsyncIterator[Orchestrator]:
-    await create_schema(engine)
-    orch = Orchestrator(engine, [OrderSaga], messages, topic_prefix=topic_prefix)
+async def orchestrator(database: Database, topic_prefix: str) -> AsyncIterator[Orchestrator]:
+    await create_schema(database.engine)
+    orch = Orchestrator(database, [OrderSaga], messages, topic_prefix=topic_prefix)
     try:
         yield orch
     finally:

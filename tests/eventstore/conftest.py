@@ -1,11 +1,8 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from eventstore import EventRegistry, EventStore
+from eventstore import Database, EventRegistry, EventStore
 from tests.eventstore.events import make_registry
 
 
@@ -15,6 +12,5 @@ def registry() -> EventRegistry:
 
 
 @pytest.fixture
-async def store(engine: AsyncEngine, registry: EventRegistry) -> AsyncIterator[EventStore]:
-    async with EventStore(engine, registry) as store:
-        yield store
+def store(database: Database, registry: EventRegistry) -> EventStore:
+    return EventStore(database, registry)

@@ -13,12 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from eventstore import (
     ANY,
     NO_STREAM,
-    AutocommitConnections,
     ConcurrencyError,
+    Database,
     DuplicateEventError,
     EventStore,
     EventTypeError,
-    create_engine,
     eventstore_migrations,
     upgrade,
 )
@@ -200,18 +199,18 @@ async def test_unregistered_type_and_duplicate_event_id(store: EventStore) -> No
     assert await store.stream_version("b") == 0
 
 
-async def test_read_stream_pages_and_ranges(engine: AsyncEngine, registry: object) -> None:
+async def test_read_stream_pages_and_ranges(database: Database, registry: object) -> None:
     from eventstore import EventRegistry
 
     assert isinstance(registry, EventRegistry)
-    async with EventStore(engine, registry, page_size=7) as store:
-        for batch in range(5):
-            await store.append("long", [Noted(writer=0, seq=batch * 10 + i) for i in range(10)], ANY)
-        seqs = [e.event.seq async for e in store.read_stream("long")]  # type: ignore[attr-defined]
-        assert seqs == [b * 10 + i for b in range(5) for i in range(10)]
-        middle = [e.version async for e in store.read_stream("long", from_version=12, to_version=30)]
-        assert middle == list(range(12, 31))
-        assert [e.version for e in await store.load("long", to_version=3)] == [1, 2, 3]
+    store = EventStore(database, registry, page_size=7)
+    for batch in range(5):
+        await store.append("long", [Noted(writer=0, seq=batch * 10 + i) for i in range(10)], ANY)
+    seqs = [e.event.seq async for e in store.read_stream("long")]  # type: ignore[attr-defined]
+    assert seqs == [b * 10 + i for b in range(5) for i in range(10)]
+    middle = [e.version async for e in store.read_stream("long", from_version=12, to_version=30)]
+    assert middle == list(range(12, 31))
+    assert [e.version for e in await store.load("long", to_version=3)] == [1, 2, 3]
 
 
 async def test_the_stores_own_connections_are_made_like_the_engines(
@@ -221,16 +220,13 @@ async def test_the_stores_own_connections_are_made_like_the_engines(
     that puts the whole event store in a schema of its own."""
     async with engine.begin() as conn:
         await conn.execute(text("CREATE SCHEMA tenant"))
-    tenant = create_engine(database_url, connect_args={"options": "-c search_path=tenant"})
-    try:
-        await upgrade(tenant, eventstore_migrations())
-        async with EventStore(tenant, make_registry()) as store:
-            await store.append("s", [Noted(writer=0, seq=1)], NO_STREAM)  # on the store's own connection
-            assert await store.stream_version("s") == 1
+    async with Database(database_url, connect_args={"options": "-c search_path=tenant"}) as tenant:
+        await upgrade(tenant.engine, eventstore_migrations())
+        store = EventStore(tenant, make_registry())
+        await store.append("s", [Noted(writer=0, seq=1)], NO_STREAM)  # on an autocommit connection
+        assert await store.stream_version("s") == 1
         async with tenant.connect() as conn:
             assert (await conn.execute(text("SELECT count(*) FROM tenant.es_events"))).scalar_one() == 1
             assert (await conn.execute(text("SELECT count(*) FROM public.es_events"))).scalar_one() == 0
-    finally:
-        await tenant.dispose()
     with pytest.raises(ValueError, match="takes a url or an engine"):
-        AutocommitConnections()
+        Database()

@@ -213,7 +213,7 @@ async def test_a_notify_wakes_a_waiting_subscription(store: EventStore) -> None:
         seen.extend(e.version for e in events)
 
     async def listening() -> bool:
-        async with store.engine.connect() as conn:
+        async with store.database.connect() as conn:
             found = await conn.execute(
                 text(
                     "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "

@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from eventstore import Database
 from outbox import MessageRegistry, Outbox, Relay
 from tests.outbox.messages import make_registry
 
@@ -19,8 +20,8 @@ def outbox(registry: MessageRegistry) -> Outbox:
 
 
 @pytest.fixture
-async def relay(database_url: str, kafka_bootstrap: str) -> AsyncIterator[Relay]:
-    worker = Relay(database_url, kafka_bootstrap, poll_interval_s=0.2, standby_interval_s=0.2)
+async def relay(database: Database, kafka_bootstrap: str) -> AsyncIterator[Relay]:
+    worker = Relay(database, kafka_bootstrap, poll_interval_s=0.2, standby_interval_s=0.2)
     await worker.start()
     try:
         yield worker

@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from eventstore import libpq_url
+from eventstore import Database, libpq_url
 from outbox import Consumer, Delivery, Envelope, MessageRegistry, Outbox, Relay
 from outbox._consumer import handle_in_turn
 from outbox._relay import close_producer
@@ -69,6 +69,7 @@ async def effects(engine: AsyncEngine) -> AsyncEngine:
 
 async def test_resent_batch_takes_effect_once(
     effects: AsyncEngine,
+    database: Database,
     database_url: str,
     kafka_bootstrap: str,
     outbox: Outbox,
@@ -81,20 +82,20 @@ async def test_resent_batch_takes_effect_once(
         for seq in range(5):
             await outbox.put(conn, Ping(key="k", seq=seq), topic=topic, key="k")
 
-    crashing = CrashBeforeDelete(database_url, kafka_bootstrap)
+    crashing = CrashBeforeDelete(database, kafka_bootstrap)
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     try:
-        async with await psycopg.AsyncConnection.connect(crashing.database_url, autocommit=True) as conn:
+        async with database.session() as conn:
             with pytest.raises(RuntimeError, match="killed between publish and delete"):
                 await crashing.publish_batch(conn, producer)
     finally:
         await close_producer(producer, 5)
     assert (await crashing.lag()).pending == 5  # published, but still in the outbox
 
-    relay = Relay(database_url, kafka_bootstrap, poll_interval_s=0.1)
+    relay = Relay(database, kafka_bootstrap, poll_interval_s=0.1)
     consumer = Consumer(
-        engine,
+        database,
         kafka_bootstrap,
         group_id="effects",
         topics=[topic],
@@ -122,6 +123,7 @@ async def test_resent_batch_takes_effect_once(
 
 async def test_poison_goes_to_the_dead_letter_topic_and_the_next_message_is_handled(
     effects: AsyncEngine,
+    database: Database,
     kafka_bootstrap: str,
     outbox: Outbox,
     registry: MessageRegistry,
@@ -152,7 +154,7 @@ async def test_poison_goes_to_the_dead_letter_topic_and_the_next_message_is_hand
         await apply_ping(conn, message, envelope)
 
     consumer = Consumer(
-        engine,
+        database,
         kafka_bootstrap,
         group_id="poison",
         topics=[topic],
@@ -190,6 +192,7 @@ async def test_poison_goes_to_the_dead_letter_topic_and_the_next_message_is_hand
 
 async def test_a_fetch_is_handled_together_and_a_failing_record_is_isolated(
     effects: AsyncEngine,
+    database: Database,
     kafka_bootstrap: str,
     outbox: Outbox,
     registry: MessageRegistry,
@@ -218,7 +221,7 @@ async def test_a_fetch_is_handled_together_and_a_failing_record_is_isolated(
         await handle_in_turn(conn, deliveries)
 
     consumer = Consumer(
-        engine,
+        database,
         kafka_bootstrap,
         group_id="together",
         topics=[topic],
@@ -247,6 +250,7 @@ async def test_a_fetch_is_handled_together_and_a_failing_record_is_isolated(
 
 async def test_a_batch_that_loses_a_deadlock_runs_again_and_is_not_a_failure(
     effects: AsyncEngine,
+    database: Database,
     kafka_bootstrap: str,
     outbox: Outbox,
     registry: MessageRegistry,
@@ -270,7 +274,7 @@ async def test_a_batch_that_loses_a_deadlock_runs_again_and_is_not_a_failure(
 
     other = await psycopg.AsyncConnection.connect(libpq_url(database_url))
     consumer = Consumer(
-        engine,
+        database,
         kafka_bootstrap,
         group_id="deadlock",
         topics=[topic],
@@ -312,6 +316,7 @@ async def test_a_batch_that_loses_a_deadlock_runs_again_and_is_not_a_failure(
 
 async def test_a_slow_handler_holds_up_its_own_key_and_no_other(
     effects: AsyncEngine,
+    database: Database,
     kafka_bootstrap: str,
     outbox: Outbox,
     registry: MessageRegistry,
@@ -338,7 +343,7 @@ async def test_a_slow_handler_holds_up_its_own_key_and_no_other(
     )
 
     consumer = Consumer(
-        engine,
+        database,
         kafka_bootstrap,
         group_id="slow",
         topics=[topic],

@@ -13,6 +13,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from eventstore import Database
 from outbox import Outbox, Relay
 from tests.helpers import Collector, wait_for
 from tests.outbox.messages import Ping
@@ -43,7 +44,7 @@ async def private_broker(tmp_path: Path) -> AsyncIterator[Any]:
 
 
 async def test_broker_down_for_ten_seconds_loses_nothing(
-    engine: AsyncEngine, database_url: str, outbox: Outbox, private_broker: Any
+    engine: AsyncEngine, database: Database, outbox: Outbox, private_broker: Any
 ) -> None:
     bootstrap = private_broker.bootstrap()
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -61,9 +62,7 @@ async def test_broker_down_for_ten_seconds_loses_nothing(
                 await outbox.put(conn, Ping(key=key, seq=sent // 10), topic="outage", key=key)
                 sent += 1
 
-    relay = Relay(
-        database_url, bootstrap, poll_interval_s=0.1, retry_max_s=1.0, batch_size=100, ack_timeout_s=5
-    )
+    relay = Relay(database, bootstrap, poll_interval_s=0.1, retry_max_s=1.0, batch_size=100, ack_timeout_s=5)
     await relay.start()
     try:
         async with Collector(bootstrap, ["outage"]) as collected:

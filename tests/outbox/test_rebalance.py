@@ -8,6 +8,7 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from eventstore import Database
 from outbox import Consumer, Envelope, MessageRegistry, Outbox
 from tests.conftest import NewTopicFactory
 from tests.helpers import kafka_headers, wait_for
@@ -18,6 +19,7 @@ MESSAGES = 600
 
 async def test_rebalances_lose_nothing_and_apply_nothing_twice(
     engine: AsyncEngine,
+    database: Database,
     kafka_bootstrap: str,
     outbox: Outbox,
     registry: MessageRegistry,
@@ -38,7 +40,7 @@ async def test_rebalances_lose_nothing_and_apply_nothing_twice(
 
     def member() -> Consumer:
         return Consumer(
-            engine,
+            database,
             kafka_bootstrap,
             group_id="rebalance",
             topics=[topic],

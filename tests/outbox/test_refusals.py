@@ -7,6 +7,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from eventstore import Database
 from outbox import Consumer, Envelope, MessageRegistry, Outbox, Relay
 from outbox._relay import acked_prefix
 from tests.conftest import NewTopicFactory
@@ -33,7 +34,7 @@ async def test_put_rejects_bad_topics_and_oversized_messages(engine: AsyncEngine
 
 
 async def test_a_record_kafka_refuses_is_set_aside_and_the_key_goes_on(
-    engine: AsyncEngine, database_url: str, kafka_bootstrap: str, outbox: Outbox
+    engine: AsyncEngine, database: Database, kafka_bootstrap: str, outbox: Outbox
 ) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
@@ -46,7 +47,7 @@ async def test_a_record_kafka_refuses_is_set_aside_and_the_key_goes_on(
             await outbox.put(conn, Unhandled(note="x" * 16_000), topic=topic, key="k")
             for seq in range(3):
                 await outbox.put(conn, Ping(key="k", seq=seq), topic=topic, key="k")
-        relay = Relay(database_url, kafka_bootstrap, poll_interval_s=0.1, retry_max_s=0.5)
+        relay = Relay(database, kafka_bootstrap, poll_interval_s=0.1, retry_max_s=0.5)
         await relay.start()
         try:
             async with Collector(kafka_bootstrap, [topic]) as collected:
@@ -70,6 +71,7 @@ async def test_a_record_kafka_refuses_is_set_aside_and_the_key_goes_on(
 
 async def test_a_lost_database_connection_is_retried_not_dead_lettered(
     engine: AsyncEngine,
+    database: Database,
     kafka_bootstrap: str,
     outbox: Outbox,
     registry: MessageRegistry,
@@ -88,7 +90,7 @@ async def test_a_lost_database_connection_is_retried_not_dead_lettered(
         await conn.execute(text("INSERT INTO effects VALUES (:s)"), {"s": message.seq})
 
     consumer = Consumer(
-        engine,
+        database,
         kafka_bootstrap,
         group_id="lost",
         topics=[topic],
@@ -97,7 +99,7 @@ async def test_a_lost_database_connection_is_retried_not_dead_lettered(
         max_attempts=1,
         retry_max_s=0.2,
     )
-    relay = Relay(str(engine.url.render_as_string(hide_password=False)), kafka_bootstrap, poll_interval_s=0.1)
+    relay = Relay(database, kafka_bootstrap, poll_interval_s=0.1)
     await relay.start()
     await consumer.start()
     try:

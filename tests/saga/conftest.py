@@ -14,7 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from eventstore._worker import Worker
+from eventstore import Database, Worker
 from examples.orders.messages import messages
 from examples.orders.saga import OrderData, OrderSaga
 from examples.orders.services import HANDLERS, create_schema
@@ -100,11 +100,11 @@ async def create_topics(bootstrap: str, names: Sequence[str], partitions: int = 
 
 
 def participants(
-    engine: AsyncEngine, bootstrap: str, prefix: str, handlers: dict[str, dict[type, Any]]
+    database: Database, bootstrap: str, prefix: str, handlers: dict[str, dict[type, Any]]
 ) -> list[Worker]:
     return [
         Participant(
-            engine,
+            database,
             bootstrap,
             service=service,
             messages=messages,
@@ -128,8 +128,8 @@ def handlers() -> dict[str, dict[type, Any]]:
 
 @pytest.fixture
 async def system(
+    database: Database,
     engine: AsyncEngine,
-    database_url: str,
     kafka_bootstrap: str,
     saga_types: list[type[Saga[Any]]],
     handlers: dict[str, dict[type, Any]],
@@ -141,16 +141,16 @@ async def system(
         )
         await conn.execute(text("INSERT INTO stock VALUES ('widget', 100), ('slow', 100), ('rare', 1)"))
     prefix = f"t{uuid.uuid4().hex[:10]}"
-    orchestrator = Orchestrator(engine, saga_types, messages, topic_prefix=prefix)
+    orchestrator = Orchestrator(database, saga_types, messages, topic_prefix=prefix)
     await create_topics(
         kafka_bootstrap,
         [*orchestrator.reply_topics(), *(orchestrator.topics.commands(s) for s in handlers)],
     )
     sys_ = System(engine, orchestrator, kafka_bootstrap, prefix)
     sys_.workers = [
-        Relay(database_url, kafka_bootstrap, poll_interval_s=0.2),
+        Relay(database, kafka_bootstrap, poll_interval_s=0.2),
         OrchestratorWorker(orchestrator, kafka_bootstrap, deadline_interval_s=0.1, retry_backoff_s=0.05),
-        *participants(engine, kafka_bootstrap, prefix, handlers),
+        *participants(database, kafka_bootstrap, prefix, handlers),
     ]
     for worker in sys_.workers:
         await worker.start()

@@ -8,6 +8,7 @@ from decimal import Decimal
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from eventstore import Database
 from examples.orders.messages import CreditReserved, messages
 from examples.orders.saga import OrderData, ReserveCreditStep
 from outbox import Delivery
@@ -46,10 +47,12 @@ async def notes(engine: AsyncEngine) -> list[str]:
         return list((await conn.execute(text("SELECT order_id FROM notes ORDER BY 1"))).scalars())
 
 
-async def test_failing_local_steps_undo_only_their_own_writes(engine: AsyncEngine) -> None:
+async def test_failing_local_steps_undo_only_their_own_writes(
+    database: Database, engine: AsyncEngine
+) -> None:
     async with engine.begin() as conn:
         await conn.execute(text("CREATE TABLE notes (order_id text PRIMARY KEY)"))
-    orchestrator = Orchestrator(engine, [NoteFirst, NoteAfterCredit], messages, topic_prefix="local")
+    orchestrator = Orchestrator(database, [NoteFirst, NoteAfterCredit], messages, topic_prefix="local")
     try:
         # Three starts in one transaction, each running its local step at once.
         async with engine.begin() as conn:

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from eventstore import Database
 from examples.orders.messages import messages
 from examples.orders.saga import OrderData, OrderSaga
 from saga import Orchestrator
@@ -22,8 +23,8 @@ async def count(engine: AsyncEngine, sql: str) -> int:
         return int((await conn.execute(text(sql))).scalar_one())
 
 
-async def test_two_racing_starts_with_one_key_start_one_saga(engine: AsyncEngine) -> None:
-    orchestrator = Orchestrator(engine, [OrderSaga], messages, topic_prefix="start")
+async def test_two_racing_starts_with_one_key_start_one_saga(database: Database, engine: AsyncEngine) -> None:
+    orchestrator = Orchestrator(database, [OrderSaga], messages, topic_prefix="start")
     try:
         async with engine.connect() as first, engine.connect() as second:
             first_id = await orchestrator.start(first, OrderSaga, DATA, key="k")
@@ -49,8 +50,10 @@ async def test_two_racing_starts_with_one_key_start_one_saga(engine: AsyncEngine
         await orchestrator.aclose()
 
 
-async def test_a_start_rolled_back_with_its_transaction_leaves_nothing(engine: AsyncEngine) -> None:
-    orchestrator = Orchestrator(engine, [OrderSaga], messages, topic_prefix="start")
+async def test_a_start_rolled_back_with_its_transaction_leaves_nothing(
+    database: Database, engine: AsyncEngine
+) -> None:
+    orchestrator = Orchestrator(database, [OrderSaga], messages, topic_prefix="start")
     try:
         async with engine.connect() as conn:
             await orchestrator.start(conn, OrderSaga, DATA, key="k")
@@ -70,8 +73,8 @@ def data(order_id: str) -> OrderData:
     return DATA.model_copy(update={"order_id": order_id})
 
 
-async def test_start_many_starts_each_key_once(engine: AsyncEngine) -> None:
-    orchestrator = Orchestrator(engine, [OrderSaga], messages, topic_prefix="start")
+async def test_start_many_starts_each_key_once(database: Database, engine: AsyncEngine) -> None:
+    orchestrator = Orchestrator(database, [OrderSaga], messages, topic_prefix="start")
     try:
         async with engine.begin() as conn:
             before = await orchestrator.start(conn, OrderSaga, data("o-0"), key="k0")
@@ -97,8 +100,10 @@ async def test_start_many_starts_each_key_once(engine: AsyncEngine) -> None:
         await orchestrator.aclose()
 
 
-async def test_start_many_refuses_bad_arguments_before_writing(engine: AsyncEngine) -> None:
-    orchestrator = Orchestrator(engine, [OrderSaga], messages, topic_prefix="start")
+async def test_start_many_refuses_bad_arguments_before_writing(
+    database: Database, engine: AsyncEngine
+) -> None:
+    orchestrator = Orchestrator(database, [OrderSaga], messages, topic_prefix="start")
     try:
         async with engine.begin() as conn:
             with pytest.raises(ValueError, match="start_many: 1 keys for 2 sagas"):
