@@ -30,6 +30,14 @@ async def test_migrations_are_applied_once_and_build_the_schema(engine: AsyncEng
             .scalars()
             .all()
         )
+        collation = (
+            await conn.execute(
+                text(
+                    "SELECT collation_name FROM information_schema.columns "
+                    "WHERE table_name = 'es_events' AND column_name = 'stream_id'"
+                )
+            )
+        ).scalar_one()
         versions = (
             await conn.execute(text("SELECT component, version, name FROM schema_migrations ORDER BY 1, 2"))
         ).all()
@@ -47,7 +55,9 @@ async def test_migrations_are_applied_once_and_build_the_schema(engine: AsyncEng
         ("recorded_at", "timestamp with time zone"),
     ]
     assert indexes == ["es_events_event_id", "es_events_feed", "es_events_pkey", "es_events_stream_version"]
+    assert collation == "C"  # stream ids compare byte-wise: prefix ranges use the index
     assert ("eventstore", 1, "events") in [tuple(v) for v in versions]
+    assert ("eventstore", 2, "stream_id_collation") in [tuple(v) for v in versions]
 
 
 async def test_a_database_behind_the_code_is_named(engine: AsyncEngine) -> None:
