@@ -17,13 +17,11 @@ from eventstore._errors import (
     translate_errors,
 )
 from eventstore._migrations import Migration, check_schema, eventstore_migrations, load_migrations, upgrade
-from eventstore._registry import EventRegistry, EventType, TypeRegistry
-from eventstore._store import (
+from eventstore._records import (
     ANY,
     FEED_START,
     NO_STREAM,
     AppendResult,
-    EventStore,
     ExpectedVersion,
     FeedPosition,
     Metadata,
@@ -32,6 +30,8 @@ from eventstore._store import (
     Snapshot,
     StreamState,
 )
+from eventstore._registry import EventRegistry, EventType, TypeRegistry
+from eventstore._store import EventStore
 from eventstore._subscription import Subscription, load_checkpoint, save_checkpoint
 from eventstore._worker import Worker
 

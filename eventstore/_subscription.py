@@ -20,7 +20,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from eventstore._errors import translate_errors
-from eventstore._store import FEED_START, NOTIFY_CHANNEL, EventStore, FeedPosition, RecordedEvent
+from eventstore._queries import NOTIFY_CHANNEL
+from eventstore._records import FEED_START, FeedPosition, RecordedEvent
+from eventstore._store import EventStore
 from eventstore._worker import Worker
 
 log = logging.getLogger(__name__)

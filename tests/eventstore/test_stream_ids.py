@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import text
 
 from eventstore import ANY, NO_STREAM, Database, EventStore
-from eventstore._store import _prefix_end, _stream_ids_sql
+from eventstore._queries import prefix_end, stream_ids_sql
 from tests.eventstore.events import Noted
 
 TOP = chr(0x10FFFF)
@@ -43,11 +43,11 @@ async def test_stream_ids_pages_with_after_and_limit(store: EventStore) -> None:
 
 
 def test_the_end_of_a_prefix_is_the_next_string_up() -> None:
-    assert _prefix_end("saga:") == "saga;"
-    assert _prefix_end(f"a{TOP}") == "b"
-    assert _prefix_end("\ud7ff") == "\ue000"  # no surrogates
-    assert _prefix_end(TOP) is None
-    assert _prefix_end("") is None
+    assert prefix_end("saga:") == "saga;"
+    assert prefix_end(f"a{TOP}") == "b"
+    assert prefix_end("\ud7ff") == "\ue000"  # no surrogates
+    assert prefix_end(TOP) is None
+    assert prefix_end("") is None
 
 
 async def test_stream_ids_is_a_range_scan_of_the_stream_index(database: Database) -> None:
@@ -58,7 +58,7 @@ async def test_stream_ids_is_a_range_scan_of_the_stream_index(database: Database
         driver = (await conn.get_raw_connection()).driver_connection
         assert driver is not None
         params = {"prefix": "saga:", "end": "saga;", "after": None, "limit": 10}
-        cur = await driver.execute("EXPLAIN " + _stream_ids_sql(True, False), params)
+        cur = await driver.execute("EXPLAIN " + stream_ids_sql(True, False), params)
         plan = "\n".join(row[0] for row in await cur.fetchall())
     assert "es_events_stream_version" in plan
     assert (
