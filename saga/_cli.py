@@ -25,7 +25,8 @@ from eventstore._errors import is_connection_lost
 from outbox import Relay
 from saga import _operations as ops
 from saga._app import App, AppLoadError, load_app
-from saga._orchestrator import Orchestrator, SagaError
+from saga._errors import SagaError
+from saga._orchestrator import Orchestrator
 from saga._participant import Participant
 from saga._process import run as run_process
 from saga._process import run_until_signalled
@@ -46,9 +47,6 @@ class Context:
             settings = Settings.load(**self.flags, **more)
         except SettingsError as exc:
             raise click.ClickException(str(exc)) from None
-        logging.basicConfig(
-            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
         return settings
 
     def app(self, settings: Settings) -> App:
@@ -66,6 +64,11 @@ class Context:
             )
         else:
             render()
+
+
+def configure_logging(settings: Settings) -> None:
+    """For the long-running processes (workers, relay, participants)."""
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def run(coro: Awaitable[T]) -> T:
@@ -190,6 +193,7 @@ def db_upgrade(ctx: Context) -> None:
 def relay(ctx: Context, relay_batch_size: int | None) -> None:
     """Run the outbox relay: publish committed outbox rows to Kafka until SIGTERM."""
     settings = ctx.settings(relay_batch_size=relay_batch_size)
+    configure_logging(settings)
     worker = Relay(
         settings.database_url,
         settings.kafka_bootstrap_servers,
@@ -204,6 +208,7 @@ def relay(ctx: Context, relay_batch_size: int | None) -> None:
 def worker(ctx: Context) -> None:
     """Run an orchestrator worker (replies and deadlines) for the app's sagas until SIGTERM."""
     settings = ctx.settings()
+    configure_logging(settings)
     app = ctx.app(settings)
 
     async def go() -> None:
@@ -224,6 +229,7 @@ def worker(ctx: Context) -> None:
 def participant(ctx: Context, service: str) -> None:
     """Run the app's handlers of one participant SERVICE until SIGTERM."""
     settings = ctx.settings()
+    configure_logging(settings)
     app = ctx.app(settings)
     if service not in app.participants:
         raise click.ClickException(
@@ -351,7 +357,13 @@ def show(ctx: Context, saga_id: str) -> None:
     ctx.emit(data, render)
 
 
-def _operator(ctx: Context, saga_id: str, note: str) -> None:
+@cli.command()
+@click.argument("saga_id")
+@click.option("--note", required=True, help="Why: recorded in the saga's events")
+@pass_ctx
+def resume(ctx: Context, saga_id: str, note: str) -> None:
+    """Resume a stopped saga (compensation_failed or failed) with fresh retry budgets, or
+    send a waiting saga's current step again. `saga retry` is the same command."""
     settings = ctx.settings()
     state = run(with_orchestrator(settings, ctx.app(settings), lambda o: o.resume(saga_id, note)))
     ctx.emit(
@@ -360,22 +372,7 @@ def _operator(ctx: Context, saga_id: str, note: str) -> None:
     )
 
 
-@cli.command()
-@click.argument("saga_id")
-@click.option("--note", required=True, help="Why: recorded in the saga's events")
-@pass_ctx
-def resume(ctx: Context, saga_id: str, note: str) -> None:
-    """Resume a saga stopped in compensation_failed (or failed), with fresh retry budgets."""
-    _operator(ctx, saga_id, note)
-
-
-@cli.command()
-@click.argument("saga_id")
-@click.option("--note", required=True, help="Why: recorded in the saga's events")
-@pass_ctx
-def retry(ctx: Context, saga_id: str, note: str) -> None:
-    """Retry a stuck saga: send its current step again (or resume it when it stopped)."""
-    _operator(ctx, saga_id, note)
+cli.add_command(resume, name="retry")
 
 
 @cli.command()

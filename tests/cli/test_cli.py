@@ -39,7 +39,7 @@ from examples.orders.messages import (
 )
 from examples.orders.saga import OrderData, OrderSaga
 from examples.orders.services import create_schema
-from saga import Orchestrator, SagaState, StepRefused, fold, stream_of
+from saga import Orchestrator, SagaState, StepRefused, fire_due_deadlines, fold, stream_of
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "examples.orders.app:app"
@@ -193,7 +193,7 @@ async def _run_retry_now(orchestrator: Orchestrator, saga_id: str) -> None:
             ),
             {"s": saga_id},
         )
-    await orchestrator.fire_due_deadlines()
+    await fire_due_deadlines(orchestrator)
 
 
 async def drive(orchestrator: Orchestrator, saga_id: str, outcome: Outcome) -> SagaState:
