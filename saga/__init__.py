@@ -9,7 +9,8 @@ SagaError              base of the runtime's own errors
 from eventstore import Migration, eventstore_migrations, load_migrations
 from outbox import outbox_migrations
 from saga._app import App, AppLoadError, load_app
-from saga._decide import (
+from saga._decide import decide
+from saga._decision import (
     Deadline,
     DeadlineDue,
     Decision,
@@ -20,7 +21,6 @@ from saga._decide import (
     RunLocal,
     SendCommand,
     Start,
-    decide,
 )
 from saga._definition import (
     DefinitionError,

@@ -23,7 +23,8 @@ from eventstore import NO_STREAM, EventStore, NewEvents, driver_connection
 from eventstore._errors import is_connection_lost, is_contention
 from outbox import Delivery, Envelope, MessageRegistry, Outbox, Outgoing, child_traceparent
 from saga import _repository as repo
-from saga._decide import (
+from saga._decide import decide
+from saga._decision import (
     DeadlineDue,
     Decision,
     Input,
@@ -33,7 +34,6 @@ from saga._decide import (
     Resume,
     RunLocal,
     Start,
-    decide,
 )
 from saga._definition import LocalStep, Refused, Saga
 from saga._errors import SagaError, UnknownSagaError

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import orjson
 import psycopg
 
-from saga._decide import Deadline
+from saga._decision import Deadline
 from saga._protocol import lock_key
 from saga._state import Phase, SagaState
 

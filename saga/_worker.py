@@ -9,7 +9,7 @@ from eventstore import driver_connection
 from eventstore._worker import Worker
 from outbox import Consumer
 from saga import _repository as repo
-from saga._decide import DeadlineDue
+from saga._decision import DeadlineDue
 from saga._orchestrator import Orchestrator
 
 log = logging.getLogger(__name__)
