@@ -259,6 +259,12 @@ def _reply(d: _Decider, given: Reply) -> None:
     if isinstance(given.message, StepRefused):
         d.failed(step, waiting.phase, waiting.attempt, given.message.reason)
         return
+    expected = step.expected_reply(waiting.phase) if issubclass(step, RemoteStep) else None
+    if expected is None or not isinstance(given.message, expected):
+        wanted = "no reply" if expected is None else expected.__name__
+        reason = f"{given.message_type} is not the reply {step.name}/{waiting.phase} expects ({wanted})"
+        d.emit(ReplyIgnored(step=given.step, phase=given.phase, attempt=given.attempt, reason=reason))
+        return
     new_data = d.state.data
     if waiting.phase == "action" and issubclass(step, RemoteStep):
         new_data = step().on_reply(d.data(), given.message).model_dump(mode="json")
