@@ -28,7 +28,8 @@ test: services
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy saga eventstore outbox
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-logo
 
 bench: services
 	@set -e; for script in bench/*.py; do \

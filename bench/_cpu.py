@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -21,12 +21,12 @@ def _command(pid: int) -> str:
     return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
 
 
-def sample(named: Mapping[str, int]) -> Counter[str]:
+def sample(named: Mapping[str, int]) -> dict[str, float]:
     """CPU seconds so far of `named` processes (role -> pid), this process ("bench"), every
     Postgres server process ("postgres") and the Kafka broker ("kafka")."""
-    used: Counter[str] = Counter()
+    used: defaultdict[str, float] = defaultdict(float)
     if not Path("/proc/self/stat").exists():
-        return used
+        return {}
     known = {pid: role for role, pid in named.items()}
     known[os.getpid()] = "bench"
     for entry in Path("/proc").iterdir():
@@ -46,4 +46,4 @@ def sample(named: Mapping[str, int]) -> Counter[str]:
             used[role] += _cpu_s(pid)
         except OSError:  # the process ended while we looked
             continue
-    return used
+    return dict(used)

@@ -33,8 +33,7 @@ from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _scratch import ScratchDatabase
-
+from bench._scratch import ScratchDatabase
 from eventstore import (
     ANY,
     NO_STREAM,

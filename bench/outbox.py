@@ -39,8 +39,7 @@ from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _scratch import ScratchDatabase
-
+from bench._scratch import ScratchDatabase
 from eventstore import Database, create_engine
 from outbox import Envelope, MessageRegistry, Outbox, Outgoing, Relay
 from saga import all_migrations

@@ -96,8 +96,8 @@ async def saga_run(
         await asyncio.gather(*(placer() for _ in range(PLACERS)))
         await wait_all(engine, n + 20, 600)
         elapsed = time.monotonic() - started
-        cpu = _cpu.sample(pids)
-        cpu.subtract(cpu_before)
+        cpu_after = _cpu.sample(pids)
+        cpu = {role: seconds - cpu_before.get(role, 0.0) for role, seconds in cpu_after.items()}
         async with engine.connect() as conn:
             # Per remote step: from the command's event to the reply's, both stamped by Postgres.
             rows = (

@@ -9,6 +9,19 @@ SagaError              base of the runtime's own errors
 from eventstore import Migration, eventstore_migrations, load_migrations
 from outbox import outbox_migrations
 from saga._app import App, AppLoadError, load_app
+from saga._decide import decide
+from saga._decision import (
+    Deadline,
+    DeadlineDue,
+    Decision,
+    LocalDone,
+    LocalFailed,
+    Reply,
+    Resume,
+    RunLocal,
+    SendCommand,
+    Start,
+)
 from saga._definition import (
     DefinitionError,
     LocalStep,
@@ -19,20 +32,14 @@ from saga._definition import (
     Step,
     StepKind,
 )
-from saga._orchestrator import (
-    Orchestrator,
-    SagaError,
-    StepRefused,
-    Topics,
-    UnknownSagaError,
-    instance_row,
-    saga_id_for,
-    stream_of,
-)
+from saga._errors import SagaError, UnknownSagaError
+from saga._orchestrator import Orchestrator
 from saga._participant import Participant
+from saga._protocol import StepRefused, Topics, command_id, saga_id_for, stream_of
+from saga._repository import instance_row
 from saga._settings import Settings, SettingsError
 from saga._state import SagaState, fold, saga_event_registry
-from saga._worker import OrchestratorWorker
+from saga._worker import OrchestratorWorker, fire_due_deadlines
 
 
 def all_migrations() -> list[Migration]:
@@ -43,25 +50,38 @@ def all_migrations() -> list[Migration]:
 __all__ = [
     "App",
     "AppLoadError",
+    "Deadline",
+    "DeadlineDue",
+    "Decision",
     "DefinitionError",
+    "LocalDone",
+    "LocalFailed",
     "LocalStep",
     "Orchestrator",
     "OrchestratorWorker",
     "Participant",
     "Refused",
     "RemoteStep",
+    "Reply",
+    "Resume",
     "RetryPolicy",
+    "RunLocal",
     "Saga",
     "SagaError",
     "SagaState",
+    "SendCommand",
     "Settings",
     "SettingsError",
+    "Start",
     "Step",
     "StepKind",
     "StepRefused",
     "Topics",
     "UnknownSagaError",
     "all_migrations",
+    "command_id",
+    "decide",
+    "fire_due_deadlines",
     "fold",
     "instance_row",
     "load_app",

@@ -14,7 +14,7 @@ import enum
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin
+from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin, get_type_hints
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -103,9 +103,25 @@ class LocalStep(Step[D]):
 
 
 class RemoteStep(Step[D]):
-    """Sends a command to a participant service and progresses on its reply."""
+    """Sends a command to a participant service and progresses on its reply.
+
+    `reply` is the message a successful command answers with (read from the annotation of
+    `on_reply`'s `reply` parameter when not set); `compensation_reply` the one a successful
+    compensation answers with. A reply of another type is ignored and recorded, never taken
+    for success."""
 
     participant: ClassVar[str] = ""
+    reply: ClassVar[type[BaseModel] | None] = None
+    compensation_reply: ClassVar[type[BaseModel] | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("reply") is None and "on_reply" in cls.__dict__:
+            cls.reply = _annotated_reply(cls)
+
+    @classmethod
+    def expected_reply(cls, phase: str) -> type[BaseModel] | None:
+        return cls.reply if phase == "action" else cls.compensation_reply
 
     def command(self, data: D) -> BaseModel:
         raise NotImplementedError
@@ -121,6 +137,14 @@ class RemoteStep(Step[D]):
     @classmethod
     def has_compensation(cls) -> bool:
         return cls.compensation is not RemoteStep.compensation
+
+
+def _annotated_reply(step: type[RemoteStep[Any]]) -> type[BaseModel] | None:
+    try:
+        hint = get_type_hints(step.on_reply).get("reply")
+    except Exception:  # an annotation that does not resolve: the step must say `reply = ...`
+        return None
+    return hint if isinstance(hint, type) and issubclass(hint, BaseModel) else None
 
 
 class Saga(Generic[D]):
@@ -187,6 +211,7 @@ def check_definition(saga: type[Saga[Any]]) -> None:
                 raise DefinitionError(f"{where}: a remote step must name its participant service")
             if step.command is RemoteStep.command:
                 raise DefinitionError(f"{where}: a remote step must define command()")
+            _check_replies(step, where)
         elif issubclass(step, LocalStep) and step.action is LocalStep.action:
             raise DefinitionError(f"{where}: a local step must define action()")
         if step.kind is StepKind.PIVOT:
@@ -206,3 +231,19 @@ def check_definition(saga: type[Saga[Any]]) -> None:
                 raise DefinitionError(f"{where}: a retriable step must come after a pivot step")
             if not step.has_compensation():
                 raise DefinitionError(f"{where}: a step before the pivot needs a compensation")
+
+
+def _check_replies(step: type[RemoteStep[Any]], where: str) -> None:
+    """A reply's type is what tells a success from a stray message: each must be known."""
+    for attribute, declared in (("reply", step.reply), ("compensation_reply", step.compensation_reply)):
+        if declared is not None and not (isinstance(declared, type) and issubclass(declared, BaseModel)):
+            raise DefinitionError(f"{where}: {attribute} must be a pydantic model class, got {declared!r}")
+    if step.reply is None:
+        raise DefinitionError(
+            f"{where}: say which reply its command gets: set `reply = MyReply` on the step, or "
+            "annotate on_reply's `reply` parameter with the reply model"
+        )
+    if step.has_compensation() and step.compensation_reply is None:
+        raise DefinitionError(
+            f"{where}: say which reply its compensation gets: set `compensation_reply = MyUndoneReply`"
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -12,12 +12,57 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventstore import driver_connection
+from saga import _repository as repo
 from saga._definition import LocalStep, RemoteStep, Saga, StepKind
-from saga._orchestrator import _LOCK_SAGA, Orchestrator, UnknownSagaError, instance_row, stream_of
+from saga._errors import UnknownSagaError
+from saga._orchestrator import Orchestrator
+from saga._protocol import STREAM_PREFIX, saga_id_of, stream_of
 from saga._state import SagaState, fold
 
-INSTANCE_COLUMNS = ("saga_id", "saga_type", "key", "status", "step", "version", "data", "last_error")
-ACTIVE = ("running", "compensating")
+INSTANCE_COLUMNS = repo.INSTANCE_COLUMNS
+ACTIVE = repo.ACTIVE
+
+
+# TEMPORARY until eventstore/outbox expose these (issue 12 merge).
+
+
+async def _outbox_pending(conn: Any, saga_id: str) -> list[Any]:
+    rows = (
+        await conn.execute(
+            text(
+                "SELECT topic, headers->>'message_type', headers->>'step', headers->>'attempt', created_at "
+                "FROM outbox WHERE key = :k ORDER BY id"
+            ),
+            {"k": saga_id},
+        )
+    ).all()
+    return [
+        SimpleNamespace(topic=t, message_type=m, step=s, attempt=a, created_at=c) for t, m, s, a, c in rows
+    ]
+
+
+async def _outbox_lag(conn: Any) -> Any:
+    pending, oldest = (
+        await conn.execute(
+            text(
+                "SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::float8 FROM outbox"
+            )
+        )
+    ).one()
+    return SimpleNamespace(pending=pending, oldest_age_s=oldest)
+
+
+async def _stream_ids(orchestrator: Any, prefix: str) -> list[str]:
+    async with orchestrator.engine.connect() as conn:
+        return list(
+            (
+                await conn.execute(
+                    text("SELECT DISTINCT stream_id FROM es_events WHERE stream_id LIKE 'saga:%' ORDER BY 1")
+                )
+            )
+            .scalars()
+            .all()
+        )
 
 
 async def list_sagas(
@@ -31,30 +76,15 @@ async def list_sagas(
 ) -> list[dict[str, Any]]:
     """Sagas from the read model, newest first. `stuck_after_s`: active and unchanged that long,
     or stopped in compensation_failed / failed."""
-    where = ["true"]
-    params: dict[str, Any] = {"limit": limit}
-    if saga_type:
-        where.append("saga_type = :saga_type")
-        params["saga_type"] = saga_type
-    if status:
-        where.append("status = :status")
-        params["status"] = status
-    if older_than_s is not None:
-        where.append("created_at < now() - make_interval(secs => :older)")
-        params["older"] = older_than_s
-    if stuck_after_s is not None:
-        where.append(
-            "(status IN ('compensation_failed', 'failed') OR "
-            "(status IN ('running', 'compensating') AND updated_at < now() - make_interval(secs => :stuck)))"
-        )
-        params["stuck"] = stuck_after_s
-    sql = (
-        "SELECT saga_id, saga_type, key, status, step, version, last_error, created_at, updated_at "
-        f"FROM saga_instances WHERE {' AND '.join(where)} ORDER BY created_at DESC, saga_id LIMIT :limit"
-    )
     async with engine.connect() as conn:
-        rows = (await conn.execute(text(sql), params)).mappings().all()
-    return [dict(r) for r in rows]
+        return await repo.list_instances(
+            await driver_connection(conn),
+            saga_type=saga_type,
+            status=status,
+            older_than_s=older_than_s,
+            stuck_after_s=stuck_after_s,
+            limit=limit,
+        )
 
 
 @dataclass
@@ -74,29 +104,22 @@ async def show(orchestrator: Orchestrator, saga_id: str) -> SagaDetails:
         for e in events
     ]
     async with orchestrator.engine.connect() as conn:
-        driver = await driver_connection(conn)
-        outbox = await (
-            await driver.execute(
-                "SELECT topic, headers->>'message_type', headers->>'step', headers->>'attempt', created_at "
-                "FROM outbox WHERE key = %s ORDER BY id",
-                (saga_id,),
-            )
-        ).fetchall()
-        deadline = await (
-            await driver.execute(
-                "SELECT step, phase, attempt, kind, due_at FROM saga_deadlines WHERE saga_id = %s", (saga_id,)
-            )
-        ).fetchone()
+        in_flight = await _outbox_pending(conn, saga_id)
+        deadline = await repo.deadline_row(await driver_connection(conn), saga_id)
     return SagaDetails(
         state=fold(saga_id, (e.event for e in events)),
         timeline=timeline,
         in_flight=[
-            {"topic": t, "message_type": m, "step": s, "attempt": a, "queued_at": at}
-            for t, m, s, a, at in outbox
+            {
+                "topic": m.topic,
+                "message_type": m.message_type,
+                "step": m.step,
+                "attempt": m.attempt,
+                "queued_at": m.created_at,
+            }
+            for m in in_flight
         ],
-        deadline=dict(zip(("step", "phase", "attempt", "kind", "due_at"), deadline, strict=True))
-        if deadline
-        else None,
+        deadline=deadline,
     )
 
 
@@ -116,82 +139,83 @@ class Difference:
     rebuilt: Any
 
 
-_REBUILD_UPSERT = """
-    INSERT INTO saga_instances (saga_id, saga_type, key, status, step, version, data, last_error)
-    VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, %s)
-    ON CONFLICT (saga_id) DO UPDATE SET
-        saga_type = excluded.saga_type, key = excluded.key, status = excluded.status, step = excluded.step,
-        version = excluded.version, data = excluded.data, last_error = excluded.last_error, updated_at = now()
-"""
-
-
 def _comparable(row: Sequence[Any]) -> tuple[Any, ...]:
     values = list(row)
     values[6] = orjson.loads(values[6]) if isinstance(values[6], str) else values[6]
     return tuple(values)
 
 
+def _compare(saga_id: str, live: tuple[Any, ...] | None, state: SagaState | None) -> list[Difference]:
+    if live is None and state is None:
+        return []
+    if live is None:
+        return [Difference(saga_id, "row", None, "missing from saga_instances")]
+    if state is None:
+        return [Difference(saga_id, "row", "present", "no events for it")]
+    want = _comparable(repo.instance_row(state))
+    return [
+        Difference(saga_id, column, have, should)
+        for column, have, should in zip(INSTANCE_COLUMNS, live, want, strict=True)
+        if have != should
+    ]
+
+
+async def _state_or_none(orchestrator: Orchestrator, saga_id: str, conn: Any = None) -> SagaState | None:
+    events = await orchestrator.store.load(stream_of(saga_id), conn=conn)
+    return fold(saga_id, (e.event for e in events)) if events else None
+
+
+async def _recheck(orchestrator: Orchestrator, saga_id: str) -> list[Difference]:
+    """A saga's row against its events in one snapshot: a saga that a live worker moved (or
+    started) between the two reads of the first pass is no difference."""
+    async with orchestrator.engine.connect() as conn:
+        await conn.execution_options(isolation_level="REPEATABLE READ")
+        async with conn.begin():
+            driver = await driver_connection(conn)
+            await repo.lock_one(driver, saga_id)
+            rows = {r[0]: _comparable(r) for r in await repo.instance_rows(driver, [saga_id])}
+            state = await _state_or_none(orchestrator, saga_id, conn)
+    return _compare(saga_id, rows.get(saga_id), state)
+
+
+async def _rebuild_one(orchestrator: Orchestrator, saga_id: str) -> None:
+    """Under the saga's own lock, read and write see one consistent version: a worker deciding
+    on this saga waits, and the rebuilt row replaces whatever the row held. A row whose saga
+    has no events (checked under the lock, so not one being started now) is deleted."""
+    async with orchestrator.engine.begin() as conn:
+        driver = await driver_connection(conn)
+        await repo.lock_one(driver, saga_id)
+        state = await _state_or_none(orchestrator, saga_id, conn)
+        if state is None:
+            await repo.delete_instances(driver, [saga_id])
+        else:
+            await repo.replace_instance(driver, state)
+
+
 async def rebuild(
     orchestrator: Orchestrator, *, verify: bool = False, progress: Callable[[int, int], None] | None = None
 ) -> list[Difference]:
-    """Recompute saga_instances from the event store alone.
+    """Recompute saga_instances from the event store alone; safe beside live workers.
 
-    Each saga is rebuilt under the same per-saga lock the orchestrator takes for a decision,
-    so running this beside live workers never undoes their work: a worker deciding on that
-    saga waits a moment, or has already written and the rebuild reads its events. Rows with
-    no events are deleted. With `verify`, nothing is written; the differences are returned.
-    """
-    engine = orchestrator.engine
-    async with engine.connect() as conn:
-        streams = (
-            (
-                await conn.execute(
-                    text("SELECT DISTINCT stream_id FROM es_events WHERE stream_id LIKE 'saga:%' ORDER BY 1")
-                )
-            )
-            .scalars()
-            .all()
-        )
-        live_rows = (
-            await conn.execute(
-                text(f"SELECT {', '.join(INSTANCE_COLUMNS[:-2])}, data::text, last_error FROM saga_instances")
-            )
-        ).all()
-    live = {row[0]: _comparable(row) for row in live_rows}
+    With `verify`, nothing is written: a first pass compares each row with its events, and
+    each difference it finds is checked again in one snapshot under the saga's lock, so
+    sagas that moved meanwhile are not reported."""
+    async with orchestrator.engine.connect() as conn:
+        live = {r[0]: _comparable(r) for r in await repo.all_instance_rows(await driver_connection(conn))}
+    streams = await _stream_ids(orchestrator, STREAM_PREFIX)
+    saga_ids = [saga_id_of(s) for s in streams]
+    # Rows of sagas with no stream in the list: deleted only if, under the lock, they still have none.
+    candidates = [*saga_ids, *sorted(set(live) - set(saga_ids))]
     differences: list[Difference] = []
-    for done, stream in enumerate(streams, start=1):
-        saga_id = stream.removeprefix("saga:")
-        state = fold(saga_id, (e.event for e in await orchestrator.store.load(stream)))
-        expected = instance_row(state)
+    for done, saga_id in enumerate(candidates, start=1):
         if verify:
-            current = live.pop(saga_id, None)
-            if current is None:
-                differences.append(Difference(saga_id, "row", None, "missing from saga_instances"))
-            else:
-                want = _comparable(expected)
-                differences += [
-                    Difference(saga_id, column, have, should)
-                    for column, have, should in zip(INSTANCE_COLUMNS, current, want, strict=True)
-                    if have != should
-                ]
+            state = await _state_or_none(orchestrator, saga_id)
+            if _compare(saga_id, live.get(saga_id), state):
+                differences += await _recheck(orchestrator, saga_id)
         else:
-            async with engine.begin() as conn:
-                # Under the saga's own lock, read and write see one consistent version: a worker
-                # deciding on this saga waits, and the rebuilt row can overwrite any bad row.
-                driver = await driver_connection(conn)
-                await driver.execute(_LOCK_SAGA, (saga_id,))
-                locked_state = fold(
-                    saga_id, (e.event for e in await orchestrator.store.load(stream, conn=conn))
-                )
-                await driver.execute(_REBUILD_UPSERT, instance_row(locked_state))
+            await _rebuild_one(orchestrator, saga_id)
         if progress is not None:
-            progress(done, len(streams))
-    orphans = [saga_id for saga_id in live if f"saga:{saga_id}" not in set(streams)]
-    if verify:
-        differences += [Difference(saga_id, "row", "present", "no events for it") for saga_id in live]
-    elif orphans:
-        async with engine.begin() as conn:
-            await conn.execute(text("DELETE FROM saga_instances WHERE saga_id = ANY(:ids)"), {"ids": orphans})
+            progress(done, len(candidates))
     return differences
 
 
@@ -241,30 +265,15 @@ def graph(saga: type[Saga[Any]]) -> str:
 async def status(engine: AsyncEngine) -> dict[str, Any]:
     """Relay lag, sagas per status, the oldest active saga."""
     async with engine.connect() as conn:
-        pending, oldest_outbox = (
-            await conn.execute(text("SELECT count(*), min(created_at) FROM outbox"))
-        ).one()
-        per_status: dict[str, int] = dict(
-            (await conn.execute(text("SELECT status, count(*) FROM saga_instances GROUP BY 1"))).all()
-        )
-        oldest = (
-            (
-                await conn.execute(
-                    text(
-                        "SELECT saga_id, saga_type, status, created_at FROM saga_instances "
-                        "WHERE status IN ('running', 'compensating') ORDER BY created_at LIMIT 1"
-                    )
-                )
-            )
-            .mappings()
-            .first()
-        )
-        now: datetime = (await conn.execute(text("SELECT now()"))).scalar_one()
+        lag = await _outbox_lag(conn)
+        driver = await driver_connection(conn)
+        per_status = await repo.count_by_status(driver)
+        oldest = await repo.oldest_active(driver)
     return {
-        "outbox_pending": pending,
-        "outbox_oldest_age_s": (now - oldest_outbox).total_seconds() if oldest_outbox else 0.0,
+        "outbox_pending": lag.pending,
+        "outbox_oldest_age_s": lag.oldest_age_s,
         "sagas": per_status,
-        "oldest_active": dict(oldest) if oldest else None,
+        "oldest_active": oldest,
     }
 
 

@@ -27,7 +27,7 @@ from outbox import (
     child_traceparent,
 )
 from saga._definition import Refused
-from saga._orchestrator import StepRefused, Topics, with_saga_messages
+from saga._protocol import StepRefused, Topics, with_saga_messages
 from saga._savepoint import StepSavepoint
 
 CommandHandler = Callable[[AsyncConnection, Any, Envelope], Awaitable[BaseModel]]
@@ -53,7 +53,7 @@ class Participant(Consumer):
         super().__init__(
             database,
             bootstrap_servers,
-            group_id=f"{topic_prefix}.{service}",
+            group_id=Topics(topic_prefix).participant_group(service),
             topics=[Topics(topic_prefix).commands(service)],
             registry=messages,
             handlers=dict.fromkeys(handlers, self._reply_one),

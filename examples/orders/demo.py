@@ -134,7 +134,7 @@ async def run(args: argparse.Namespace) -> int:
         await wait_until(engine, drained, 1, "outbox", 60)
         invariants = await check_invariants(engine, orders, STOCK)
         async with engine.connect() as conn:
-            counts = dict(
+            counts: dict[str, int] = dict(
                 (await conn.execute(text("SELECT status, count(*) FROM saga_instances GROUP BY 1"))).all()
             )
             p50, p99 = (

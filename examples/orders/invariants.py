@@ -18,11 +18,13 @@ async def check_invariants(
     """After a run of `orders` (every saga ended): each invariant's name, and whether it holds.
     `stock` is what each SKU had before the run (SKUs not in it are not checked)."""
     async with engine.connect() as conn:
-        status = dict(
+        status: dict[str, str] = dict(
             (await conn.execute(text("SELECT data->>'order_id', status FROM saga_instances"))).all()
         )
-        reserved = dict((await conn.execute(text("SELECT customer_id, reserved FROM customers"))).all())
-        available = dict((await conn.execute(text("SELECT sku, available FROM stock"))).all())
+        reserved: dict[str, Decimal] = dict(
+            (await conn.execute(text("SELECT customer_id, reserved FROM customers"))).all()
+        )
+        available: dict[str, int] = dict((await conn.execute(text("SELECT sku, available FROM stock"))).all())
         paid = set((await conn.execute(text("SELECT order_id FROM payments"))).scalars())
         approved = set(
             (await conn.execute(text("SELECT order_id FROM orders WHERE status = 'approved'"))).scalars()

@@ -10,12 +10,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from examples.orders.messages import (
     ChargePayment,
+    CreditReleased,
     CreditReserved,
     PaymentCharged,
     ReleaseCredit,
     ReleaseStock,
     ReserveCredit,
     ReserveStock,
+    StockReleased,
     StockReserved,
 )
 from saga import LocalStep, RemoteStep, RetryPolicy, Saga, StepKind
@@ -36,6 +38,7 @@ class ReserveCreditStep(RemoteStep[OrderData]):
     name = "reserve_credit"
     participant = "customers"
     timeout_s = 30.0
+    compensation_reply = CreditReleased
 
     def command(self, data: OrderData) -> ReserveCredit:
         return ReserveCredit(customer_id=data.customer_id, order_id=data.order_id, amount=data.amount)
@@ -51,6 +54,7 @@ class ReserveStockStep(RemoteStep[OrderData]):
     name = "reserve_stock"
     participant = "inventory"
     timeout_s = 5.0  # the demo's slow warehouse answers after 6 s
+    compensation_reply = StockReleased
 
     def command(self, data: OrderData) -> ReserveStock:
         return ReserveStock(order_id=data.order_id, sku=data.sku, quantity=data.quantity)

@@ -39,7 +39,7 @@ from examples.orders.messages import (
 )
 from examples.orders.saga import OrderData, OrderSaga
 from examples.orders.services import create_schema
-from saga import Orchestrator, SagaState, StepRefused, fold, stream_of
+from saga import Orchestrator, SagaState, StepRefused, fire_due_deadlines, fold, stream_of
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "examples.orders.app:app"
@@ -193,7 +193,7 @@ async def _run_retry_now(orchestrator: Orchestrator, saga_id: str) -> None:
             ),
             {"s": saga_id},
         )
-    await orchestrator.fire_due_deadlines()
+    await fire_due_deadlines(orchestrator)
 
 
 async def drive(orchestrator: Orchestrator, saga_id: str, outcome: Outcome) -> SagaState:
@@ -656,3 +656,34 @@ def test_a_bad_worker_setting_is_refused_naming_the_variable(
     )
     assert result.returncode == 1
     assert message in result.stderr
+
+
+async def test_rebuild_beside_live_traffic_reports_nothing_and_deletes_no_live_row(
+    cli: Cli, orchestrator: Orchestrator, engine: AsyncEngine
+) -> None:
+    """Sagas start and move while `rebuild --verify` and `rebuild` run: a saga that changed
+    between the tool's reads is no difference, and a saga started meanwhile keeps its row."""
+    waiting = [await start_order(orchestrator, n) for n in range(150)]
+    started = list(waiting)
+    stop = asyncio.Event()
+
+    async def traffic() -> None:
+        n = 1000
+        while not stop.is_set():
+            started.append(await start_order(orchestrator, n))
+            if waiting:
+                await drive(orchestrator, waiting.pop(), COMPLETED)
+            n += 1
+
+    task = asyncio.create_task(traffic())
+    try:
+        verified = await cli("--json", "rebuild", "--verify")
+        rebuilt = await cli("rebuild")
+    finally:
+        stop.set()
+        await task
+    assert verified.json() == {"differences": []}
+    assert rebuilt.code == 0, rebuilt.describe()
+    assert len(started) > 150  # traffic really ran beside both
+    assert await scalar(engine, "SELECT count(*) FROM saga_instances") == len(started)
+    assert (await cli("--json", "rebuild", "--verify")).json() == {"differences": []}

@@ -24,6 +24,11 @@ class Noted(BaseModel):
     seq: int
 
 
+def noted(event: BaseModel) -> Noted:
+    assert isinstance(event, Noted), f"expected a Noted event, got {type(event).__name__}"
+    return event
+
+
 class Renamed(BaseModel):
     """Version 3: `name` became `first` + `last` (v2), then gained `title` (v3)."""
 

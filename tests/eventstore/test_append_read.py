@@ -21,7 +21,7 @@ from eventstore import (
     eventstore_migrations,
     upgrade,
 )
-from tests.eventstore.events import Deposited, Noted, Withdrawn, make_registry
+from tests.eventstore.events import Deposited, Noted, Withdrawn, make_registry, noted
 from tests.helpers import wait_for
 
 
@@ -96,7 +96,7 @@ async def test_any_retries_when_appenders_collide(store: EventStore) -> None:
     await asyncio.gather(*(store.append("busy", [Noted(writer=w, seq=0)], ANY) for w in range(6)))
     events = await store.load("busy")
     assert [e.version for e in events] == [1, 2, 3, 4, 5, 6]
-    assert sorted(e.event.writer for e in events) == list(range(6))  # type: ignore[attr-defined]
+    assert sorted(noted(e.event).writer for e in events) == list(range(6))
 
 
 async def test_a_cancelled_statement_does_not_poison_the_next(engine: AsyncEngine, store: EventStore) -> None:
@@ -151,7 +151,7 @@ async def test_two_appenders_racing_on_one_version(engine: AsyncEngine, store: E
     with pytest.raises(ConcurrencyError, match=r"stream 'race': expected version 1, actual changed"):
         await second
     events = await store.load("race")
-    assert [(e.version, e.event.writer) for e in events] == [(1, 0), (2, 1)]  # type: ignore[attr-defined]
+    assert [(e.version, noted(e.event).writer) for e in events] == [(1, 0), (2, 1)]
 
 
 async def test_many_racers_exactly_one_wins_each_version(store: EventStore) -> None:
@@ -206,7 +206,7 @@ async def test_read_stream_pages_and_ranges(database: Database, registry: object
     store = EventStore(database, registry, page_size=7)
     for batch in range(5):
         await store.append("long", [Noted(writer=0, seq=batch * 10 + i) for i in range(10)], ANY)
-    seqs = [e.event.seq async for e in store.read_stream("long")]  # type: ignore[attr-defined]
+    seqs = [noted(e.event).seq async for e in store.read_stream("long")]
     assert seqs == [b * 10 + i for b in range(5) for i in range(10)]
     middle = [e.version async for e in store.read_stream("long", from_version=12, to_version=30)]
     assert middle == list(range(12, 31))

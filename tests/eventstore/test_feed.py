@@ -125,7 +125,7 @@ async def test_checkpoint_commits_with_the_handlers_effects(engine: AsyncEngine,
     assert await sub.checkpoint() == (0, 0)
     assert await sub.run_until_caught_up() == 30
     async with engine.connect() as conn:
-        totals = dict((await conn.execute(text("SELECT writer, events FROM totals"))).all())
+        totals: dict[int, int] = dict((await conn.execute(text("SELECT writer, events FROM totals"))).all())
     assert totals == {0: 10, 1: 10, 2: 10}
     assert (await sub.checkpoint()).position == max(e.position for e in await store.read_all())
     assert await sub.run_until_caught_up() == 0

@@ -40,7 +40,8 @@ async def test_rollback_publishes_nothing_and_commit_publishes_once(
 
         async def outbox_empty() -> bool:
             async with engine.connect() as conn:
-                return (await conn.execute(text("SELECT count(*) FROM outbox"))).scalar_one() == 0
+                rows: int = (await conn.execute(text("SELECT count(*) FROM outbox"))).scalar_one()
+            return rows == 0
 
         await wait_for(outbox_empty, 10, "the relay to delete the published row")
         # A marker put after the first: once it arrived, anything before it would have too.

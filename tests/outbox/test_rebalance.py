@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
@@ -77,7 +78,7 @@ async def test_rebalances_lose_nothing_and_apply_nothing_twice(
         await second.stop()
         await producer.stop()
     async with engine.connect() as conn:
-        counts = dict((await conn.execute(text("SELECT seq, applied FROM effects"))).all())
+        counts: dict[int, int] = dict((await conn.execute(text("SELECT seq, applied FROM effects"))).all())
         inbox = (
             await conn.execute(text("SELECT count(*) FROM inbox WHERE consumer_group = 'rebalance'"))
         ).scalar_one()
@@ -89,6 +90,5 @@ async def test_rebalances_lose_nothing_and_apply_nothing_twice(
     assert first.stats.dead_lettered == second.stats.dead_lettered == 0
 
 
-async def _at_least(count: object, target: int) -> bool:
-    assert hasattr(count, "__await__")
-    return int(await count) >= target  # type: ignore[misc]
+async def _at_least(count: Awaitable[int], target: int) -> bool:
+    return await count >= target

@@ -64,8 +64,12 @@ async def test_leader_killed_midway_loses_nothing(
 ) -> None:
     topic = await new_topic("failover", partitions=4)
     relays = [await start_relay(database_url, kafka_bootstrap) for _ in range(2)]
+
+    async def has_leader() -> bool:
+        return await leader_pid(engine) is not None
+
     try:
-        await wait_for(lambda: leader_pid(engine), 30, "a relay to take the lead")
+        await wait_for(has_leader, 30, "a relay to take the lead")
 
         async def produce() -> None:
             for start in range(0, MESSAGES, PER_TRANSACTION):

@@ -17,8 +17,18 @@ class Data(BaseModel):
     n: int = 0
 
 
+class Reserved(BaseModel):
+    pass
+
+
+class Released(BaseModel):
+    pass
+
+
 class Reserve(RemoteStep[Data]):
     participant = "stock"
+    reply = Reserved
+    compensation_reply = Released
 
     def command(self, data: Data) -> BaseModel:
         return data
@@ -30,6 +40,7 @@ class Reserve(RemoteStep[Data]):
 class Charge(RemoteStep[Data]):
     participant = "payments"
     kind = StepKind.PIVOT
+    reply = Reserved
 
     def command(self, data: Data) -> BaseModel:
         return data
@@ -44,6 +55,7 @@ class Ship(LocalStep[Data]):
 
 class NoUndo(RemoteStep[Data]):
     participant = "stock"
+    reply = Reserved
 
     def command(self, data: Data) -> BaseModel:
         return data
@@ -124,3 +136,47 @@ def test_data_must_be_a_pydantic_model_and_timeouts_positive() -> None:
         define((Hasty,))
     with pytest.raises(DefinitionError, match="RetryPolicy: attempts must be >= 1, got 0"):
         RetryPolicy(attempts=0)
+
+
+def test_remote_steps_name_their_replies() -> None:
+    class Annotated(RemoteStep[Data]):
+        participant = "stock"
+        compensation_reply = Released
+
+        def command(self, data: Data) -> BaseModel:
+            return data
+
+        def on_reply(self, data: Data, reply: Reserved) -> Data:
+            return data
+
+        def compensation(self, data: Data) -> BaseModel:
+            return data
+
+    assert Annotated.reply is Reserved  # read from on_reply's annotation
+    assert Annotated.expected_reply("compensation") is Released
+
+    class Unsaid(RemoteStep[Data]):
+        participant = "stock"
+        kind = StepKind.PIVOT
+
+        def command(self, data: Data) -> BaseModel:
+            return data
+
+    with pytest.raises(DefinitionError, match="saga Broken: step unsaid: say which reply its command gets"):
+        define((Unsaid,))
+
+    class UndoUnsaid(Reserve):
+        name = "undo_unsaid"
+        compensation_reply = None  # type: ignore[assignment]
+
+    with pytest.raises(
+        DefinitionError, match="saga Broken: step undo_unsaid: say which reply its compensation gets"
+    ):
+        define((UndoUnsaid,))
+
+    class NotAModel(Reserve):
+        name = "not_a_model"
+        reply = dict  # type: ignore[assignment]
+
+    with pytest.raises(DefinitionError, match="step not_a_model: reply must be a pydantic model class"):
+        define((NotAModel,))

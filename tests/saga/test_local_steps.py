@@ -5,14 +5,17 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import psycopg
+import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from eventstore import Database
 from examples.orders.messages import CreditReserved, messages
 from examples.orders.saga import OrderData, ReserveCreditStep
 from outbox import Delivery
-from saga import LocalStep, Orchestrator, Refused, Saga, StepKind
+from saga import LocalStep, Orchestrator, Refused, Saga, StepKind, UnknownSagaError, saga_id_for
 
 
 class Note(LocalStep[OrderData]):
@@ -90,5 +93,55 @@ async def test_failing_local_steps_undo_only_their_own_writes(
         states = [await orchestrator.load(s) for s in later]
         assert [s.status for s in states] == ["completed", "compensating", "compensating", "completed"]
         assert states[1].last_error == "note failed: bad customer"
+    finally:
+        await orchestrator.aclose()
+
+
+class HoldsRow(LocalStep[OrderData]):
+    """Waits at most 50 ms for a row another transaction may hold: a lock timeout (55P03)."""
+
+    name = "hold_row"
+    kind = StepKind.COMPENSATABLE
+
+    async def action(self, conn: AsyncConnection, data: OrderData) -> None:
+        await conn.execute(text("SET LOCAL lock_timeout = '50ms'"))
+        await conn.execute(text("SELECT 1 FROM notes WHERE order_id = 'held' FOR UPDATE"))
+        await conn.execute(text("SET LOCAL lock_timeout = 0"))
+
+    async def compensate(self, conn: AsyncConnection, data: OrderData) -> None:
+        return None
+
+
+class HoldFirst(Saga[OrderData]):
+    steps = (HoldsRow, ReserveCreditStep)
+
+
+async def test_contention_in_a_local_step_reruns_the_work_and_is_no_failure(
+    database: Database, engine: AsyncEngine
+) -> None:
+    """A lock timeout inside a local step is a collision, not the step's failure: the whole
+    transaction fails (its caller reruns it) and the saga is not compensated."""
+    async with engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE notes (order_id text PRIMARY KEY)"))
+        await conn.execute(text("INSERT INTO notes VALUES ('held')"))
+    orchestrator = Orchestrator(database, [HoldFirst], messages, topic_prefix="contention")
+    try:
+        async with engine.connect() as holder:
+            await holder.execute(text("SELECT 1 FROM notes WHERE order_id = 'held' FOR UPDATE"))
+            with pytest.raises(DBAPIError) as caught:
+                async with engine.begin() as conn:
+                    await orchestrator.start(conn, HoldFirst, order("c1", "ok"), key="c1")
+            assert isinstance(caught.value.orig, psycopg.errors.LockNotAvailable)
+            await holder.rollback()
+        with pytest.raises(UnknownSagaError):
+            await orchestrator.load(saga_id_for("HoldFirst", "c1"))  # nothing of it was written
+
+        async with engine.begin() as conn:
+            saga_id = await orchestrator.start(conn, HoldFirst, order("c1", "ok"), key="c1")
+        state = await orchestrator.load(saga_id)
+        assert state.status == "running"
+        assert state.done == ["hold_row"]
+        assert state.awaiting is not None
+        assert state.awaiting.step == "reserve_credit"
     finally:
         await orchestrator.aclose()

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from examples.orders.invariants import check_invariants
 from examples.orders.saga import OrderData, OrderSaga
 from saga import OrchestratorWorker, stream_of
+from saga._state import StepRequested
 from tests.helpers import wait_for
 from tests.saga.conftest import System
 
@@ -70,10 +71,10 @@ async def test_a_thousand_sagas_on_two_workers(system: System) -> None:
     checks = await check_invariants(system.engine, orders, {"scarce": 40, "widget": 5000})
     assert [name for name, holds in checks.items() if not holds] == []
     async with system.engine.connect() as conn:
-        outcomes = dict(
+        outcomes: dict[str, int] = dict(
             (await conn.execute(text("SELECT status, count(*) FROM saga_instances GROUP BY 1"))).all()
         )
-        by_order = dict(
+        by_order: dict[str, str] = dict(
             (await conn.execute(text("SELECT data->>'order_id', status FROM saga_instances"))).all()
         )
     print(f"\noutcomes: {outcomes}")
@@ -87,8 +88,6 @@ async def test_a_thousand_sagas_on_two_workers(system: System) -> None:
             "SELECT saga_id FROM saga_instances WHERE data->>'order_id' = :o", o=saga_order
         )
         events = [e.event for e in await system.orchestrator.store.load(stream_of(saga_id))]
-        requested = Counter(
-            (e.step, e.phase, e.attempt) for e in events if type(e).__name__ == "StepRequested"
-        )
+        requested = Counter((e.step, e.phase, e.attempt) for e in events if isinstance(e, StepRequested))
         assert max(requested.values()) == 1
     assert await system.assert_read_model_matches_events() == SAGAS

@@ -1,0 +1,126 @@
+"""The CLI's shared parts: the `saga` group and its global options, the context every command
+gets, and how a command's errors become one clear line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+import orjson
+import psycopg
+from rich.console import Console
+from sqlalchemy import exc as sa_exc
+
+from eventstore import Database, ErrorKind, EventStoreError, classify_error
+from saga._app import App, AppLoadError, load_app
+from saga._errors import SagaError
+from saga._orchestrator import Orchestrator
+from saga._settings import Settings, SettingsError
+
+T = TypeVar("T")
+console = Console()
+
+
+class Context:
+    def __init__(self, flags: dict[str, Any], as_json: bool) -> None:
+        self.flags = flags
+        self.as_json = as_json
+
+    def settings(self, **more: Any) -> Settings:
+        try:
+            settings = Settings.load(**self.flags, **more)
+        except SettingsError as exc:
+            raise click.ClickException(str(exc)) from None
+        return settings
+
+    def app(self, settings: Settings) -> App:
+        if not settings.app:
+            raise click.ClickException("no app: pass --app package.module:attribute or set SAGA_APP")
+        try:
+            return load_app(settings.app)
+        except AppLoadError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    def emit(self, data: Any, render: Callable[[], None]) -> None:
+        if self.as_json:
+            click.echo(
+                orjson.dumps(data, default=str, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode()
+            )
+        else:
+            render()
+
+
+def configure_logging(settings: Settings) -> None:
+    """For the long-running processes (workers, relay, participants)."""
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def run(coro: Awaitable[T]) -> T:
+    """Run one command's coroutine; our own errors become one clear line and exit code 1."""
+    try:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    except (EventStoreError, SagaError, AppLoadError) as exc:
+        raise click.ClickException(str(exc)) from None
+    except (sa_exc.DBAPIError, psycopg.Error, OSError) as exc:
+        orig = getattr(exc, "orig", exc)
+        if isinstance(orig, psycopg.errors.UndefinedTable):
+            raise click.ClickException(
+                f"the database has no saga schema ({orig}); run `saga db upgrade`"
+            ) from None
+        if classify_error(exc) is ErrorKind.CONNECTION_LOST:
+            raise click.ClickException(f"Postgres is unavailable: {orig}") from None
+        raise
+
+
+async def with_orchestrator(settings: Settings, app: App, work: Callable[[Orchestrator], Awaitable[T]]) -> T:
+    async with Database(settings.database_url) as database:
+        orchestrator = Orchestrator(database, app.sagas, app.messages, topic_prefix=settings.topic_prefix)
+        return await work(orchestrator)
+
+
+def seconds(value: str | None) -> float | None:
+    """'90s', '10m', '2h', '1d' or a plain number of seconds."""
+    if value is None:
+        return None
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd]?)", value.strip())
+    if not match:
+        raise click.BadParameter(f"{value!r} is not a duration like 30s, 10m, 2h or 1d")
+    return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+
+
+@click.group()
+@click.version_option(package_name="saga-es")
+@click.option("--database-url", default=None, help="Postgres URL [env DATABASE_URL]")
+@click.option(
+    "--kafka",
+    "kafka_bootstrap_servers",
+    default=None,
+    help="Kafka bootstrap servers [env KAFKA_BOOTSTRAP_SERVERS]",
+)
+@click.option("--app", default=None, help="The App's import path, package.module:attribute [env SAGA_APP]")
+@click.option("--topic-prefix", default=None, help="Prefix of every topic [env SAGA_TOPIC_PREFIX]")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables")
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    database_url: str | None,
+    kafka_bootstrap_servers: str | None,
+    app: str | None,
+    topic_prefix: str | None,
+    as_json: bool,
+) -> None:
+    """Saga orchestration: workers, the outbox relay and operator commands."""
+    flags = {
+        "database_url": database_url,
+        "kafka_bootstrap_servers": kafka_bootstrap_servers,
+        "app": app,
+        "topic_prefix": topic_prefix,
+    }
+    ctx.obj = Context(flags, as_json)
+
+
+pass_ctx = click.make_pass_decorator(Context)

@@ -1,0 +1,242 @@
+"""Operator commands: ls, show, resume (retry), replay, rebuild, graph, status."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import click
+import orjson
+from rich.table import Table
+
+from eventstore import Database
+from saga import _operations as ops
+from saga._app import AppLoadError
+from saga._cli_base import Context, cli, console, pass_ctx, run, seconds, with_orchestrator
+from saga._orchestrator import Orchestrator
+
+# --- operators ---------------------------------------------------------------------------
+
+
+def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, no_wrap=column in ("saga_id", "status", "v"), overflow="fold")
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    console.print(table)
+
+
+@cli.command("ls")
+@click.option("--type", "saga_type", default=None, help="Only this saga type")
+@click.option(
+    "--status",
+    default=None,
+    help="running, compensating, completed, compensated, compensation_failed, failed",
+)
+@click.option("--older-than", default=None, help="Started before this long ago (30s, 10m, 2h)")
+@click.option(
+    "--stuck",
+    "stuck",
+    default=None,
+    is_flag=False,
+    flag_value="5m",
+    help="Stopped, or active and unchanged for this long (default 5m)",
+)
+@click.option("--limit", default=100, show_default=True)
+@pass_ctx
+def ls(
+    ctx: Context,
+    saga_type: str | None,
+    status: str | None,
+    older_than: str | None,
+    stuck: str | None,
+    limit: int,
+) -> None:
+    """List sagas, newest first."""
+    settings = ctx.settings()
+
+    async def go() -> list[dict[str, Any]]:
+        async with Database(settings.database_url) as database:
+            return await ops.list_sagas(
+                database.engine,
+                saga_type=saga_type,
+                status=status,
+                older_than_s=seconds(older_than),
+                stuck_after_s=seconds(stuck),
+                limit=limit,
+            )
+
+    rows = run(go())
+    columns = ["saga_id", "saga_type", "status", "step", "version", "updated_at", "last_error"]
+    ctx.emit(rows, lambda: _table(f"{len(rows)} saga(s)", columns, [[r[c] for c in columns] for r in rows]))
+
+
+@cli.command()
+@click.argument("saga_id")
+@pass_ctx
+def show(ctx: Context, saga_id: str) -> None:
+    """A saga's timeline of events, its folded state and data, and its messages in flight."""
+    settings = ctx.settings()
+    details = run(with_orchestrator(settings, ctx.app(settings), lambda o: ops.show(o, saga_id)))
+    data = {
+        "state": details.state.model_dump(mode="json"),
+        "timeline": details.timeline,
+        "in_flight": details.in_flight,
+        "deadline": details.deadline,
+    }
+
+    def render() -> None:
+        s = details.state
+        console.print(
+            f"[bold]{s.saga_type}[/bold] {s.saga_id}  status [bold]{s.status}[/bold]  version {s.version}"
+        )
+        if s.last_error:
+            console.print(f"last error: {s.last_error}")
+        _table(
+            "timeline",
+            ["v", "at", "event", "details"],
+            [
+                [e["version"], e["at"], e["type"], orjson.dumps(e["event"]).decode()[:100]]
+                for e in details.timeline
+            ],
+        )
+        console.print("data: " + orjson.dumps(s.data).decode())
+        if details.in_flight:
+            _table(
+                "in flight (outbox)",
+                ["topic", "message_type", "step", "attempt", "queued_at"],
+                [list(m.values()) for m in details.in_flight],
+            )
+        if details.deadline:
+            console.print("deadline: " + ", ".join(f"{k} {v}" for k, v in details.deadline.items()))
+
+    ctx.emit(data, render)
+
+
+@cli.command()
+@click.argument("saga_id")
+@click.option("--note", required=True, help="Why: recorded in the saga's events")
+@pass_ctx
+def resume(ctx: Context, saga_id: str, note: str) -> None:
+    """Resume a stopped saga (compensation_failed or failed) with fresh retry budgets, or
+    send a waiting saga's current step again. `saga retry` is the same command."""
+    settings = ctx.settings()
+    state = run(with_orchestrator(settings, ctx.app(settings), lambda o: o.resume(saga_id, note)))
+    ctx.emit(
+        state.model_dump(mode="json"),
+        lambda: click.echo(f"{saga_id}: {state.status} (version {state.version})"),
+    )
+
+
+cli.add_command(resume, name="retry")
+
+
+@cli.command()
+@click.argument("saga_id")
+@click.option(
+    "--at", "at_version", type=click.IntRange(min=1), default=None, help="Fold the events up to this version"
+)
+@pass_ctx
+def replay(ctx: Context, saga_id: str, at_version: int | None) -> None:
+    """Rebuild a saga's state from its events, as it was at a version: time travel."""
+    settings = ctx.settings()
+    state = run(with_orchestrator(settings, ctx.app(settings), lambda o: ops.replay(o, saga_id, at_version)))
+    ctx.emit(state.model_dump(mode="json"), lambda: console.print_json(state.model_dump_json()))
+
+
+@cli.command()
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Compare with the live read model instead of writing; exit 1 on differences",
+)
+@pass_ctx
+def rebuild(ctx: Context, verify: bool) -> None:
+    """Rebuild the saga_instances read model from the event store (safe while workers run)."""
+    settings = ctx.settings()
+    show_progress = not ctx.as_json and sys.stderr.isatty()
+
+    async def go(o: Orchestrator) -> list[ops.Difference]:
+        if not show_progress:
+            return await ops.rebuild(o, verify=verify)
+        with click.progressbar(length=1, label="rebuilding", file=sys.stderr) as bar:
+
+            def progress(done: int, total: int) -> None:
+                bar.length = total
+                bar.update(1)
+
+            return await ops.rebuild(o, verify=verify, progress=progress)
+
+    differences = run(with_orchestrator(settings, ctx.app(settings), go))
+    rows = [d.__dict__ for d in differences]
+
+    def render() -> None:
+        if not verify:
+            click.echo("rebuilt saga_instances from the event store")
+        elif not differences:
+            click.echo("no differences: saga_instances matches the event store")
+        else:
+            _table(
+                f"{len(differences)} difference(s)",
+                ["saga_id", "column", "live", "rebuilt"],
+                [[d.saga_id, d.column, d.live, d.rebuilt] for d in differences],
+            )
+
+    ctx.emit({"differences": rows}, render)
+    if verify and differences:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("saga_type")
+@pass_ctx
+def graph(ctx: Context, saga_type: str) -> None:
+    """A Mermaid diagram of a saga: steps, compensations, the pivot and timeouts."""
+    settings = ctx.settings()
+    try:
+        saga = ctx.app(settings).saga(saga_type)
+    except AppLoadError as exc:
+        raise click.ClickException(str(exc)) from None
+    diagram = ops.graph(saga)
+    ctx.emit({"saga_type": saga_type, "mermaid": diagram}, lambda: click.echo(diagram))
+
+
+@cli.command()
+@pass_ctx
+def status(ctx: Context) -> None:
+    """Relay lag, sagas per status, the oldest active saga, dead-letter counts."""
+    settings = ctx.settings()
+
+    async def go() -> dict[str, Any]:
+        async with Database(settings.database_url) as database:
+            result = await ops.status(database.engine)
+        try:
+            result["dead_letters"] = await asyncio.wait_for(
+                ops.dead_letter_counts(settings.kafka_bootstrap_servers, settings.topic_prefix), timeout=20
+            )
+        except Exception as exc:
+            result["dead_letters"] = f"unavailable: {exc!r}"
+        return result
+
+    result = run(go())
+
+    def render() -> None:
+        console.print(
+            f"outbox: {result['outbox_pending']} pending, oldest {result['outbox_oldest_age_s']:.1f}s"
+        )
+        _table("sagas", ["status", "count"], [[k, v] for k, v in sorted(result["sagas"].items())])
+        oldest = result["oldest_active"]
+        console.print(
+            f"oldest active: {oldest['saga_id']} ({oldest['status']} since {oldest['created_at']})"
+            if oldest
+            else "oldest active: none"
+        )
+        dead = result["dead_letters"]
+        if isinstance(dead, dict):
+            _table("dead letters", ["topic", "records"], [[k, v] for k, v in dead.items()] or [["none", 0]])
+        else:
+            console.print(f"dead letters: {dead}")
+
+    ctx.emit(result, render)

@@ -1,0 +1,124 @@
+"""`saga db upgrade` and the long-running processes: relay, orchestrator worker, participant."""
+
+from __future__ import annotations
+
+import click
+
+from eventstore import Database, upgrade
+from outbox import Relay
+from saga._cli_base import Context, cli, configure_logging, pass_ctx, run, with_orchestrator
+from saga._orchestrator import Orchestrator
+from saga._participant import Participant
+from saga._process import run as run_process
+from saga._process import run_until_signalled
+from saga._worker import OrchestratorWorker
+
+# --- schema and workers ------------------------------------------------------------------
+
+
+@cli.group()
+def db() -> None:
+    """The database schema."""
+
+
+@db.command("upgrade")
+@pass_ctx
+def db_upgrade(ctx: Context) -> None:
+    """Apply the migrations not applied yet (safe to run again, and concurrently)."""
+    from saga import all_migrations
+
+    settings = ctx.settings()
+
+    async def go() -> list[str]:
+        async with Database(settings.database_url) as database:
+            applied = await upgrade(database.engine, all_migrations())
+        return [f"{m.component} {m.version:04d}_{m.name}" for m in applied]
+
+    applied = run(go())
+    ctx.emit(
+        {"applied": applied},
+        lambda: click.echo(
+            "\n".join(
+                [
+                    *(f"applied {a}" for a in applied),
+                    f"{len(applied)} migration(s) applied" if applied else "schema is up to date",
+                ]
+            )
+        ),
+    )
+
+
+@cli.command()
+@click.option(
+    "--batch-size",
+    "relay_batch_size",
+    type=int,
+    default=None,
+    help="Rows per batch [env SAGA_RELAY_BATCH_SIZE]",
+)
+@pass_ctx
+def relay(ctx: Context, relay_batch_size: int | None) -> None:
+    """Run the outbox relay: publish committed outbox rows to Kafka until SIGTERM."""
+    settings = ctx.settings(relay_batch_size=relay_batch_size)
+    configure_logging(settings)
+
+    async def go() -> None:
+        async with Database(settings.database_url) as database:
+            worker = Relay(
+                database,
+                settings.kafka_bootstrap_servers,
+                batch_size=settings.relay_batch_size,
+                poll_interval_s=settings.relay_poll_interval_s,
+            )
+            await run_until_signalled(worker.start, worker.stop, worker.wait)
+
+    run_process(go(), settings.event_loop)
+
+
+@cli.command()
+@pass_ctx
+def worker(ctx: Context) -> None:
+    """Run an orchestrator worker (replies and deadlines) for the app's sagas until SIGTERM."""
+    settings = ctx.settings()
+    configure_logging(settings)
+    app = ctx.app(settings)
+
+    async def go() -> None:
+        async def work(orchestrator: Orchestrator) -> None:
+            w = OrchestratorWorker(
+                orchestrator, settings.kafka_bootstrap_servers, slow_batch_s=settings.slow_batch_s
+            )
+            await run_until_signalled(w.start, w.stop, w.wait)
+
+        await with_orchestrator(settings, app, work)
+
+    run_process(go(), settings.event_loop)
+
+
+@cli.command()
+@click.argument("service")
+@pass_ctx
+def participant(ctx: Context, service: str) -> None:
+    """Run the app's handlers of one participant SERVICE until SIGTERM."""
+    settings = ctx.settings()
+    configure_logging(settings)
+    app = ctx.app(settings)
+    if service not in app.participants:
+        raise click.ClickException(
+            f"the app has no participant {service!r} (it has: {', '.join(app.participants)})"
+        )
+
+    async def go() -> None:
+        async with Database(settings.database_url) as database:
+            p = Participant(
+                database,
+                settings.kafka_bootstrap_servers,
+                service=service,
+                messages=app.messages,
+                handlers=app.participants[service],
+                topic_prefix=settings.topic_prefix,
+                slow_batch_s=settings.slow_batch_s,
+            )
+            await run_until_signalled(p.start, p.stop, p.wait)
+
+    run_process(go(), settings.event_loop)

@@ -1,0 +1,83 @@
+"""The saga wire contract, shared by the orchestrator and the participants.
+
+Saga ids, stream names, lock keys, topic and consumer-group names, dead-letter names, the
+ids of the commands a saga sends, and `StepRefused`, the failure reply. Participants import
+this module, never the orchestrator.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from pydantic import BaseModel, ConfigDict
+
+from outbox import MessageRegistry
+
+SAGA_ID_NAMESPACE = uuid.UUID("5a9a0000-0000-4000-8000-000000000001")
+STREAM_PREFIX = "saga:"
+DEAD_LETTER_SUFFIX = ".dlq"
+
+
+class StepRefused(BaseModel):
+    """The failure reply a participant sends when it refuses a command."""
+
+    model_config = ConfigDict(frozen=True)
+    reason: str
+
+
+STEP_REFUSED = "saga.step_refused"
+
+
+def stream_of(saga_id: str) -> str:
+    """The event stream of a saga; also the key of its advisory lock."""
+    return f"{STREAM_PREFIX}{saga_id}"
+
+
+def saga_id_of(stream_id: str) -> str:
+    return stream_id.removeprefix(STREAM_PREFIX)
+
+
+def lock_key(saga_id: str) -> str:
+    """What every decision on a saga locks (hashed by Postgres into an advisory lock key)."""
+    return stream_of(saga_id)
+
+
+def saga_id_for(saga_type: str, key: str) -> str:
+    """Starting twice with the same key names the same saga: that is what makes start idempotent."""
+    return str(uuid.uuid5(SAGA_ID_NAMESPACE, f"{saga_type}\x00{key}"))
+
+
+def command_id(saga_id: str, step: str, phase: str, attempt: int) -> uuid.UUID:
+    """The message id of a step's command: one per attempt, the same however often the
+    decision that sends it is computed (so the decider stays pure and a resent decision
+    cannot send a second, different command)."""
+    return uuid.uuid5(SAGA_ID_NAMESPACE, f"{saga_id}\x00{step}\x00{phase}\x00{attempt}")
+
+
+def with_saga_messages(registry: MessageRegistry) -> MessageRegistry:
+    if STEP_REFUSED not in registry:
+        registry.register(StepRefused, STEP_REFUSED)
+    return registry
+
+
+class Topics:
+    """Topic and consumer-group names, all under one prefix: commands per participant,
+    replies per saga type, and a dead-letter topic beside each consumed topic."""
+
+    def __init__(self, prefix: str = "saga") -> None:
+        self.prefix = prefix
+
+    def commands(self, participant: str) -> str:
+        return f"{self.prefix}.{participant}.commands"
+
+    def replies(self, saga_type: str) -> str:
+        return f"{self.prefix}.{saga_type}.replies"
+
+    def dead_letter(self, topic: str) -> str:
+        return f"{topic}{DEAD_LETTER_SUFFIX}"
+
+    def orchestrator_group(self) -> str:
+        return f"{self.prefix}.orchestrator"
+
+    def participant_group(self, service: str) -> str:
+        return f"{self.prefix}.{service}"

@@ -1,0 +1,259 @@
+"""All SQL on the saga tables: `saga_instances` (the read model), `saga_deadlines`, and the
+per-saga advisory locks. Nothing else in the package writes SQL on them.
+
+Statements take the psycopg connection under the caller's transaction
+(`eventstore.driver_connection`), so that a decision's writes can be pipelined with its
+event appends and outbox rows in one round trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+import orjson
+import psycopg
+
+from saga._decision import Deadline
+from saga._protocol import lock_key
+from saga._state import Phase, SagaState
+
+Driver = psycopg.AsyncConnection[Any]
+INSTANCE_COLUMNS = ("saga_id", "saga_type", "key", "status", "step", "version", "data", "last_error")
+ACTIVE = ("running", "compensating")
+
+# The one upsert of saga_instances, for any number of sagas: one row per saga, as columns
+# (arrays), so the statement text never changes. A row never goes back to an older version;
+# the same version may be written again (by `saga rebuild`, under the saga's lock).
+_UPSERT_INSTANCES = """
+    INSERT INTO saga_instances (saga_id, saga_type, key, status, step, version, data, last_error)
+    SELECT * FROM unnest(
+        %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::bigint[], %b::jsonb[], %b::text[]
+    )
+    ON CONFLICT (saga_id) DO UPDATE SET
+        saga_type = excluded.saga_type, key = excluded.key, status = excluded.status, step = excluded.step,
+        version = excluded.version, data = excluded.data, last_error = excluded.last_error, updated_at = now()
+    WHERE saga_instances.version <= excluded.version
+"""
+_DELETE_INSTANCES = "DELETE FROM saga_instances WHERE saga_id = ANY(%b::text[])"
+_SET_DEADLINES = """
+    INSERT INTO saga_deadlines (saga_id, saga_type, step, phase, attempt, kind, due_at)
+    SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::int[], %b::text[], %b::timestamptz[])
+    ON CONFLICT (saga_id) DO UPDATE SET
+        step = excluded.step, phase = excluded.phase, attempt = excluded.attempt, kind = excluded.kind,
+        due_at = excluded.due_at
+"""
+_CLEAR_DEADLINES = "DELETE FROM saga_deadlines WHERE saga_id = ANY(%b::text[])"
+_MATCHES = "saga_id = %s AND step = %s AND phase = %s AND attempt = %s AND kind = %s"
+_DROP_DEADLINE = f"DELETE FROM saga_deadlines WHERE {_MATCHES}"
+_STILL_DUE = f"SELECT 1 FROM saga_deadlines WHERE {_MATCHES} AND due_at <= now()"
+_DUE = "SELECT saga_id, step, phase, attempt, kind FROM saga_deadlines WHERE due_at <= now() ORDER BY due_at LIMIT %s"
+_DEADLINE_OF = "SELECT step, phase, attempt, kind, due_at FROM saga_deadlines WHERE saga_id = %s"
+
+# Every decision on a saga first takes its lock, and takes no other lock before it. One order
+# for all lockers (reply handlers, deadline workers, operators, rebuild) means no deadlock
+# between a reply and a timeout of the same saga, and no version conflict on the append.
+_LOCK = "SELECT pg_advisory_xact_lock(hashtext(%s))"
+# Several sagas: always in the order of the lock keys, so two lockers of overlapping sets
+# cannot each hold a lock the other waits for. (A subquery with ORDER BY is not flattened:
+# the locks are taken row by row in that order.)
+_LOCK_MANY = (
+    "SELECT count(pg_advisory_xact_lock(k)) FROM "
+    "(SELECT DISTINCT hashtext(s) AS k FROM unnest(%b::text[]) AS s ORDER BY k) AS keys"
+)
+_TRY_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext(%s))"
+
+_LIST = (
+    "SELECT saga_id, saga_type, key, status, step, version, last_error, created_at, updated_at "
+    "FROM saga_instances WHERE {where} ORDER BY created_at DESC, saga_id LIMIT %(limit)s"
+)
+_ALL_INSTANCES = (
+    "SELECT saga_id, saga_type, key, status, step, version, data::text, last_error FROM saga_instances"
+)
+_COUNT_BY_STATUS = "SELECT status, count(*) FROM saga_instances GROUP BY 1"
+_OLDEST_ACTIVE = (
+    "SELECT saga_id, saga_type, status, created_at FROM saga_instances "
+    "WHERE status IN ('running', 'compensating') ORDER BY created_at LIMIT 1"
+)
+
+
+@dataclass(frozen=True)
+class DueDeadline:
+    saga_id: str
+    step: str
+    phase: Phase
+    attempt: int
+    kind: Literal["reply", "retry"]
+
+    @property
+    def match(self) -> tuple[str, str, str, int, str]:
+        return (self.saga_id, self.step, self.phase, self.attempt, self.kind)
+
+
+def instance_row(state: SagaState) -> tuple[Any, ...]:
+    """The saga_instances row a state projects to (also what `rebuild --verify` compares)."""
+    return (
+        state.saga_id,
+        state.saga_type,
+        state.key,
+        state.status,
+        state.last_step,
+        state.version,
+        orjson.dumps(state.data).decode(),
+        state.last_error,
+    )
+
+
+def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+# --- locks -------------------------------------------------------------------------------
+
+
+async def lock(driver: Driver, saga_ids: Sequence[str]) -> None:
+    await driver.execute(_LOCK_MANY, ([lock_key(s) for s in saga_ids],))
+
+
+async def lock_one(driver: Driver, saga_id: str) -> None:
+    await driver.execute(_LOCK, (lock_key(saga_id),))
+
+
+async def try_lock(driver: Driver, saga_id: str) -> bool:
+    row = await (await driver.execute(_TRY_LOCK, (lock_key(saga_id),))).fetchone()
+    return bool(row and row[0])
+
+
+# --- writes of decisions -----------------------------------------------------------------
+
+
+@dataclass
+class SagaWrites:
+    """The saga-table rows that decisions write, gathered to go out in at most three statements."""
+
+    instances: list[tuple[Any, ...]]
+    deadlines: list[tuple[Any, ...]]
+    cleared: list[str]
+
+    @classmethod
+    def empty(cls) -> SagaWrites:
+        return cls([], [], [])
+
+    def add(self, state: SagaState, deadline_changed: bool, deadline: Deadline | None) -> None:
+        self.instances.append(instance_row(state))
+        if not deadline_changed:
+            return
+        if deadline is None:
+            self.cleared.append(state.saga_id)
+        else:
+            d = deadline
+            self.deadlines.append(
+                (state.saga_id, state.saga_type, d.step, d.phase, d.attempt, d.kind, d.due_at)
+            )
+
+    async def execute(self, driver: Driver) -> None:
+        """Send the statements (inside the caller's pipeline, if any)."""
+        if self.deadlines:
+            await driver.execute(_SET_DEADLINES, _columns(self.deadlines))
+        if self.cleared:
+            await driver.execute(_CLEAR_DEADLINES, (self.cleared,))
+        if self.instances:
+            await driver.execute(_UPSERT_INSTANCES, _columns(self.instances))
+
+
+async def replace_instance(driver: Driver, state: SagaState) -> None:
+    """Rewrite a saga's row from its state whatever the row held (the caller holds the lock)."""
+    await driver.execute(_DELETE_INSTANCES, ([state.saga_id],))
+    await driver.execute(_UPSERT_INSTANCES, _columns([instance_row(state)]))
+
+
+async def delete_instances(driver: Driver, saga_ids: Sequence[str]) -> None:
+    await driver.execute(_DELETE_INSTANCES, (list(saga_ids),))
+
+
+# --- deadlines ---------------------------------------------------------------------------
+
+
+async def due_deadlines(driver: Driver, limit: int) -> list[DueDeadline]:
+    rows = await (await driver.execute(_DUE, (limit,))).fetchall()
+    return [DueDeadline(*row) for row in rows]
+
+
+async def still_due(driver: Driver, due: DueDeadline) -> bool:
+    return await (await driver.execute(_STILL_DUE, due.match)).fetchone() is not None
+
+
+async def drop_deadline(driver: Driver, due: DueDeadline) -> None:
+    await driver.execute(_DROP_DEADLINE, due.match)
+
+
+async def deadline_row(driver: Driver, saga_id: str) -> dict[str, Any] | None:
+    row = await (await driver.execute(_DEADLINE_OF, (saga_id,))).fetchone()
+    if row is None:
+        return None
+    return dict(zip(("step", "phase", "attempt", "kind", "due_at"), row, strict=True))
+
+
+# --- reads for operators -----------------------------------------------------------------
+
+
+async def list_instances(
+    driver: Driver,
+    *,
+    saga_type: str | None = None,
+    status: str | None = None,
+    older_than_s: float | None = None,
+    stuck_after_s: float | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """Sagas from the read model, newest first. `stuck_after_s`: active and unchanged that long,
+    or stopped in compensation_failed / failed."""
+    where = ["true"]
+    params: dict[str, Any] = {"limit": limit}
+    if saga_type:
+        where.append("saga_type = %(saga_type)s")
+        params["saga_type"] = saga_type
+    if status:
+        where.append("status = %(status)s")
+        params["status"] = status
+    if older_than_s is not None:
+        where.append("created_at < now() - make_interval(secs => %(older)s)")
+        params["older"] = older_than_s
+    if stuck_after_s is not None:
+        where.append(
+            "(status IN ('compensation_failed', 'failed') OR (status IN ('running', 'compensating') "
+            "AND updated_at < now() - make_interval(secs => %(stuck)s)))"
+        )
+        params["stuck"] = stuck_after_s
+    cursor = driver.cursor(row_factory=psycopg.rows.dict_row)
+    await cursor.execute(_LIST.format(where=" AND ".join(where)), params)
+    return list(await cursor.fetchall())
+
+
+async def all_instance_rows(driver: Driver) -> list[tuple[Any, ...]]:
+    return list(await (await driver.execute(_ALL_INSTANCES)).fetchall())
+
+
+async def instance_rows(driver: Driver, saga_ids: Sequence[str]) -> list[tuple[Any, ...]]:
+    sql = f"{_ALL_INSTANCES} WHERE saga_id = ANY(%b::text[])"
+    return list(await (await driver.execute(sql, (list(saga_ids),))).fetchall())
+
+
+async def count_by_status(driver: Driver) -> dict[str, int]:
+    return dict(await (await driver.execute(_COUNT_BY_STATUS)).fetchall())
+
+
+async def oldest_active(driver: Driver) -> dict[str, Any] | None:
+    row = await (await driver.execute(_OLDEST_ACTIVE)).fetchone()
+    return (
+        None if row is None else dict(zip(("saga_id", "saga_type", "status", "created_at"), row, strict=True))
+    )
+
+
+async def database_now(driver: Driver) -> datetime:
+    row = await (await driver.execute("SELECT now()")).fetchone()
+    assert row is not None
+    value: datetime = row[0]
+    return value
