@@ -137,17 +137,3 @@ def test_layers_import_only_downwards() -> None:
             for line in path.read_text().splitlines():
                 match = re.match(r"\s*(?:from|import)\s+(\w+)", line)
                 assert not (match and match[1] in above), f"{path.relative_to(root)}: {line.strip()}"
-
-
-def test_no_package_imports_another_packages_private_modules() -> None:
-    """Across packages only the names exported from `__init__` are used (`eventstore.Worker`,
-    not `eventstore._worker.Worker`)."""
-    import pathlib
-    import re
-
-    root = pathlib.Path(__file__).resolve().parent.parent
-    for package in ("eventstore", "outbox", "saga", "examples"):
-        for path in (root / package).rglob("*.py"):
-            for line in path.read_text().splitlines():
-                match = re.match(r"\s*(?:from|import)\s+(\w+)\.(_\w+)", line)
-                assert not (match and match[1] != package), f"{path.relative_to(root)}: {line.strip()}"
