@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from eventstore import driver_connection
+from eventstore._errors import is_connection_lost, is_contention
 from eventstore._worker import Worker
 from outbox import Consumer
 from saga import _repository as repo
@@ -15,9 +16,23 @@ from saga._orchestrator import Orchestrator
 log = logging.getLogger(__name__)
 
 
-async def fire_due_deadlines(orchestrator: Orchestrator, limit: int = 100) -> int:
+# A deadline whose decision fails is tried again later and later, then parked with its reason.
+DEADLINE_MAX_FAILURES = 8
+DEADLINE_BACKOFF_S = 1.0
+DEADLINE_MAX_BACKOFF_S = 300.0
+
+
+async def fire_due_deadlines(
+    orchestrator: Orchestrator,
+    limit: int = 100,
+    *,
+    max_failures: int = DEADLINE_MAX_FAILURES,
+    backoff_s: float = DEADLINE_BACKOFF_S,
+) -> int:
     """Act on deadlines that are due (timeouts, scheduled retries), each in a transaction of
-    its own. Safe from many workers: a saga another worker is deciding on is skipped."""
+    its own. Safe from many workers: a saga another worker is deciding on is skipped. A
+    firing that fails backs off and is counted; after `DEADLINE_MAX_FAILURES` it is parked
+    (`saga ls --stuck` shows it; `saga resume` takes it up again)."""
     engine = orchestrator.engine
     async with engine.connect() as conn:
         rows = await repo.due_deadlines(await driver_connection(conn), limit)
@@ -25,20 +40,46 @@ async def fire_due_deadlines(orchestrator: Orchestrator, limit: int = 100) -> in
     fired = 0
     for due in rows:
         try:
-            async with engine.begin() as conn:
-                driver = await driver_connection(conn)
-                if not await repo.try_lock(driver, due.saga_id):
-                    continue  # another worker (or a reply) is on this saga right now
-                if not await repo.still_due(driver, due):
-                    continue
-                given = DeadlineDue(due.step, due.phase, due.attempt, due.kind)
-                await orchestrator.on_deadline(conn, due.saga_id, given)
-                # When the saga had moved on, nothing was persisted: drop the stale row here.
-                await repo.drop_deadline(driver, due)
-                fired += 1
-        except Exception:
-            log.exception("saga %s: deadline %s failed; it stays due", due.saga_id, due)
+            fired += await _fire(orchestrator, due)
+        except Exception as exc:
+            if is_contention(exc) or is_connection_lost(exc):
+                raise  # not this deadline's fault: the loop waits and tries again
+            await _count_failure(orchestrator, due, exc, max_failures, backoff_s)
     return fired
+
+
+async def _fire(orchestrator: Orchestrator, due: repo.DueDeadline) -> int:
+    async with orchestrator.engine.begin() as conn:
+        driver = await driver_connection(conn)
+        if not await repo.try_lock(driver, due.saga_id):
+            return 0  # another worker (or a reply) is on this saga right now
+        if not await repo.still_due(driver, due):
+            return 0
+        given = DeadlineDue(due.step, due.phase, due.attempt, due.kind)
+        await orchestrator.on_deadline(conn, due.saga_id, given)
+        # When the saga had moved on, nothing was persisted: drop the stale row here.
+        await repo.drop_deadline(driver, due)
+    return 1
+
+
+async def _count_failure(
+    orchestrator: Orchestrator, due: repo.DueDeadline, exc: Exception, max_failures: int, backoff_s: float
+) -> None:
+    error = f"{type(exc).__name__}: {exc}"
+    backoff = min(backoff_s * 2.0**due.failures, DEADLINE_MAX_BACKOFF_S)
+    async with orchestrator.engine.begin() as conn:
+        failures, parked = await repo.deadline_failed(
+            await driver_connection(conn), due, error, backoff, max_failures
+        )
+    what = f"saga {due.saga_id}: deadline {due.kind} of {due.step}/{due.phase} #{due.attempt}"
+    if parked:
+        log.error(
+            "%s failed %d times and is parked (saga ls --stuck; saga resume): %s", what, failures, error
+        )
+    elif failures <= 1:
+        log.exception("%s failed; trying again in %.0fs", what, backoff)
+    else:
+        log.warning("%s failed again (%d times); trying again in %.0fs: %s", what, failures, backoff, error)
 
 
 class OrchestratorWorker(Worker):

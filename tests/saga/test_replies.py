@@ -51,7 +51,9 @@ async def test_a_reply_of_the_wrong_type_is_ignored_in_both_phases(engine: Async
             orchestrator, saga_id, StockReserved(reservation_id="x"), "reserve_credit", "compensation"
         )
         assert stray.status == "compensating"
-        done = await answer(orchestrator, saga_id, CreditReleased(released=True), "reserve_credit", "compensation")
+        done = await answer(
+            orchestrator, saga_id, CreditReleased(released=True), "reserve_credit", "compensation"
+        )
         assert done.status == "compensated"
     finally:
         await orchestrator.aclose()
