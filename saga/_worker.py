@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from eventstore import driver_connection
@@ -119,11 +120,55 @@ class OrchestratorWorker(Worker):
         await self.replies.stop()
 
     async def _run(self) -> None:
+        outage = Outage("orchestrator: firing deadlines")
         while not self._stopping.is_set():
             try:
                 fired = await fire_due_deadlines(self.orchestrator)
-            except Exception:
-                log.exception("orchestrator: firing deadlines failed; retrying")
-                fired = 0
+            except Exception as exc:
+                if not (is_connection_lost(exc) or is_contention(exc)):
+                    log.exception("orchestrator: firing deadlines failed; trying again")
+                await self._backoff(outage.failed(exc, self.deadline_interval_s))
+                continue
+            outage.ended()
             if not fired:
                 await self._backoff(self.deadline_interval_s)
+
+
+class Outage:
+    """One log line when a loop loses Postgres, one a minute while it lasts, one when it ends;
+    the wait between tries grows to `MAX_WAIT_S` meanwhile."""
+
+    MAX_WAIT_S = 5.0
+    REPEAT_S = 60.0
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.since: float | None = None
+        self.last_said = 0.0
+        self.wait_s = 0.0
+
+    def failed(self, exc: BaseException, base_wait_s: float) -> float:
+        """Note a failed try; returns how long to wait before the next."""
+        now = time.monotonic()
+        if self.since is None:
+            self.since, self.last_said, self.wait_s = now, now, base_wait_s
+            log.warning("%s: %s; waiting for it to come back", self.what, _short(exc))
+        elif now - self.last_said >= self.REPEAT_S:
+            self.last_said = now
+            log.warning("%s: still failing after %.0fs: %s", self.what, now - self.since, _short(exc))
+        self.wait_s = min(max(self.wait_s * 2, base_wait_s), self.MAX_WAIT_S)
+        return self.wait_s
+
+    def ended(self) -> float:
+        """Note a good try; returns how long the outage lasted (0 when there was none)."""
+        if self.since is None:
+            return 0.0
+        lasted = time.monotonic() - self.since
+        self.since = None
+        log.warning("%s: working again after %.1fs", self.what, lasted)
+        return lasted
+
+
+def _short(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".splitlines()
+    return text[0][:300] if text else type(exc).__name__
