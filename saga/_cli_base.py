@@ -82,14 +82,20 @@ async def with_orchestrator(settings: Settings, app: App, work: Callable[[Orches
         return await work(orchestrator)
 
 
+MAX_DURATION_S = 100 * 365 * 86400.0
+
+
 def seconds(value: str | None) -> float | None:
-    """'90s', '10m', '2h', '1d' or a plain number of seconds."""
+    """'90s', '10m', '2h', '1d' or a plain number of seconds (at most 100 years)."""
     if value is None:
         return None
     match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd]?)", value.strip())
     if not match:
         raise click.BadParameter(f"{value!r} is not a duration like 30s, 10m, 2h or 1d")
-    return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+    result = float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+    if result > MAX_DURATION_S:
+        raise click.BadParameter(f"{value!r} is longer than 100 years")
+    return result
 
 
 @click.group()

@@ -44,7 +44,7 @@ def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     flag_value="5m",
     help="Stopped, or active and unchanged for this long (default 5m)",
 )
-@click.option("--limit", default=100, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1, max=100_000), default=100, show_default=True)
 @pass_ctx
 def ls(
     ctx: Context,

@@ -48,6 +48,7 @@ class Participant(Consumer):
         **consumer_options: Any,
     ) -> None:
         self.service = service
+        self.naming = Topics(topic_prefix)
         self.outbox = Outbox(with_saga_messages(messages))
         self.command_handlers = {messages.type_of_model(model).name: h for model, h in handlers.items()}
         super().__init__(
@@ -61,6 +62,21 @@ class Participant(Consumer):
             **consumer_options,
         )
 
+    def _addressed(self, envelope: Envelope) -> tuple[str, str]:
+        """A command says which saga asks and where to answer (its saga id and reply topic);
+        one that does not is dead-lettered."""
+        what = f"command {envelope.message_type} {envelope.message_id}"
+        if not envelope.saga_id:
+            raise MessageDecodeError(f"{what} names no saga (no saga_id header)")
+        if not envelope.reply_topic:
+            raise MessageDecodeError(f"{what} has no reply topic (no reply_topic header)")
+        if not self.naming.is_reply_topic(envelope.reply_topic):
+            raise MessageDecodeError(
+                f"{what} asks for replies on {envelope.reply_topic[:300]!r}, which is not a reply topic "
+                f"under the prefix {self.naming.prefix!r} (<prefix>.<saga type>.replies)"
+            )
+        return envelope.saga_id, envelope.reply_topic
+
     async def _reply_one(self, conn: AsyncConnection, command: Any, envelope: Envelope) -> None:
         await self._reply_all(conn, [Delivery(self._reply_one, command, envelope)])
 
@@ -71,10 +87,7 @@ class Participant(Consumer):
         replies = []
         for d in deliveries:
             envelope = d.envelope
-            if not envelope.reply_topic or not envelope.saga_id:
-                raise MessageDecodeError(
-                    f"command {envelope.message_type} {envelope.message_id} has no reply topic"
-                )
+            saga_id, reply_topic = self._addressed(envelope)
             await savepoint.take()
             try:
                 reply = await self.command_handlers[envelope.message_type](conn, d.message, envelope)
@@ -83,7 +96,7 @@ class Participant(Consumer):
                 reply = StepRefused(reason=refusal.reason)
             reply_envelope = self.outbox.envelope(
                 reply,
-                saga_id=envelope.saga_id,
+                saga_id=saga_id,
                 saga_type=envelope.saga_type,
                 step=envelope.step,
                 phase=envelope.phase,
@@ -92,5 +105,5 @@ class Participant(Consumer):
                 causation_id=str(envelope.message_id),
                 traceparent=child_traceparent(envelope.traceparent),
             )
-            replies.append(Outgoing(reply, envelope.reply_topic, envelope.saga_id, reply_envelope))
+            replies.append(Outgoing(reply, reply_topic, saga_id, reply_envelope))
         await self.outbox.put_many(conn, replies)

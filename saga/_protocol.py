@@ -7,6 +7,7 @@ this module, never the orchestrator.
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from pydantic import BaseModel, ConfigDict
@@ -16,6 +17,7 @@ from outbox import MessageRegistry
 SAGA_ID_NAMESPACE = uuid.UUID("5a9a0000-0000-4000-8000-000000000001")
 STREAM_PREFIX = "saga:"
 DEAD_LETTER_SUFFIX = ".dlq"
+_LEGAL_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 
 class StepRefused(BaseModel):
@@ -72,6 +74,17 @@ class Topics:
 
     def replies(self, saga_type: str) -> str:
         return f"{self.prefix}.{saga_type}.replies"
+
+    def is_reply_topic(self, topic: str) -> bool:
+        """Whether a command's `reply_topic` header names a reply topic under this prefix: a
+        participant answers there only, never to a topic a garbled command names."""
+        name = topic.removeprefix(f"{self.prefix}.").removesuffix(".replies")
+        return (
+            _LEGAL_TOPIC.fullmatch(topic) is not None
+            and topic == self.replies(name)
+            and bool(name.strip("."))
+            and ".." not in name
+        )
 
     def dead_letter(self, topic: str) -> str:
         return f"{topic}{DEAD_LETTER_SUFFIX}"

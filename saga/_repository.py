@@ -43,14 +43,26 @@ _SET_DEADLINES = """
     SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::int[], %b::text[], %b::timestamptz[])
     ON CONFLICT (saga_id) DO UPDATE SET
         step = excluded.step, phase = excluded.phase, attempt = excluded.attempt, kind = excluded.kind,
-        due_at = excluded.due_at
+        due_at = excluded.due_at, failures = 0, last_error = NULL, parked_at = NULL
 """
 _CLEAR_DEADLINES = "DELETE FROM saga_deadlines WHERE saga_id = ANY(%b::text[])"
 _MATCHES = "saga_id = %s AND step = %s AND phase = %s AND attempt = %s AND kind = %s"
 _DROP_DEADLINE = f"DELETE FROM saga_deadlines WHERE {_MATCHES}"
-_STILL_DUE = f"SELECT 1 FROM saga_deadlines WHERE {_MATCHES} AND due_at <= now()"
-_DUE = "SELECT saga_id, step, phase, attempt, kind FROM saga_deadlines WHERE due_at <= now() ORDER BY due_at LIMIT %s"
-_DEADLINE_OF = "SELECT step, phase, attempt, kind, due_at FROM saga_deadlines WHERE saga_id = %s"
+_STILL_DUE = f"SELECT 1 FROM saga_deadlines WHERE {_MATCHES} AND due_at <= now() AND parked_at IS NULL"
+_DUE = (
+    "SELECT saga_id, step, phase, attempt, kind, failures FROM saga_deadlines "
+    "WHERE due_at <= now() AND parked_at IS NULL ORDER BY due_at LIMIT %s"
+)
+# A failed firing moves the deadline later (so that it cannot keep the head of the due
+# queue from healthy ones), or parks it once it failed `max_failures` times.
+_FAILED = f"""
+    UPDATE saga_deadlines SET failures = failures + 1, last_error = %s,
+        due_at = now() + make_interval(secs => %s),
+        parked_at = CASE WHEN failures + 1 >= %s THEN now() END
+    WHERE {_MATCHES} RETURNING failures, parked_at IS NOT NULL
+"""
+_DEADLINE_COLUMNS = ("step", "phase", "attempt", "kind", "due_at", "failures", "last_error", "parked_at")
+_DEADLINE_OF = f"SELECT {', '.join(_DEADLINE_COLUMNS)} FROM saga_deadlines WHERE saga_id = %s"
 
 # Every decision on a saga first takes its lock, and takes no other lock before it. One order
 # for all lockers (reply handlers, deadline workers, operators, rebuild) means no deadlock
@@ -65,9 +77,12 @@ _LOCK_MANY = (
 )
 _TRY_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext(%s))"
 
+# A parked deadline's reason shows as the saga's last error: it is why the saga stands still.
 _LIST = (
-    "SELECT saga_id, saga_type, key, status, step, version, last_error, created_at, updated_at "
-    "FROM saga_instances WHERE {where} ORDER BY created_at DESC, saga_id LIMIT %(limit)s"
+    "SELECT i.saga_id, i.saga_type, i.key, i.status, i.step, i.version, "
+    "coalesce('parked: ' || d.last_error, i.last_error) AS last_error, i.created_at, i.updated_at "
+    "FROM saga_instances i LEFT JOIN saga_deadlines d ON d.saga_id = i.saga_id AND d.parked_at IS NOT NULL "
+    "WHERE {where} ORDER BY i.created_at DESC, i.saga_id LIMIT %(limit)s"
 )
 _ALL_INSTANCES = (
     "SELECT saga_id, saga_type, key, status, step, version, data::text, last_error FROM saga_instances"
@@ -86,6 +101,7 @@ class DueDeadline:
     phase: Phase
     attempt: int
     kind: Literal["reply", "retry"]
+    failures: int = 0
 
     @property
     def match(self) -> tuple[str, str, str, int, str]:
@@ -189,11 +205,21 @@ async def drop_deadline(driver: Driver, due: DueDeadline) -> None:
     await driver.execute(_DROP_DEADLINE, due.match)
 
 
+async def deadline_failed(
+    driver: Driver, due: DueDeadline, error: str, backoff_s: float, max_failures: int
+) -> tuple[int, bool]:
+    """Count a failed firing; returns (failures so far, parked now)."""
+    row = await (
+        await driver.execute(_FAILED, (error[:2000], backoff_s, max_failures, *due.match))
+    ).fetchone()
+    return (0, False) if row is None else (int(row[0]), bool(row[1]))
+
+
 async def deadline_row(driver: Driver, saga_id: str) -> dict[str, Any] | None:
     row = await (await driver.execute(_DEADLINE_OF, (saga_id,))).fetchone()
     if row is None:
         return None
-    return dict(zip(("step", "phase", "attempt", "kind", "due_at"), row, strict=True))
+    return dict(zip(_DEADLINE_COLUMNS, row, strict=True))
 
 
 # --- reads for operators -----------------------------------------------------------------
@@ -213,18 +239,18 @@ async def list_instances(
     where = ["true"]
     params: dict[str, Any] = {"limit": limit}
     if saga_type:
-        where.append("saga_type = %(saga_type)s")
+        where.append("i.saga_type = %(saga_type)s")
         params["saga_type"] = saga_type
     if status:
-        where.append("status = %(status)s")
+        where.append("i.status = %(status)s")
         params["status"] = status
     if older_than_s is not None:
-        where.append("created_at < now() - make_interval(secs => %(older)s)")
+        where.append("i.created_at < now() - make_interval(secs => %(older)s)")
         params["older"] = older_than_s
     if stuck_after_s is not None:
         where.append(
-            "(status IN ('compensation_failed', 'failed') OR (status IN ('running', 'compensating') "
-            "AND updated_at < now() - make_interval(secs => %(stuck)s)))"
+            "(i.status IN ('compensation_failed', 'failed') OR d.parked_at IS NOT NULL OR "
+            "(i.status IN ('running', 'compensating') AND i.updated_at < now() - make_interval(secs => %(stuck)s)))"
         )
         params["stuck"] = stuck_after_s
     cursor = driver.cursor(row_factory=psycopg.rows.dict_row)

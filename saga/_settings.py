@@ -34,7 +34,13 @@ class Settings(BaseModel):
     kafka_bootstrap_servers: str = Field(
         "127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,...]"
     )
-    topic_prefix: str = Field("saga", description="Prefix of every topic name", pattern=r"^[A-Za-z0-9._-]+$")
+    topic_prefix: str = Field(
+        "saga",
+        description="Prefix of every topic name (letters, digits, '.', '_', '-'; at most 150 characters, "
+        "so that every topic derived from it stays within Kafka's 249)",
+        pattern=r"^[A-Za-z0-9._-]+$",
+        max_length=150,
+    )
     relay_batch_size: int = Field(500, ge=1, le=10_000, description="Outbox rows the relay sends per batch")
     relay_poll_interval_s: float = Field(1.0, gt=0, description="Relay poll interval when no NOTIFY arrives")
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="Log level")

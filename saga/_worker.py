@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
-from eventstore import Worker, driver_connection
+from eventstore import ErrorKind, Worker, classify_error, driver_connection
 from outbox import Consumer
 from saga import _repository as repo
 from saga._decision import DeadlineDue
@@ -14,9 +15,23 @@ from saga._orchestrator import Orchestrator
 log = logging.getLogger(__name__)
 
 
-async def fire_due_deadlines(orchestrator: Orchestrator, limit: int = 100) -> int:
+# A deadline whose decision fails is tried again later and later, then parked with its reason.
+DEADLINE_MAX_FAILURES = 8
+DEADLINE_BACKOFF_S = 1.0
+DEADLINE_MAX_BACKOFF_S = 300.0
+
+
+async def fire_due_deadlines(
+    orchestrator: Orchestrator,
+    limit: int = 100,
+    *,
+    max_failures: int = DEADLINE_MAX_FAILURES,
+    backoff_s: float = DEADLINE_BACKOFF_S,
+) -> int:
     """Act on deadlines that are due (timeouts, scheduled retries), each in a transaction of
-    its own. Safe from many workers: a saga another worker is deciding on is skipped."""
+    its own. Safe from many workers: a saga another worker is deciding on is skipped. A
+    firing that fails backs off and is counted; after `DEADLINE_MAX_FAILURES` it is parked
+    (`saga ls --stuck` shows it; `saga resume` takes it up again)."""
     engine = orchestrator.engine
     async with engine.connect() as conn:
         rows = await repo.due_deadlines(await driver_connection(conn), limit)
@@ -24,20 +39,46 @@ async def fire_due_deadlines(orchestrator: Orchestrator, limit: int = 100) -> in
     fired = 0
     for due in rows:
         try:
-            async with engine.begin() as conn:
-                driver = await driver_connection(conn)
-                if not await repo.try_lock(driver, due.saga_id):
-                    continue  # another worker (or a reply) is on this saga right now
-                if not await repo.still_due(driver, due):
-                    continue
-                given = DeadlineDue(due.step, due.phase, due.attempt, due.kind)
-                await orchestrator.on_deadline(conn, due.saga_id, given)
-                # When the saga had moved on, nothing was persisted: drop the stale row here.
-                await repo.drop_deadline(driver, due)
-                fired += 1
-        except Exception:
-            log.exception("saga %s: deadline %s failed; it stays due", due.saga_id, due)
+            fired += await _fire(orchestrator, due)
+        except Exception as exc:
+            if classify_error(exc) in (ErrorKind.CONTENTION, ErrorKind.CONNECTION_LOST):
+                raise  # not this deadline's fault: the loop waits and tries again
+            await _count_failure(orchestrator, due, exc, max_failures, backoff_s)
     return fired
+
+
+async def _fire(orchestrator: Orchestrator, due: repo.DueDeadline) -> int:
+    async with orchestrator.engine.begin() as conn:
+        driver = await driver_connection(conn)
+        if not await repo.try_lock(driver, due.saga_id):
+            return 0  # another worker (or a reply) is on this saga right now
+        if not await repo.still_due(driver, due):
+            return 0
+        given = DeadlineDue(due.step, due.phase, due.attempt, due.kind)
+        await orchestrator.on_deadline(conn, due.saga_id, given)
+        # When the saga had moved on, nothing was persisted: drop the stale row here.
+        await repo.drop_deadline(driver, due)
+    return 1
+
+
+async def _count_failure(
+    orchestrator: Orchestrator, due: repo.DueDeadline, exc: Exception, max_failures: int, backoff_s: float
+) -> None:
+    error = f"{type(exc).__name__}: {exc}"
+    backoff = min(backoff_s * 2.0**due.failures, DEADLINE_MAX_BACKOFF_S)
+    async with orchestrator.engine.begin() as conn:
+        failures, parked = await repo.deadline_failed(
+            await driver_connection(conn), due, error, backoff, max_failures
+        )
+    what = f"saga {due.saga_id}: deadline {due.kind} of {due.step}/{due.phase} #{due.attempt}"
+    if parked:
+        log.error(
+            "%s failed %d times and is parked (saga ls --stuck; saga resume): %s", what, failures, error
+        )
+    elif failures <= 1:
+        log.exception("%s failed; trying again in %.0fs", what, backoff)
+    else:
+        log.warning("%s failed again (%d times); trying again in %.0fs: %s", what, failures, backoff, error)
 
 
 class OrchestratorWorker(Worker):
@@ -77,11 +118,55 @@ class OrchestratorWorker(Worker):
         await self.replies.stop()
 
     async def _run(self) -> None:
+        outage = Outage("orchestrator: firing deadlines")
         while not self._stopping.is_set():
             try:
                 fired = await fire_due_deadlines(self.orchestrator)
-            except Exception:
-                log.exception("orchestrator: firing deadlines failed; retrying")
-                fired = 0
+            except Exception as exc:
+                if classify_error(exc) not in (ErrorKind.CONNECTION_LOST, ErrorKind.CONTENTION):
+                    log.exception("orchestrator: firing deadlines failed; trying again")
+                await self._backoff(outage.failed(exc, self.deadline_interval_s))
+                continue
+            outage.ended()
             if not fired:
                 await self._backoff(self.deadline_interval_s)
+
+
+class Outage:
+    """One log line when a loop loses Postgres, one a minute while it lasts, one when it ends;
+    the wait between tries grows to `MAX_WAIT_S` meanwhile."""
+
+    MAX_WAIT_S = 5.0
+    REPEAT_S = 60.0
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.since: float | None = None
+        self.last_said = 0.0
+        self.wait_s = 0.0
+
+    def failed(self, exc: BaseException, base_wait_s: float) -> float:
+        """Note a failed try; returns how long to wait before the next."""
+        now = time.monotonic()
+        if self.since is None:
+            self.since, self.last_said, self.wait_s = now, now, base_wait_s
+            log.warning("%s: %s; waiting for it to come back", self.what, _short(exc))
+        elif now - self.last_said >= self.REPEAT_S:
+            self.last_said = now
+            log.warning("%s: still failing after %.0fs: %s", self.what, now - self.since, _short(exc))
+        self.wait_s = min(max(self.wait_s * 2, base_wait_s), self.MAX_WAIT_S)
+        return self.wait_s
+
+    def ended(self) -> float:
+        """Note a good try; returns how long the outage lasted (0 when there was none)."""
+        if self.since is None:
+            return 0.0
+        lasted = time.monotonic() - self.since
+        self.since = None
+        log.warning("%s: working again after %.1fs", self.what, lasted)
+        return lasted
+
+
+def _short(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".splitlines()
+    return text[0][:300] if text else type(exc).__name__

@@ -645,6 +645,7 @@ async def test_resume_of_a_compensation_failed_saga_records_the_operator_and_goe
             "SAGA_EVENT_LOOP: Input should be 'auto', 'asyncio' or 'uvloop' (got 'trio')",
         ),
         ("SAGA_SLOW_BATCH_S", "0", "SAGA_SLOW_BATCH_S: Input should be greater than 0 (got '0')"),
+        ("SAGA_TOPIC_PREFIX", "p" * 300, "SAGA_TOPIC_PREFIX: String should have at most 150 characters"),
     ],
 )
 def test_a_bad_worker_setting_is_refused_naming_the_variable(
@@ -687,3 +688,17 @@ async def test_rebuild_beside_live_traffic_reports_nothing_and_deletes_no_live_r
     assert len(started) > 150  # traffic really ran beside both
     assert await scalar(engine, "SELECT count(*) FROM saga_instances") == len(started)
     assert (await cli("--json", "rebuild", "--verify")).json() == {"differences": []}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("ls", "--limit", "-1"), "Invalid value for '--limit': -1 is not in the range 1<=x<=100000"),
+        (("ls", "--older-than", "99999999999d"), "'99999999999d' is longer than 100 years"),
+    ],
+)
+async def test_out_of_range_options_are_one_clear_line(cli: Cli, args: tuple[str, ...], message: str) -> None:
+    result = await cli(*args)
+    assert result.code == 2, result.describe()
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr

@@ -9,7 +9,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from examples.orders.messages import ReleaseCredit, StockReserved
+from examples.orders.messages import ReleaseCredit, ReserveStock, StockReserved
 from examples.orders.saga import (
     ApproveOrderStep,
     ChargePaymentStep,
@@ -20,7 +20,7 @@ from examples.orders.saga import (
 from examples.orders.services import release_credit
 from outbox import Envelope
 from saga import Refused, RetryPolicy, Saga, saga_event_registry, stream_of
-from tests.helpers import kafka_headers, wait_for
+from tests.helpers import Collector, kafka_headers, wait_for
 from tests.saga.conftest import System
 
 
@@ -236,3 +236,42 @@ def test_event_types_have_stable_names() -> None:
     registry = saga_event_registry()
     assert "saga.started" in registry
     assert "saga.reply_ignored" in registry
+
+
+async def test_a_participant_answers_only_to_reply_topics_it_trusts(system: System) -> None:
+    """Commands that ask for replies on a topic that is not a reply topic under the prefix, or
+    name no saga, are dead-lettered with the reason; the participant goes on."""
+    topic = system.orchestrator.topics.commands("inventory")
+    command = ReserveStock(order_id="o-stray", sku="widget", quantity=1)
+    asks = {
+        ".": "is not a reply topic",
+        "..": "is not a reply topic",
+        "elsewhere.OrderSaga.replies": "is not a reply topic",
+        system.orchestrator.topics.commands("customers"): "is not a reply topic",
+        system.orchestrator.topics.replies(".."): "is not a reply topic",
+    }
+    producer = AIOKafkaProducer(bootstrap_servers=system.bootstrap, acks="all")
+    await producer.start()
+    try:
+        for reply_topic in [*asks, None]:
+            envelope = system.orchestrator.outbox.envelope(
+                command,
+                saga_id=None if reply_topic is None else "stray-saga",
+                saga_type="OrderSaga",
+                step="reserve_stock",
+                phase="action",
+                attempt=1,
+                reply_topic=reply_topic or system.orchestrator.topics.replies("OrderSaga"),
+            )
+            await producer.send_and_wait(
+                topic, command.model_dump_json().encode(), key=b"stray", headers=kafka_headers(envelope)
+            )
+    finally:
+        await producer.stop()
+    async with Collector(system.bootstrap, [f"{topic}.dlq"]) as dead:
+        await wait_for(lambda: len(dead.records) >= len(asks) + 1, 60, "every stray command dead-lettered")
+        reasons = [dead.headers(i)["dlq_reason"] for i in range(len(dead.records))]
+    assert sum("is not a reply topic under the prefix" in r for r in reasons) == len(asks)
+    assert sum("names no saga" in r for r in reasons) == 1
+    saga_id = await system.order(customer="alice", amount="5")
+    await system.wait_status(saga_id, "completed")
