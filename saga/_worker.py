@@ -123,15 +123,27 @@ class OrchestratorWorker(Worker):
         outage = Outage("orchestrator: firing deadlines")
         while not self._stopping.is_set():
             try:
+                if outage.active:
+                    # Before any deadline fires: our own outage is not the participants' silence.
+                    await self._credit(outage.lasted())
+                    outage.ended()
                 fired = await fire_due_deadlines(self.orchestrator)
             except Exception as exc:
-                if not (is_connection_lost(exc) or is_contention(exc)):
+                if is_connection_lost(exc):
+                    await self._backoff(outage.failed(exc, self.deadline_interval_s))
+                    continue
+                if not is_contention(exc):
                     log.exception("orchestrator: firing deadlines failed; trying again")
-                await self._backoff(outage.failed(exc, self.deadline_interval_s))
+                await self._backoff(self.deadline_interval_s)
                 continue
-            outage.ended()
             if not fired:
                 await self._backoff(self.deadline_interval_s)
+
+    async def _credit(self, lasted_s: float) -> None:
+        """Move the pending reply deadlines later by the outage (raises while still down)."""
+        async with self.orchestrator.engine.begin() as conn:
+            moved, credited = await repo.credit_outage(await driver_connection(conn), lasted_s)
+        log.warning("orchestrator: %d reply deadline(s) moved %.1fs later for the outage", moved, credited)
 
 
 class Outage:
@@ -159,14 +171,17 @@ class Outage:
         self.wait_s = min(max(self.wait_s * 2, base_wait_s), self.MAX_WAIT_S)
         return self.wait_s
 
-    def ended(self) -> float:
-        """Note a good try; returns how long the outage lasted (0 when there was none)."""
-        if self.since is None:
-            return 0.0
-        lasted = time.monotonic() - self.since
+    @property
+    def active(self) -> bool:
+        return self.since is not None
+
+    def lasted(self) -> float:
+        return 0.0 if self.since is None else time.monotonic() - self.since
+
+    def ended(self) -> None:
+        if self.since is not None:
+            log.warning("%s: working again after %.1fs", self.what, self.lasted())
         self.since = None
-        log.warning("%s: working again after %.1fs", self.what, lasted)
-        return lasted
 
 
 def _short(exc: BaseException) -> str:
