@@ -74,6 +74,14 @@ async def check_invariants(
         ).scalar_one()
         outbox = (await conn.execute(text("SELECT count(*) FROM outbox"))).scalar_one()
         read_model = await read_model_matches_events(conn)
+        recorded = (
+            await conn.execute(
+                text(
+                    "SELECT data->>'order_id', data->>'credit_reservation', data->>'stock_reservation', "
+                    "data->>'payment_id' FROM saga_instances WHERE status = 'completed'"
+                )
+            )
+        ).all()
     completed = {o for o, s in status.items() if s == "completed"}
     credit: dict[str, Decimal] = {}
     taken: dict[str, int] = {}
@@ -100,4 +108,8 @@ async def check_invariants(
         "no command took effect twice for one attempt": twice == 0,
         "outbox drained": outbox == 0,
         "saga_instances = the fold of each saga's events": read_model,
+        "each completed saga recorded its own order's reservations and payment": all(
+            (credit_id, stock_id, payment_id) == (f"credit-{o}", f"stock-{o}", f"pay-{o}")
+            for o, credit_id, stock_id, payment_id in recorded
+        ),
     }
