@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -89,8 +92,15 @@ class Orders:
         await wait_for(done, deadline_s, f"all {len(orders)} sagas to end and the outbox to drain")
 
     async def assert_invariants(self, orders: list[OrderData]) -> None:
+        """The example's invariants, and no message dead-lettered (as `saga status` counts)."""
         checks = await check_invariants(self.engine, orders, STOCK)
         assert [name for name, holds in checks.items() if not holds] == []
+        status = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "saga", "--json", "status", env=self.cluster.env(), stdout=subprocess.PIPE
+        )
+        out, _ = await asyncio.wait_for(status.communicate(), timeout=60)
+        assert status.returncode == 0
+        assert orjson.loads(out)["dead_letters"] == {}
 
     def stop_all(self) -> None:
         codes = self.cluster.stop_all()
