@@ -76,10 +76,10 @@ def parse_crash_at(value: str) -> dict[str, int]:
         if not at:
             armed[name] = 1
             continue
-        if not count.strip().isdigit() or int(count) < 1:
+        if not (count.strip().isascii() and count.strip().isdigit()) or int(count) < 1:
             raise CrashPointError(
-                f"{ENV_VAR}: {item.strip()!r}: after '@' comes how many times to pass the point "
-                f"before crashing, a whole number >= 1"
+                f"{ENV_VAR}: {item.strip()!r}: after '@' comes the pass that crashes, "
+                f"a whole number >= 1 (1 = the first time the point is reached)"
             )
         armed[name] = int(count)
     return armed
