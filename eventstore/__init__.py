@@ -1,5 +1,6 @@
 """Append-only event store on Postgres: streams, a gap-free global feed, snapshots, subscriptions."""
 
+from eventstore._crash import CrashPointError, crash_point
 from eventstore._engine import (
     AutocommitConnections,
     create_engine,
@@ -41,6 +42,7 @@ __all__ = [
     "AppendResult",
     "AutocommitConnections",
     "ConcurrencyError",
+    "CrashPointError",
     "DuplicateEventError",
     "EventDecodeError",
     "EventRegistry",
@@ -61,6 +63,7 @@ __all__ = [
     "Subscription",
     "TypeRegistry",
     "check_schema",
+    "crash_point",
     "create_engine",
     "driver_connection",
     "eventstore_migrations",

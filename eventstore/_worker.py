@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 
 import psycopg
 
+from eventstore._crash import armed
+
 log = logging.getLogger(__name__)
 
 
@@ -43,6 +45,7 @@ class Worker:
             if self._task is not None:
                 return
             self._stopping = asyncio.Event()
+            armed()  # a misspelt SAGA_CRASH_AT stops the worker here, not inside a handler
             await self._open()
             self._task = asyncio.create_task(self._run(), name=self.name)
 

@@ -39,7 +39,7 @@ from aiokafka.errors import KafkaError
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from eventstore import StoreUnavailableError, driver_connection
+from eventstore import StoreUnavailableError, crash_point, driver_connection
 from eventstore._errors import is_connection_lost, is_contention, translate_errors
 from eventstore._worker import Worker
 from outbox._errors import MessageDecodeError
@@ -97,7 +97,10 @@ class _Stopping(Exception):
 
 
 class Consumer(Worker):
-    """A consumer group member. `handlers` maps message types (model classes) to handlers."""
+    """A consumer group member. `handlers` maps message types (model classes) to handlers.
+
+    `after_commit_point` names the crash point (see `eventstore.crash_point`) reached after
+    each Postgres commit, before the offsets it covers are committed."""
 
     def __init__(
         self,
@@ -116,6 +119,7 @@ class Consumer(Worker):
         max_records: int = 500,
         slow_batch_s: float = 1.0,
         consumer_options: dict[str, Any] | None = None,
+        after_commit_point: str = "consumer.after_commit",
     ) -> None:
         if not topics:
             raise ValueError(f"consumer {group_id!r}: no topics to consume")
@@ -140,6 +144,7 @@ class Consumer(Worker):
         self.retry_max_s = retry_max_s
         self.max_records = max_records
         self.slow_batch_s = slow_batch_s
+        self.after_commit_point = after_commit_point
         self.consumer_options = {
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
@@ -294,6 +299,7 @@ class Consumer(Worker):
             if next_offset <= records[-1].offset and tp in consumer.assignment():
                 consumer.seek(tp, next_offset)
         if offsets:
+            crash_point(self.after_commit_point)
             try:
                 async with self._commit_lock:
                     await consumer.commit(offsets)
@@ -625,6 +631,7 @@ class _Lane:
                 return
             queue.popleft()
             self.outstanding.discard(int(record.offset))
+            crash_point(self.consumer.after_commit_point)
             await self._commit()
 
     def _task_done(self, task: asyncio.Task[None]) -> None:

@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any
 
-from eventstore import driver_connection
+from eventstore import crash_point, driver_connection
 from eventstore._errors import is_connection_lost, is_contention
 from eventstore._worker import Worker
 from outbox import Consumer
@@ -60,6 +60,7 @@ async def _fire(orchestrator: Orchestrator, due: repo.DueDeadline) -> int:
         await orchestrator.on_deadline(conn, due.saga_id, given)
         # When the saga had moved on, nothing was persisted: drop the stale row here.
         await repo.drop_deadline(driver, due)
+    crash_point("orchestrator.after_commit")
     return 1
 
 
@@ -110,6 +111,7 @@ class OrchestratorWorker(Worker):
             registry=orchestrator.messages,
             handlers=dict.fromkeys(orchestrator.messages.models(), orchestrator.handle_reply),
             batch_handler=orchestrator.handle_replies,
+            after_commit_point="orchestrator.after_commit",
             **consumer_options,
         )
 
