@@ -1,5 +1,6 @@
 """Append-only event store on Postgres: streams, a gap-free global feed, snapshots, subscriptions."""
 
+from eventstore._crash import CrashPointError, crash_point
 from eventstore._database import Database
 from eventstore._engine import create_engine, driver_connection, libpq_url, sqlalchemy_url
 from eventstore._errors import (
@@ -41,6 +42,7 @@ __all__ = [
     "NO_STREAM",
     "AppendResult",
     "ConcurrencyError",
+    "CrashPointError",
     "Database",
     "DuplicateEventError",
     "ErrorKind",
@@ -66,6 +68,7 @@ __all__ = [
     "Worker",
     "check_schema",
     "classify_error",
+    "crash_point",
     "create_engine",
     "driver_connection",
     "eventstore_migrations",

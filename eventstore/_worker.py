@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 
+from eventstore._crash import armed
+
 log = logging.getLogger(__name__)
 
 
@@ -40,6 +42,7 @@ class Worker:
             if self._task is not None:
                 return
             self._stopping = asyncio.Event()
+            armed()  # a misspelt SAGA_CRASH_AT stops the worker here, not inside a handler
             await self._open()
             self._task = asyncio.create_task(self._run(), name=self.name)
 

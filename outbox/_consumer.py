@@ -46,6 +46,7 @@ from eventstore import (
     StoreUnavailableError,
     Worker,
     classify_error,
+    crash_point,
     driver_connection,
     is_retriable,
     translate_errors,
@@ -105,7 +106,10 @@ class _Stopping(Exception):
 
 
 class Consumer(Worker):
-    """A consumer group member. `handlers` maps message types (model classes) to handlers."""
+    """A consumer group member. `handlers` maps message types (model classes) to handlers.
+
+    `after_commit_point` names the crash point (see `eventstore.crash_point`) reached after
+    each Postgres commit, before the offsets it covers are committed."""
 
     def __init__(
         self,
@@ -124,6 +128,7 @@ class Consumer(Worker):
         max_records: int = 500,
         slow_batch_s: float = 1.0,
         consumer_options: dict[str, Any] | None = None,
+        after_commit_point: str = "consumer.after_commit",
     ) -> None:
         if not topics:
             raise ValueError(f"consumer {group_id!r}: no topics to consume")
@@ -149,6 +154,7 @@ class Consumer(Worker):
         self.retry_max_s = retry_max_s
         self.max_records = max_records
         self.slow_batch_s = slow_batch_s
+        self.after_commit_point = after_commit_point
         self.consumer_options = {
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
@@ -303,6 +309,7 @@ class Consumer(Worker):
             if next_offset <= records[-1].offset and tp in consumer.assignment():
                 consumer.seek(tp, next_offset)
         if offsets:
+            crash_point(self.after_commit_point)
             try:
                 async with self._commit_lock:
                     await consumer.commit(offsets)
@@ -635,6 +642,7 @@ class _Lane:
                 return
             queue.popleft()
             self.outstanding.discard(int(record.offset))
+            crash_point(self.consumer.after_commit_point)
             await self._commit()
 
     def _task_done(self, task: asyncio.Task[None]) -> None:

@@ -33,7 +33,7 @@ import psycopg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from eventstore import Database, StoreUnavailableError, Worker, is_retriable
+from eventstore import Database, StoreUnavailableError, Worker, crash_point, is_retriable
 from outbox._errors import PublishError
 from outbox._outbox import NOTIFY_CHANNEL, RelayLag, outbox_lag
 
@@ -232,6 +232,7 @@ class Relay(Worker):
             await self.quarantine(conn, rows, refused)
         failed = {row[0] for row in rows} - ok - set(refused)
         deletable = acked_prefix([(row[0], row[2]) for row in rows if row[0] not in refused], failed)
+        crash_point("relay.after_ack")
         await self.delete(conn, deletable)
         self.stats.published += len(deletable)
         self.stats.batches += 1

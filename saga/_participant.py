@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from eventstore import Database, driver_connection
+from eventstore import Database, crash_point, driver_connection
 from outbox import (
     Consumer,
     Delivery,
@@ -59,6 +59,7 @@ class Participant(Consumer):
             registry=messages,
             handlers=dict.fromkeys(handlers, self._reply_one),
             batch_handler=self._reply_all,
+            after_commit_point="participant.after_commit",
             **consumer_options,
         )
 
@@ -107,3 +108,4 @@ class Participant(Consumer):
             )
             replies.append(Outgoing(reply, reply_topic, saga_id, reply_envelope))
         await self.outbox.put_many(conn, replies)
+        crash_point("participant.before_commit")

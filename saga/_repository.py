@@ -61,6 +61,25 @@ _FAILED = f"""
         parked_at = CASE WHEN failures + 1 >= %s THEN now() END
     WHERE {_MATCHES} RETURNING failures, parked_at IS NOT NULL
 """
+# The part of [ended - lasted, ended] that no worker credited yet moves every reply deadline
+# that was pending when it began. The row lock on saga_outage_credit orders the workers.
+_CREDIT_OUTAGE = """
+    WITH credit AS (
+        SELECT covered_until FROM saga_outage_credit WHERE id = 1 FOR UPDATE
+    ), span AS (
+        SELECT greatest(now() - make_interval(secs => %(lasted)s), credit.covered_until) AS since, now() AS until
+        FROM credit
+    ), moved AS (
+        UPDATE saga_deadlines SET due_at = due_at + (span.until - span.since)
+        FROM span
+        WHERE span.until > span.since AND kind = 'reply' AND parked_at IS NULL AND due_at > span.since
+        RETURNING 1
+    ), covered AS (
+        UPDATE saga_outage_credit SET covered_until = greatest(covered_until, now()) WHERE id = 1
+    )
+    SELECT count(*), coalesce(extract(epoch FROM (SELECT greatest(until - since, interval '0') FROM span)), 0)
+    FROM moved
+"""
 _DEADLINE_COLUMNS = ("step", "phase", "attempt", "kind", "due_at", "failures", "last_error", "parked_at")
 _DEADLINE_OF = f"SELECT {', '.join(_DEADLINE_COLUMNS)} FROM saga_deadlines WHERE saga_id = %s"
 
@@ -213,6 +232,14 @@ async def deadline_failed(
         await driver.execute(_FAILED, (error[:2000], backoff_s, max_failures, *due.match))
     ).fetchone()
     return (0, False) if row is None else (int(row[0]), bool(row[1]))
+
+
+async def credit_outage(driver: Driver, lasted_s: float) -> tuple[int, float]:
+    """Move pending reply deadlines later by an outage that just ended (`lasted_s` long, by the
+    worker's clock), minus what another worker credited already. Returns (deadlines moved,
+    seconds credited)."""
+    row = await (await driver.execute(_CREDIT_OUTAGE, {"lasted": lasted_s})).fetchone()
+    return (0, 0.0) if row is None else (int(row[0]), float(row[1]))
 
 
 async def deadline_row(driver: Driver, saga_id: str) -> dict[str, Any] | None:

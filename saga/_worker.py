@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any
 
-from eventstore import ErrorKind, Worker, classify_error, driver_connection
+from eventstore import ErrorKind, Worker, classify_error, crash_point, driver_connection
 from outbox import Consumer
 from saga import _repository as repo
 from saga._decision import DeadlineDue
@@ -58,6 +58,7 @@ async def _fire(orchestrator: Orchestrator, due: repo.DueDeadline) -> int:
         await orchestrator.on_deadline(conn, due.saga_id, given)
         # When the saga had moved on, nothing was persisted: drop the stale row here.
         await repo.drop_deadline(driver, due)
+    crash_point("orchestrator.after_commit")
     return 1
 
 
@@ -108,6 +109,7 @@ class OrchestratorWorker(Worker):
             registry=orchestrator.messages,
             handlers=dict.fromkeys(orchestrator.messages.models(), orchestrator.handle_reply),
             batch_handler=orchestrator.handle_replies,
+            after_commit_point="orchestrator.after_commit",
             **consumer_options,
         )
 
@@ -121,15 +123,28 @@ class OrchestratorWorker(Worker):
         outage = Outage("orchestrator: firing deadlines")
         while not self._stopping.is_set():
             try:
+                if outage.active:
+                    # Before any deadline fires: our own outage is not the participants' silence.
+                    await self._credit(outage.lasted())
+                    outage.ended()
                 fired = await fire_due_deadlines(self.orchestrator)
             except Exception as exc:
-                if classify_error(exc) not in (ErrorKind.CONNECTION_LOST, ErrorKind.CONTENTION):
+                kind = classify_error(exc)
+                if kind is ErrorKind.CONNECTION_LOST:
+                    await self._backoff(outage.failed(exc, self.deadline_interval_s))
+                    continue
+                if kind is not ErrorKind.CONTENTION:
                     log.exception("orchestrator: firing deadlines failed; trying again")
-                await self._backoff(outage.failed(exc, self.deadline_interval_s))
+                await self._backoff(self.deadline_interval_s)
                 continue
-            outage.ended()
             if not fired:
                 await self._backoff(self.deadline_interval_s)
+
+    async def _credit(self, lasted_s: float) -> None:
+        """Move the pending reply deadlines later by the outage (raises while still down)."""
+        async with self.orchestrator.engine.begin() as conn:
+            moved, credited = await repo.credit_outage(await driver_connection(conn), lasted_s)
+        log.warning("orchestrator: %d reply deadline(s) moved %.1fs later for the outage", moved, credited)
 
 
 class Outage:
@@ -157,14 +172,17 @@ class Outage:
         self.wait_s = min(max(self.wait_s * 2, base_wait_s), self.MAX_WAIT_S)
         return self.wait_s
 
-    def ended(self) -> float:
-        """Note a good try; returns how long the outage lasted (0 when there was none)."""
-        if self.since is None:
-            return 0.0
-        lasted = time.monotonic() - self.since
+    @property
+    def active(self) -> bool:
+        return self.since is not None
+
+    def lasted(self) -> float:
+        return 0.0 if self.since is None else time.monotonic() - self.since
+
+    def ended(self) -> None:
+        if self.since is not None:
+            log.warning("%s: working again after %.1fs", self.what, self.lasted())
         self.since = None
-        log.warning("%s: working again after %.1fs", self.what, lasted)
-        return lasted
 
 
 def _short(exc: BaseException) -> str:

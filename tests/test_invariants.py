@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from examples.orders.invariants import check_invariants
+from eventstore import Database
+from examples.orders.invariants import check_invariants, read_model_matches_events
+from examples.orders.messages import messages
+from examples.orders.saga import OrderData, OrderSaga
 from examples.orders.services import create_schema
+from saga import Orchestrator
 
 
 async def test_the_checker_flags_each_broken_invariant(engine: AsyncEngine) -> None:
@@ -41,3 +47,22 @@ async def test_the_checker_flags_each_broken_invariant(engine: AsyncEngine) -> N
         "no command took effect twice for one attempt",
         "outbox drained",
     }
+
+
+async def test_the_checker_flags_a_read_model_row_that_is_not_the_fold_of_its_events(
+    database: Database, engine: AsyncEngine
+) -> None:
+    await create_schema(engine)
+    orchestrator = Orchestrator(database, [OrderSaga], messages)
+    order = OrderData(order_id="o1", customer_id="c1", sku="widget", quantity=1, amount=Decimal(5))
+    try:
+        async with engine.begin() as conn:
+            await orchestrator.start(conn, OrderSaga, order, key="o1")
+    finally:
+        await orchestrator.aclose()
+    async with engine.connect() as conn:
+        assert await read_model_matches_events(conn)
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE saga_instances SET status = 'completed'"))
+    async with engine.connect() as conn:
+        assert not await read_model_matches_events(conn)

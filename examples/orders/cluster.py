@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -81,13 +82,21 @@ class Cluster:
         finally:
             await admin.close()
 
-    def start(self, role: str) -> None:
+    def log_path(self, role: str) -> Path:
+        """Where a role's stdout and stderr go (each start appends)."""
+        return self.log_dir / f"{self.name}.{role}.log"
+
+    def start(self, role: str, extra_env: Mapping[str, str] | None = None) -> None:
+        """Start a role's process; `extra_env` goes to its environment only (`SAGA_CRASH_AT`)."""
         args = ["participant", role] if role in ROLES[2:] else [role]
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = (self.log_dir / f"{self.name}.{role}.log").open("ab")
-        self.processes[role] = subprocess.Popen(
-            [sys.executable, "-m", "saga", *args], env=self.env(), stdout=log, stderr=subprocess.STDOUT
-        )
+        with self.log_path(role).open("ab") as log:
+            self.processes[role] = subprocess.Popen(
+                [sys.executable, "-m", "saga", *args],
+                env={**self.env(), **(extra_env or {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
 
     def start_all(self) -> None:
         for role in ROLES:

@@ -5,11 +5,39 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
+from typing import Any
 
+import orjson
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from eventstore import Database, EventStore
 from examples.orders.saga import OrderData
+from saga import fold, instance_row, saga_event_registry, stream_of
+
+_INSTANCES = (
+    "SELECT saga_id, saga_type, key, status, step, version, data::text, last_error FROM saga_instances"
+)
+
+
+def _comparable(row: Sequence[Any]) -> tuple[Any, ...]:
+    *head, data, last_error = row
+    return (*head, orjson.loads(data), last_error)
+
+
+async def read_model_matches_events(conn: AsyncConnection) -> bool:
+    """Every saga_instances row is what its saga's events fold to."""
+    rows = (await conn.execute(text(_INSTANCES))).all()
+    async with Database(engine=conn.engine) as database:  # the engine stays the caller's
+        store = EventStore(database, saga_event_registry())
+        streams = await store.load_many([stream_of(row[0]) for row in rows], conn=conn)
+    for row in rows:
+        events = streams[stream_of(row[0])]
+        if not events or _comparable(row) != _comparable(
+            instance_row(fold(row[0], (e.event for e in events)))
+        ):
+            return False
+    return True
 
 
 async def check_invariants(
@@ -46,6 +74,15 @@ async def check_invariants(
             )
         ).scalar_one()
         outbox = (await conn.execute(text("SELECT count(*) FROM outbox"))).scalar_one()
+        read_model = await read_model_matches_events(conn)
+        recorded = (
+            await conn.execute(
+                text(
+                    "SELECT data->>'order_id', data->>'credit_reservation', data->>'stock_reservation', "
+                    "data->>'payment_id' FROM saga_instances WHERE status = 'completed'"
+                )
+            )
+        ).all()
     completed = {o for o, s in status.items() if s == "completed"}
     credit: dict[str, Decimal] = {}
     taken: dict[str, int] = {}
@@ -71,4 +108,9 @@ async def check_invariants(
         == completed,
         "no command took effect twice for one attempt": twice == 0,
         "outbox drained": outbox == 0,
+        "saga_instances = the fold of each saga's events": read_model,
+        "each completed saga recorded its own order's reservations and payment": all(
+            (credit_id, stock_id, payment_id) == (f"credit-{o}", f"stock-{o}", f"pay-{o}")
+            for o, credit_id, stock_id, payment_id in recorded
+        ),
     }
