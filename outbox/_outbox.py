@@ -48,7 +48,7 @@ _PUT_MANY = f"""
 """
 # No index on key: the outbox holds what is not published yet, which is little when the relay runs.
 _PENDING = (
-    "SELECT topic, headers->>'message_type', headers->>'step', headers->>'attempt', created_at "
+    "SELECT message_id, topic, headers->>'message_type', headers->>'step', headers->>'attempt', created_at "
     "FROM outbox WHERE key = %s ORDER BY id"
 )
 LAG = "SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::float8 FROM outbox"
@@ -66,6 +66,7 @@ class RelayLag:
 class PendingMessage:
     """A message in the outbox, not yet acknowledged by Kafka (from its row and headers)."""
 
+    message_id: uuid.UUID
     topic: str
     message_type: str
     step: str | None
@@ -183,8 +184,10 @@ class Outbox:
         async with _driver(where) as driver:
             rows = await (await driver.execute(_PENDING, (key,))).fetchall()
         return [
-            PendingMessage(topic, message_type, step, int(attempt) if attempt is not None else None, at)
-            for topic, message_type, step, attempt, at in rows
+            PendingMessage(
+                message_id, topic, message_type, step, None if attempt is None else int(attempt), at
+            )
+            for message_id, topic, message_type, step, attempt, at in rows
         ]
 
     @staticmethod

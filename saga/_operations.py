@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import orjson
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventstore import driver_connection
+from outbox import Outbox
 from saga import _repository as repo
 from saga._definition import LocalStep, RemoteStep, Saga, StepKind
 from saga._errors import UnknownSagaError
@@ -21,48 +20,6 @@ from saga._state import SagaState, fold
 
 INSTANCE_COLUMNS = repo.INSTANCE_COLUMNS
 ACTIVE = repo.ACTIVE
-
-
-# TEMPORARY until eventstore/outbox expose these (issue 12 merge).
-
-
-async def _outbox_pending(conn: Any, saga_id: str) -> list[Any]:
-    rows = (
-        await conn.execute(
-            text(
-                "SELECT topic, headers->>'message_type', headers->>'step', headers->>'attempt', created_at "
-                "FROM outbox WHERE key = :k ORDER BY id"
-            ),
-            {"k": saga_id},
-        )
-    ).all()
-    return [
-        SimpleNamespace(topic=t, message_type=m, step=s, attempt=a, created_at=c) for t, m, s, a, c in rows
-    ]
-
-
-async def _outbox_lag(conn: Any) -> Any:
-    pending, oldest = (
-        await conn.execute(
-            text(
-                "SELECT count(*), coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::float8 FROM outbox"
-            )
-        )
-    ).one()
-    return SimpleNamespace(pending=pending, oldest_age_s=oldest)
-
-
-async def _stream_ids(orchestrator: Any, prefix: str) -> list[str]:
-    async with orchestrator.engine.connect() as conn:
-        return list(
-            (
-                await conn.execute(
-                    text("SELECT DISTINCT stream_id FROM es_events WHERE stream_id LIKE 'saga:%' ORDER BY 1")
-                )
-            )
-            .scalars()
-            .all()
-        )
 
 
 async def list_sagas(
@@ -104,7 +61,7 @@ async def show(orchestrator: Orchestrator, saga_id: str) -> SagaDetails:
         for e in events
     ]
     async with orchestrator.engine.connect() as conn:
-        in_flight = await _outbox_pending(conn, saga_id)
+        in_flight = await Outbox.pending(conn, saga_id)
         deadline = await repo.deadline_row(await driver_connection(conn), saga_id)
     return SagaDetails(
         state=fold(saga_id, (e.event for e in events)),
@@ -202,7 +159,7 @@ async def rebuild(
     sagas that moved meanwhile are not reported."""
     async with orchestrator.engine.connect() as conn:
         live = {r[0]: _comparable(r) for r in await repo.all_instance_rows(await driver_connection(conn))}
-    streams = await _stream_ids(orchestrator, STREAM_PREFIX)
+    streams = await orchestrator.store.stream_ids(STREAM_PREFIX)
     saga_ids = [saga_id_of(s) for s in streams]
     # Rows of sagas with no stream in the list: deleted only if, under the lock, they still have none.
     candidates = [*saga_ids, *sorted(set(live) - set(saga_ids))]
@@ -265,7 +222,7 @@ def graph(saga: type[Saga[Any]]) -> str:
 async def status(engine: AsyncEngine) -> dict[str, Any]:
     """Relay lag, sagas per status, the oldest active saga."""
     async with engine.connect() as conn:
-        lag = await _outbox_lag(conn)
+        lag = await Outbox.counts(conn)
         driver = await driver_connection(conn)
         per_status = await repo.count_by_status(driver)
         oldest = await repo.oldest_active(driver)

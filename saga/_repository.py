@@ -48,9 +48,10 @@ _SET_DEADLINES = """
 _CLEAR_DEADLINES = "DELETE FROM saga_deadlines WHERE saga_id = ANY(%b::text[])"
 _MATCHES = "saga_id = %s AND step = %s AND phase = %s AND attempt = %s AND kind = %s"
 _DROP_DEADLINE = f"DELETE FROM saga_deadlines WHERE {_MATCHES}"
+_POSTPONE = f"UPDATE saga_deadlines SET due_at = now() + make_interval(secs => %s) WHERE {_MATCHES}"
 _STILL_DUE = f"SELECT 1 FROM saga_deadlines WHERE {_MATCHES} AND due_at <= now() AND parked_at IS NULL"
 _DUE = (
-    "SELECT saga_id, step, phase, attempt, kind, failures FROM saga_deadlines "
+    "SELECT saga_id, step, phase, attempt, kind, failures, saga_type FROM saga_deadlines "
     "WHERE due_at <= now() AND parked_at IS NULL ORDER BY due_at LIMIT %s"
 )
 # A failed firing moves the deadline later (so that it cannot keep the head of the due
@@ -121,6 +122,7 @@ class DueDeadline:
     attempt: int
     kind: Literal["reply", "retry"]
     failures: int = 0
+    saga_type: str = ""
 
     @property
     def match(self) -> tuple[str, str, str, int, str]:
@@ -218,6 +220,10 @@ async def due_deadlines(driver: Driver, limit: int) -> list[DueDeadline]:
 
 async def still_due(driver: Driver, due: DueDeadline) -> bool:
     return await (await driver.execute(_STILL_DUE, due.match)).fetchone() is not None
+
+
+async def postpone_deadline(driver: Driver, due: DueDeadline, seconds: float) -> None:
+    await driver.execute(_POSTPONE, (seconds, *due.match))
 
 
 async def drop_deadline(driver: Driver, due: DueDeadline) -> None:

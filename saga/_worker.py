@@ -6,11 +6,14 @@ import logging
 import time
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from eventstore import ErrorKind, Worker, classify_error, crash_point, driver_connection
-from outbox import Consumer
+from outbox import Consumer, Outbox
 from saga import _repository as repo
 from saga._decision import DeadlineDue
 from saga._orchestrator import Orchestrator
+from saga._protocol import command_id
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +57,35 @@ async def _fire(orchestrator: Orchestrator, due: repo.DueDeadline) -> int:
             return 0  # another worker (or a reply) is on this saga right now
         if not await repo.still_due(driver, due):
             return 0
+        if due.kind == "reply" and await _unpublished(orchestrator, conn, due):
+            return 0
         given = DeadlineDue(due.step, due.phase, due.attempt, due.kind)
         await orchestrator.on_deadline(conn, due.saga_id, given)
         # When the saga had moved on, nothing was persisted: drop the stale row here.
         await repo.drop_deadline(driver, due)
     crash_point("orchestrator.after_commit")
     return 1
+
+
+async def _unpublished(orchestrator: Orchestrator, conn: AsyncConnection, due: repo.DueDeadline) -> bool:
+    """A reply timeout measures the participant's silence, which starts when the command is
+    published: while the command still waits in the outbox, the timeout starts over."""
+    sent = command_id(due.saga_id, due.step, due.phase, due.attempt)
+    if not any(m.message_id == sent for m in await Outbox.pending(conn, due.saga_id)):
+        return False
+    saga = orchestrator.sagas.get(due.saga_type)
+    timeout = next((s.timeout_s for s in saga.steps if s.name == due.step), None) if saga else None
+    if timeout is None:
+        return False
+    await repo.postpone_deadline(await driver_connection(conn), due, timeout)
+    log.info(
+        "saga %s: %s/%s #%d not published yet; its timeout starts over",
+        due.saga_id,
+        due.step,
+        due.phase,
+        due.attempt,
+    )
+    return True
 
 
 async def _count_failure(

@@ -461,8 +461,8 @@ async def test_show_ls_graph_and_status_report_what_the_database_holds(
     assert shown["state"]["status"] == "running"
     assert shown["state"]["awaiting"]["step"] == "reserve_stock"
     assert [(m["topic"], m["message_type"], m["step"], m["attempt"]) for m in shown["in_flight"]] == [
-        (f"{topic_prefix}.customers.commands", "customers.reserve_credit", "reserve_credit", "1"),
-        (f"{topic_prefix}.inventory.commands", "inventory.reserve_stock", "reserve_stock", "1"),
+        (f"{topic_prefix}.customers.commands", "customers.reserve_credit", "reserve_credit", 1),
+        (f"{topic_prefix}.inventory.commands", "inventory.reserve_stock", "reserve_stock", 1),
     ]
     assert shown["deadline"] is not None
     assert (shown["deadline"]["step"], shown["deadline"]["phase"], shown["deadline"]["kind"]) == (
@@ -622,7 +622,7 @@ async def test_resume_of_a_compensation_failed_saga_records_the_operator_and_goe
     }
     assert shown["state"]["status"] == "compensating"
     assert shown["in_flight"][-1]["message_type"] == "customers.release_credit"
-    assert shown["in_flight"][-1]["attempt"] == "6"
+    assert shown["in_flight"][-1]["attempt"] == 6
     plain = await cli("show", saga_id)
     assert "saga.operator_resumed" in plain.stdout
 

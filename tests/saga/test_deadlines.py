@@ -86,6 +86,7 @@ async def test_failing_deadlines_back_off_and_park_without_starving_a_healthy_on
         # Older than every other deadline: they come first in the due queue.
         await conn.execute(text("UPDATE saga_deadlines SET due_at = now() - interval '1 hour'"))
         calm = await orchestrator.start(conn, CalmSaga, Data(n=1))
+        await conn.execute(text("DELETE FROM outbox"))  # as the relay would: the commands went out
     Fragile.broken = True
     Calm.broken = False
 
@@ -138,3 +139,31 @@ async def test_failing_deadlines_back_off_and_park_without_starving_a_healthy_on
             )
         ).one()
     assert tuple(row) == (0, None)
+
+
+async def test_a_reply_timeout_starts_when_the_command_is_published(
+    orchestrator: Orchestrator, engine: AsyncEngine
+) -> None:
+    """No relay runs: the command waits in the outbox, so the participant cannot have been
+    silent; its timeout starts over each time it comes due, and runs once it was published."""
+    async with engine.begin() as conn:
+        saga_id = await orchestrator.start(conn, CalmSaga, Data(n=7))
+        await conn.execute(text("UPDATE saga_deadlines SET due_at = now() - interval '1 second'"))
+    assert await fire_due_deadlines(orchestrator) == 0
+    state = await orchestrator.load(saga_id)
+    assert state.awaiting is not None
+    assert (state.awaiting.attempt, state.version) == (1, 2)  # no timeout recorded
+    async with engine.connect() as conn:
+        left = (
+            await conn.execute(text("SELECT extract(epoch FROM due_at - now()) FROM saga_deadlines"))
+        ).scalar_one()
+    assert 0 < left <= Calm.timeout_s  # due again a whole timeout from now
+
+    # The relay publishes it (and deletes the row); the next time it comes due, it fires.
+    async with engine.begin() as conn:
+        await conn.execute(text("DELETE FROM outbox"))
+        await conn.execute(text("UPDATE saga_deadlines SET due_at = now() - interval '1 second'"))
+    assert await fire_due_deadlines(orchestrator) == 1
+    state = await orchestrator.load(saga_id)
+    assert state.awaiting is not None
+    assert state.awaiting.attempt == 2  # timed out, sent again
