@@ -200,7 +200,7 @@ class Outbox:
         self, message: BaseModel, topic: str, key: str, envelope: Envelope | None
     ) -> tuple[Envelope, tuple[Any, ...]]:
         """Check and encode one message: its envelope and its outbox row."""
-        if not _TOPIC.match(topic):
+        if not _TOPIC.match(topic) or topic in (".", ".."):
             raise ValueError(
                 f"outbox.put: {topic!r} is not a valid Kafka topic name ([A-Za-z0-9._-], 1 to 249)"
             )

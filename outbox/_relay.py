@@ -4,8 +4,10 @@ Order. Rows are published in id order. Two transactions that write messages for 
 key one after the other (the saga runtime's do: each appends to the saga's stream with an
 expected version, so the second starts after the first committed) insert their rows in
 that order, and both are visible to the relay whenever the second is. Rows are deleted only
-after Kafka acknowledged them; when a send fails, the rows of that key from the failure on
-stay in the table and are sent again, after the ones before them.
+after Kafka acknowledged them; when a send fails, the rows of that topic and key from the
+failure on stay in the table and are sent again, after the ones before them. (Order holds
+per topic and key: what one consumer sees. A topic the broker lacks holds up only its own
+rows: see `outbox/_topics.py`.)
 
 Availability. Several relays may run; one leads. The leader holds a session-level advisory
 lock on its Postgres connection and does all its reads and deletes on that connection, so
@@ -31,17 +33,21 @@ from typing import Any
 import orjson
 import psycopg
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError, UnknownTopicOrPartitionError
 
 from eventstore import Database, StoreUnavailableError, Worker, crash_point, is_retriable
 from outbox._errors import PublishError
 from outbox._outbox import NOTIFY_CHANNEL, RelayLag, outbox_lag
+from outbox._topics import MissingTopics
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LOCK_KEY = 7_302_115_002
 
-_CLAIM = "SELECT id, topic, key, value, headers::text FROM outbox ORDER BY id LIMIT %s"
+# Rows of topics the broker lacks are left out (see outbox/_topics.py); nothing of theirs is
+# sent, so order per topic and key holds.
+_CLAIM = "SELECT id, topic, key, value, headers::text FROM outbox WHERE topic <> ALL(%s::text[]) ORDER BY id LIMIT %s"
+_OF_TOPIC = "SELECT id, topic, key, value, headers::text FROM outbox WHERE topic = %s ORDER BY id LIMIT %s"
 _DELETE = "DELETE FROM outbox WHERE id = ANY(%b::bigint[])"
 
 
@@ -111,6 +117,7 @@ class Relay(Worker):
         ack_timeout_s: float = 30.0,
         lock_key: int = DEFAULT_LOCK_KEY,
         lag_log_interval_s: float = 30.0,
+        unpublishable_after_s: float = 300.0,
         producer_options: dict[str, Any] | None = None,
     ) -> None:
         if batch_size < 1:
@@ -135,6 +142,7 @@ class Relay(Worker):
             **(producer_options or {}),
         }
         self.stats = RelayStats()
+        self.missing_topics = MissingTopics(give_up_after_s=unpublishable_after_s)
 
     async def _run(self) -> None:
         delay = 0.2
@@ -193,13 +201,21 @@ class Relay(Worker):
         with the error instead of blocking its key forever; rows whose send failed in a way
         that can pass stay, and so do the later rows of their key (order per key).
         """
-        rows = await (await conn.execute(_CLAIM, (self.batch_size,))).fetchall()
+        await self._set_aside_missing_topics(conn)
+        rows = await (await conn.execute(_CLAIM, (self.missing_topics.excluded, self.batch_size))).fetchall()
         if not rows:
             return 0
+        await self.missing_topics.refresh(producer, {row[1] for row in rows})
+        missing = set(self.missing_topics.excluded)
         sent: list[tuple[int, asyncio.Future[Any]]] = []
         refused: dict[int, BaseException] = {}
         error: BaseException | None = None
+        waiting: set[tuple[str, str]] = set()  # (topic, key) with a row not sent: none after it is
         for row_id, topic, key, value, headers in rows:
+            if topic in missing:
+                continue  # stays; the next batches leave its topic out
+            if (topic, key) in waiting:
+                continue
             try:
                 future = await producer.send(
                     topic,
@@ -208,10 +224,13 @@ class Relay(Worker):
                     headers=[(k, v.encode()) for k, v in orjson.loads(headers).items()],
                 )
             except KafkaError as exc:
-                if is_retriable(exc):
-                    error = exc
-                    break
-                refused[row_id] = exc
+                if not is_retriable(exc):
+                    refused[row_id] = exc
+                    continue
+                error = error or exc
+                if isinstance(exc, KafkaConnectionError):
+                    break  # the broker is gone: nothing else would pass
+                waiting.add((topic, key))
                 continue
             sent.append((row_id, future))
         if sent:
@@ -230,8 +249,14 @@ class Relay(Worker):
                 error = error or outcome
         if refused:
             await self.quarantine(conn, rows, refused)
-        failed = {row[0] for row in rows} - ok - set(refused)
-        deletable = acked_prefix([(row[0], row[2]) for row in rows if row[0] not in refused], failed)
+        unsent = {row[0] for row in rows if row[1] in missing}
+        failed = {row[0] for row in rows} - ok - set(refused) - unsent
+        order = [
+            (row[0], f"{row[1]}\x00{row[2]}")
+            for row in rows
+            if row[0] not in refused and row[0] not in unsent
+        ]
+        deletable = acked_prefix(order, failed)
         crash_point("relay.after_ack")
         await self.delete(conn, deletable)
         self.stats.published += len(deletable)
@@ -244,6 +269,16 @@ class Relay(Worker):
                 f"(topic {first[1]!r}, key {first[2]!r}): {error!r}"
             ) from error
         return len(rows)
+
+    async def _set_aside_missing_topics(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Rows of a topic missing for too long go to `outbox_dead` with the reason."""
+        for topic in self.missing_topics.given_up():
+            while rows := await (await conn.execute(_OF_TOPIC, (topic, self.batch_size))).fetchall():
+                reason = UnknownTopicOrPartitionError(
+                    f"topic {topic!r} did not exist on the broker for {self.missing_topics.give_up_after_s:.0f}s"
+                )
+                await self.quarantine(conn, rows, dict.fromkeys((row[0] for row in rows), reason))
+            self.missing_topics.forget(topic)
 
     async def quarantine(
         self,

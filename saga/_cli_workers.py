@@ -69,6 +69,7 @@ def relay(ctx: Context, relay_batch_size: int | None) -> None:
                 settings.kafka_bootstrap_servers,
                 batch_size=settings.relay_batch_size,
                 poll_interval_s=settings.relay_poll_interval_s,
+                unpublishable_after_s=settings.relay_unpublishable_after_s,
             )
             await run_until_signalled(worker.start, worker.stop, worker.wait)
 

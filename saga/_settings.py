@@ -18,6 +18,7 @@ ENVIRONMENT = {
     "topic_prefix": "SAGA_TOPIC_PREFIX",
     "relay_batch_size": "SAGA_RELAY_BATCH_SIZE",
     "relay_poll_interval_s": "SAGA_RELAY_POLL_INTERVAL_S",
+    "relay_unpublishable_after_s": "SAGA_RELAY_UNPUBLISHABLE_AFTER_S",
     "log_level": "SAGA_LOG_LEVEL",
     "app": "SAGA_APP",
     "event_loop": "SAGA_EVENT_LOOP",
@@ -43,6 +44,9 @@ class Settings(BaseModel):
     )
     relay_batch_size: int = Field(500, ge=1, le=10_000, description="Outbox rows the relay sends per batch")
     relay_poll_interval_s: float = Field(1.0, gt=0, description="Relay poll interval when no NOTIFY arrives")
+    relay_unpublishable_after_s: float = Field(
+        300.0, gt=0, description="Rows of a topic the broker lacks this long are set aside in outbox_dead"
+    )
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$", description="Log level")
     app: str | None = Field(None, description="Import path of the App: package.module:attribute")
     slow_batch_s: float = Field(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import text
@@ -115,3 +117,54 @@ async def test_a_lost_database_connection_is_retried_not_dead_lettered(
     assert consumer.stats.dead_lettered == 0
     async with engine.connect() as conn:
         assert (await conn.execute(text("SELECT seq FROM effects"))).scalars().all() == [7]
+
+
+async def test_a_topic_the_broker_lacks_holds_up_only_its_own_rows_then_is_set_aside(
+    engine: AsyncEngine, database: Database, kafka_bootstrap: str, outbox: Outbox
+) -> None:
+    """`x.y` cannot be created while `x_y` exists (Kafka refuses names that collide), as a
+    topic never comes to be on a broker with auto-creation off."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    base = f"collide-{uuid.uuid4().hex[:8]}"
+    good = f"{base}-good"
+    await admin.create_topics([NewTopic(f"{base}_x", num_partitions=1, replication_factor=1)])
+    try:
+        async with engine.begin() as conn:
+            await outbox.put(conn, Ping(key="a", seq=-1), topic=f"{base}.x", key="a")
+            for seq in range(20):
+                await outbox.put(conn, Ping(key="a" if seq == 0 else f"k{seq}", seq=seq), topic=good, key="a")
+        relay = Relay(
+            database, kafka_bootstrap, poll_interval_s=0.1, retry_max_s=0.5, unpublishable_after_s=3
+        )
+        await relay.start()
+        try:
+            async with Collector(kafka_bootstrap, [good]) as collected:
+                await wait_for(lambda: len(collected.records) >= 20, 60, "every row of the good topic")
+
+                async def set_aside() -> bool:
+                    async with engine.connect() as conn:
+                        return bool(
+                            (await conn.execute(text("SELECT count(*) FROM outbox_dead"))).scalar_one()
+                        )
+
+                await wait_for(set_aside, 60, "the row of the missing topic to be set aside")
+        finally:
+            await relay.stop()
+        async with engine.connect() as conn:
+            dead = (await conn.execute(text("SELECT topic, key, error FROM outbox_dead"))).all()
+            pending = (await conn.execute(text("SELECT count(*) FROM outbox"))).scalar_one()
+        assert pending == 0
+        assert [(d.topic, d.key) for d in dead] == [(f"{base}.x", "a")]
+        assert "did not exist on the broker" in dead[0].error
+        assert sorted(Ping.model_validate_json(r.value).seq for r in collected.records) == list(range(20))
+    finally:
+        await admin.delete_topics([f"{base}_x", good])
+        await admin.close()
+
+
+async def test_put_refuses_the_topic_names_kafka_refuses(engine: AsyncEngine, outbox: Outbox) -> None:
+    async with engine.begin() as conn:
+        for topic in (".", "..", "x" * 250, "a/b"):
+            with pytest.raises(ValueError, match="is not a valid Kafka topic name"):
+                await outbox.put(conn, Ping(key="k", seq=1), topic=topic, key="k")
