@@ -114,12 +114,30 @@ class Snapshot:
     state: BaseModel
 
 
+# A stream id is a btree key: Postgres refuses index entries over about 2,700 bytes.
+MAX_STREAM_ID_BYTES = 1000
+
+
+def check_stream_id(stream_id: str) -> None:
+    if not isinstance(stream_id, str) or not stream_id:
+        raise ValueError(f"a stream id is a non-empty string, got {stream_id!r}")
+    if "\x00" in stream_id:
+        raise ValueError(
+            f"stream id {stream_id[:100]!r}: contains a NUL character (\\x00), which Postgres cannot store"
+        )
+    if len(stream_id.encode()) > MAX_STREAM_ID_BYTES:
+        raise ValueError(
+            f"stream id {stream_id[:100]!r}...: {len(stream_id.encode())} bytes, over the {MAX_STREAM_ID_BYTES} allowed"
+        )
+
+
 def check_append(
     stream_id: str,
     events: Sequence[BaseModel],
     expected_version: ExpectedVersion,
     event_ids: Sequence[uuid.UUID] | None,
 ) -> None:
+    check_stream_id(stream_id)
     if not events:
         raise ValueError(f"append to {stream_id!r}: no events given")
     if len(events) > MAX_BATCH:

@@ -153,3 +153,13 @@ class TypeRegistry:
 
 class EventRegistry(TypeRegistry):
     """The event types of a store."""
+
+    def encode(self, event: BaseModel) -> tuple[EventType, str]:
+        """Events are stored as jsonb, which has no place for a NUL character."""
+        entry, payload = super().encode(event)
+        if "\\u0000" in payload:
+            raise ValueError(
+                f"event {entry.name}: a string in it contains a NUL character (\\x00), which Postgres "
+                "cannot store in JSON; remove it before appending"
+            )
+        return entry, payload

@@ -189,6 +189,10 @@ def check_definition(saga: type[Saga[Any]]) -> None:
     data_model = getattr(saga, "data_model", None)
     if not (isinstance(data_model, type) and issubclass(data_model, BaseModel)):
         raise DefinitionError(f"{who}: declare its data as a pydantic model: class {saga.name}(Saga[MyData])")
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,80}", saga.name):
+        raise DefinitionError(
+            f"{who}: the name must be 1 to 80 letters, digits, '_' or '-' (it names the topic <prefix>.<name>.replies)"
+        )
     if not saga.steps:
         raise DefinitionError(f"{who}: no steps declared")
     for step in saga.steps:
@@ -209,6 +213,11 @@ def check_definition(saga: type[Saga[Any]]) -> None:
         if issubclass(step, RemoteStep):
             if not step.participant:
                 raise DefinitionError(f"{where}: a remote step must name its participant service")
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,80}", step.participant):
+                raise DefinitionError(
+                    f"{where}: participant {step.participant!r} must be 1 to 80 letters, digits, '_' or '-' "
+                    "(it names the topic <prefix>.<participant>.commands)"
+                )
             if step.command is RemoteStep.command:
                 raise DefinitionError(f"{where}: a remote step must define command()")
             _check_replies(step, where)

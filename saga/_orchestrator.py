@@ -51,6 +51,7 @@ from saga._state import SagaState, fold, saga_event_registry
 log = logging.getLogger(__name__)
 
 _LOCAL_STEP = "saga_local_step"  # the savepoint local steps run in
+MAX_KEY_LENGTH = 500
 
 
 @dataclass
@@ -132,6 +133,12 @@ class Orchestrator:
                 )
         if keys is not None and len(keys) != len(data):
             raise ValueError(f"start_many: {len(keys)} keys for {len(data)} sagas")
+        for key in keys or ():
+            if not isinstance(key, str) or not key or "\x00" in key or len(key) > MAX_KEY_LENGTH:
+                raise ValueError(
+                    f"saga {saga.name}: a start key is a non-empty string of at most {MAX_KEY_LENGTH} "
+                    f"characters without NUL, got {key!r:.120}"
+                )
         driver = await driver_connection(conn)
         if keys is None:
             ids = [str(uuid.uuid4()) for _ in data]
@@ -286,9 +293,11 @@ class Orchestrator:
             return
         driver = await driver_connection(conn)
         async with driver.pipeline():
+            # The events first: what they cannot hold (a NUL in the data) is refused before
+            # any statement of the decision is sent.
+            await self.store.append_many(appends, conn=conn)
             await self.outbox.put_many(conn, outgoing)
             await writes.execute(driver)
-            await self.store.append_many(appends, conn=conn)
 
     def _outgoing(self, entry: _Pending, state: SagaState) -> list[Outgoing]:
         messages = []

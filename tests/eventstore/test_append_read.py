@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from decimal import Decimal
 
@@ -18,6 +19,7 @@ from eventstore import (
     DuplicateEventError,
     EventStore,
     EventTypeError,
+    NewEvents,
     eventstore_migrations,
     upgrade,
 )
@@ -230,3 +232,22 @@ async def test_the_stores_own_connections_are_made_like_the_engines(
             assert (await conn.execute(text("SELECT count(*) FROM public.es_events"))).scalar_one() == 0
     with pytest.raises(ValueError, match="takes a url or an engine"):
         Database()
+
+
+@pytest.mark.parametrize(
+    ("stream_id", "event", "message"),
+    [
+        ("acct\x00-1", Deposited(amount=Decimal(1)), "contains a NUL character"),
+        ("a" * 1001, Deposited(amount=Decimal(1)), "1001 bytes, over the 1000 allowed"),
+        ("", Deposited(amount=Decimal(1)), "a stream id is a non-empty string"),
+        ("acct-1", Deposited(amount=Decimal(1), currency="E\x00R"), "contains a NUL character (\\x00)"),
+    ],
+)
+async def test_what_postgres_cannot_store_is_refused_before_writing(
+    store: EventStore, stream_id: str, event: Deposited, message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        await store.append(stream_id, [event], NO_STREAM)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        await store.append_many([NewEvents(stream_id, [event], NO_STREAM)])
+    assert await store.stream_ids("") == []

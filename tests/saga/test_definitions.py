@@ -180,3 +180,16 @@ def test_remote_steps_name_their_replies() -> None:
 
     with pytest.raises(DefinitionError, match="step not_a_model: reply must be a pydantic model class"):
         define((NotAModel,))
+
+
+def test_names_that_make_topics_are_checked() -> None:
+    class Spaced(Reserve):
+        name = "spaced"
+        participant = "stock room"
+
+    with pytest.raises(
+        DefinitionError, match="step spaced: participant 'stock room' must be 1 to 80 letters"
+    ):
+        define((Spaced,))
+    with pytest.raises(DefinitionError, match=r"saga Bad\.Name: the name must be 1 to 80 letters"):
+        define((Reserve,), name="Bad.Name")

@@ -110,6 +110,12 @@ async def test_start_many_refuses_bad_arguments_before_writing(
                 await orchestrator.start_many(conn, OrderSaga, [data("a"), data("b")], keys=["k"])
             with pytest.raises(TypeError, match="saga OrderSaga takes OrderData data, got str"):
                 await orchestrator.start_many(conn, OrderSaga, [data("a"), "b"])  # type: ignore[list-item]
+            for key in ("", "nul\x00key", "k" * 501):
+                with pytest.raises(ValueError, match="a start key is a non-empty string of at most 500"):
+                    await orchestrator.start(conn, OrderSaga, data("a"), key=key)
+            with pytest.raises(ValueError, match="contains a NUL character"):
+                await orchestrator.start(conn, OrderSaga, data("nul\x00order"), key="fine")
         assert await count(engine, "SELECT count(*) FROM es_events") == 0
+        assert await count(engine, "SELECT count(*) FROM outbox") == 0
     finally:
         await orchestrator.aclose()
