@@ -1,6 +1,7 @@
 """Transactional outbox, relay worker, Kafka consumer runtime with inbox and dead letters."""
 
-from outbox._consumer import BatchHandler, Consumer, ConsumerStats, Delivery, Handler
+from outbox._consumer import Consumer
+from outbox._delivery import BatchHandler, ConsumerStats, Delivery, Handler
 from outbox._errors import MessageDecodeError, MessageTypeError, OutboxError, PublishError
 from outbox._message import Envelope, MessageRegistry, child_traceparent, new_traceparent
 from outbox._outbox import Outbox, Outgoing, PendingMessage, RelayLag, outbox_migrations

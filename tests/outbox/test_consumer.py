@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from eventstore import Database, libpq_url
 from outbox import Consumer, Delivery, Envelope, MessageRegistry, Outbox, Relay
-from outbox._consumer import handle_in_turn
+from outbox._delivery import handle_in_turn
 from outbox._relay import close_producer
 from tests.conftest import NewTopicFactory
 from tests.helpers import Collector, kafka_headers, wait_for
