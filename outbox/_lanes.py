@@ -166,3 +166,5 @@ class _Lane:
         self.closing = True
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self._end()
+        if self._ending is not None:  # the last task's own call may be the one that ends it
+            await asyncio.gather(self._ending, return_exceptions=True)
