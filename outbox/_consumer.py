@@ -66,14 +66,7 @@ class Consumer(Worker):
         consumer_options: dict[str, Any] | None = None,
         after_commit_point: str = "consumer.after_commit",
     ) -> None:
-        if not topics:
-            raise ValueError(f"consumer {group_id!r}: no topics to consume")
-        if max_attempts < 1:
-            raise ValueError(f"consumer {group_id!r}: max_attempts must be >= 1, got {max_attempts}")
-        if slow_batch_s <= 0:
-            raise ValueError(f"consumer {group_id!r}: slow_batch_s must be > 0, got {slow_batch_s}")
-        if not dead_letter_suffix:
-            raise ValueError(f"consumer {group_id!r}: dead_letter_suffix must not be empty")
+        _check(group_id, topics, max_attempts, slow_batch_s, dead_letter_suffix)
         super().__init__()
         self.name = f"consumer:{group_id}"
         self.database = database
@@ -102,6 +95,8 @@ class Consumer(Worker):
         }
         self.stats = ConsumerStats()
         self._consumer: AIOKafkaConsumer | None = None
+        self._batch_lock = asyncio.Lock()
+        self._commit_lock = asyncio.Lock()
         self._dead_letters = DeadLetters(
             bootstrap_servers,
             group_id=group_id,
@@ -110,20 +105,7 @@ class Consumer(Worker):
             retry_max_s=retry_max_s,
             stopping=self._is_stopping,
         )
-        self._applier = Applier(
-            database,
-            group_id=group_id,
-            registry=registry,
-            handlers=self.handlers,
-            batch_handler=batch_handler,
-            stats=self.stats,
-            dead_letter=self._dead_letters.send,
-            stopping=self._is_stopping,
-            backoff=self._backoff,
-            max_attempts=max_attempts,
-            retry_backoff_s=retry_backoff_s,
-            retry_max_s=retry_max_s,
-        )
+        self._applier = self._make_applier()
         # Partitions that had a slow batch, handled record by record until they catch up.
         self._lanes = Lanes(
             name=group_id,
@@ -133,8 +115,22 @@ class Consumer(Worker):
             give_back=self._give_back,
             limit=4 * max_records,
         )
-        self._batch_lock = asyncio.Lock()
-        self._commit_lock = asyncio.Lock()
+
+    def _make_applier(self) -> Applier:
+        return Applier(
+            self.database,
+            group_id=self.group_id,
+            registry=self.registry,
+            handlers=self.handlers,
+            batch_handler=self.batch_handler,
+            stats=self.stats,
+            dead_letter=self._dead_letters.send,
+            stopping=self._is_stopping,
+            backoff=self._backoff,
+            max_attempts=self.max_attempts,
+            retry_backoff_s=self.retry_backoff_s,
+            retry_max_s=self.retry_max_s,
+        )
 
     def _is_stopping(self) -> bool:
         return self._stopping.is_set()
@@ -274,6 +270,17 @@ class Consumer(Worker):
         if rewind_to is not None and not self._stopping.is_set():
             self._consumer.seek(tp, rewind_to)  # what was not done comes again
         self._consumer.resume(tp)
+
+
+def _check(group_id: str, topics: Sequence[str], max_attempts: int, slow_batch_s: float, suffix: str) -> None:
+    if not topics:
+        raise ValueError(f"consumer {group_id!r}: no topics to consume")
+    if max_attempts < 1:
+        raise ValueError(f"consumer {group_id!r}: max_attempts must be >= 1, got {max_attempts}")
+    if slow_batch_s <= 0:
+        raise ValueError(f"consumer {group_id!r}: slow_batch_s must be > 0, got {slow_batch_s}")
+    if not suffix:
+        raise ValueError(f"consumer {group_id!r}: dead_letter_suffix must not be empty")
 
 
 class _FinishBatchOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
