@@ -1,6 +1,34 @@
 """The event store's SQL, in one place; `_store.py` runs it on the driver connection.
 
 psycopg-style parameters (see `_engine.driver_connection`).
+
+Ordering the global feed
+------------------------
+Positions come from an identity sequence, which hands out numbers at insert time, not at
+commit time: a transaction that inserted position 10 may commit after one that inserted 11.
+A reader that simply followed positions would pass 10 while it was invisible and never come
+back. Serializing writers behind a table lock fixes that but caps the store at one writer.
+
+Instead each row records the id of its writing transaction (`tx_id`), and readers only take
+rows whose `tx_id` is below the xmin of their snapshot: every transaction with a smaller id has
+ended, so no row can still appear below that line. Readers order by (tx_id, position), which
+is a total order that never changes once a row is below the line, and resume strictly after
+the last (tx_id, position) they saw. So nothing is skipped and nothing is seen twice.
+
+The costs, and what we do about them:
+- A long-running write transaction anywhere in the cluster holds xmin back, and readers wait
+  for it (they do not skip). Keep write transactions short, set
+  `idle_in_transaction_session_timeout` (e.g. 60s) on the application's role, and watch
+  `pg_stat_activity` for old `xact_start`s. `EventStore.feed_lag()` reports how far the line
+  trails the newest event.
+- Transaction ids belong to a cluster. Restored into a new cluster (pg_dump/restore), the old
+  rows carry ids the new cluster has not reached yet. `EventStore.check_cluster()` detects it;
+  until the new cluster's ids pass the stored ones, subscribers must be rebuilt from scratch.
+- A transaction gets its id at its first write. If it wrote something else before appending,
+  its id can be smaller than that of a transaction that appended to the same stream after it
+  started but committed first; the feed would then show the stream's versions out of order.
+  The append therefore records `greatest(own id, tx_id of the stream's previous event)`: never
+  smaller than its own id (so the reasoning above still holds) and never out of stream order.
 """
 
 from __future__ import annotations

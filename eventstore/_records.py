@@ -10,6 +10,7 @@ from enum import Enum
 from typing import Any, NamedTuple
 
 import orjson
+import psycopg
 from pydantic import BaseModel
 
 # Four parameters an event; Postgres takes at most 65,535 in one statement.
@@ -178,3 +179,12 @@ def metadata_of(
     if causation_id is not None:
         meta["causation_id"] = causation_id
     return meta
+
+
+def conflicting_stream(exc: psycopg.Error, batch: Sequence[NewEvents]) -> str:
+    """The stream a unique violation on (stream_id, version) names, from the error's detail."""
+    detail = (exc.diag.message_detail if exc.diag else None) or ""
+    for b in batch:
+        if f"=({b.stream_id}, " in detail:
+            return b.stream_id
+    return ", ".join(b.stream_id for b in batch)
