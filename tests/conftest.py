@@ -2,7 +2,8 @@
 
 The suite needs a running Postgres (DATABASE_URL) and Kafka broker (KAFKA_BOOTSTRAP_SERVERS);
 `make test` starts both. When either is missing or unreachable the whole run stops at once
-with a message that names the service and how to start it: nothing is skipped.
+with a message that names the service and how to start it: nothing is skipped. Tests marked
+`pure` (the decider's) need neither: a run that selects only those checks nothing.
 """
 
 from __future__ import annotations
@@ -59,7 +60,11 @@ def _kafka_problem() -> str | None:
     return None
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    if all(item.get_closest_marker("pure") for item in items):
+        return
     problems = [p for p in (_postgres_problem(), _kafka_problem()) if p]
     if problems:
         pytest.exit("\n".join(["The test suite needs real services:", *problems]), returncode=3)
