@@ -308,7 +308,14 @@ def _local_failed(d: _Decider, given: LocalFailed) -> None:
 
 def _resume(d: _Decider, given: Resume) -> None:
     waiting = d.state.awaiting
-    if d.state.status in ("compensation_failed", "failed"):
+    if d.state.status == "failed":
+        d.emit(OperatorResumed(note=given.note))
+        # The step that stopped the saga runs again. One that timed out counts as done (so that
+        # compensation would undo it) but never succeeded: going on past it is not safe.
+        assert d.state.last_step is not None
+        step = d.saga.step(d.state.last_step)
+        d.run(step, "action", d.state.attempt_of("action", step.name) + 1)
+    elif d.state.status == "compensation_failed":
         d.emit(OperatorResumed(note=given.note))
     elif d.state.status in ("running", "compensating") and waiting is not None:
         d.emit(OperatorResumed(note=given.note))

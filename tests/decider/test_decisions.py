@@ -209,3 +209,25 @@ def test_then_merges_two_decisions_into_one() -> None:
     unchanged = Decision(later.state)
     assert first.then(unchanged).deadline == first.deadline  # kept: the later one did not touch it
     assert first.then(unchanged).deadline_changed
+
+
+def test_resume_sends_again_the_step_that_timed_out_for_good() -> None:
+    """A timed-out pivot counts as done (it may have acted, so a compensation would undo it)
+    but it never succeeded: a resume sends it again instead of going on past it."""
+    saga = saga_of(
+        remote("reserve"), remote("charge", kind=PIVOT, timeout_s=5.0), remote("ship", kind=RETRIABLE)
+    )
+    run = Run(saga)
+    run.start()
+    run.feed(success(run.commands[-1]))
+    assert run.row is not None
+    run.feed(run.fire(run.row))
+    assert run.state.status == "failed"
+
+    resumed = run.feed(Resume("payments answer again"))
+    assert resumed is not None
+    assert [(c.step, c.attempt) for c in resumed.commands] == [("charge", 2)]
+    run.feed(success(run.commands[-1]))
+    run.feed(success(run.commands[-1]))
+    assert [c.step for c in run.commands] == ["reserve", "charge", "charge", "ship"]
+    assert run.state.status == "completed"
