@@ -319,7 +319,10 @@ def _resume(d: _Decider, given: Resume) -> None:
         d.emit(OperatorResumed(note=given.note))
     elif d.state.status in ("running", "compensating") and waiting is not None:
         d.emit(OperatorResumed(note=given.note))
-        d.run(d.saga.step(waiting.step), waiting.phase, waiting.attempt + 1)
+        # A scheduled retry runs now as the attempt it was to be: none is skipped, so the
+        # fresh budget is whole.
+        attempt = waiting.attempt if waiting.kind == "retry" else waiting.attempt + 1
+        d.run(d.saga.step(waiting.step), waiting.phase, attempt)
     else:
         raise SagaError(f"saga {d.state.saga_id} is {d.state.status}: there is nothing to resume or retry")
     d.go_on()

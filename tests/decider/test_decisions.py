@@ -231,3 +231,20 @@ def test_resume_sends_again_the_step_that_timed_out_for_good() -> None:
     run.feed(success(run.commands[-1]))
     assert [c.step for c in run.commands] == ["reserve", "charge", "charge", "ship"]
     assert run.state.status == "completed"
+
+
+def test_resume_while_a_retry_waits_runs_that_retry_now_with_a_fresh_budget() -> None:
+    run = Run(saga_of(remote("charge", kind=PIVOT), remote("ship", kind=RETRIABLE, attempts=2)))
+    run.start()
+    run.feed(success(run.commands[-1]))
+    run.feed(refusal(run.commands[-1]))
+    assert run.row is not None
+    assert (run.row.kind, run.row.attempt) == ("retry", 2)
+
+    resumed = run.feed(Resume("ship service fixed"))
+    assert resumed is not None
+    assert [(c.step, c.attempt) for c in resumed.commands] == [("ship", 2)]  # the one waiting
+    refused = run.feed(refusal(run.commands[-1]))
+    assert refused is not None
+    # Two fresh attempts: the one just refused, and one more.
+    assert names(refused.events) == ["saga.step_failed", "saga.retry_scheduled"]
