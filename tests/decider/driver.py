@@ -66,9 +66,12 @@ class Run:
     row: Deadline | None = None  # the saga's deadline row, as the orchestrator keeps it
 
     def start(self, answer_local: LocalAnswer = local_succeeds) -> Decision:
-        decision = self.feed(Start(self.saga.name, Data().model_dump(mode="json")), answer_local)
+        decision = self.feed(self.start_input(), answer_local)
         assert decision is not None
         return decision
+
+    def start_input(self) -> Start:
+        return Start(self.saga.name, Data().model_dump(mode="json"))
 
     def feed(self, given: Any, answer_local: LocalAnswer = local_succeeds) -> Decision | None:
         """Decide on `given` and on every local step it asks for, like the orchestrator; None
@@ -79,8 +82,7 @@ class Run:
         try:
             decision = self._decide(before, given)
         except SagaError:
-            assert isinstance(given, Resume), f"{given} raised"
-            assert before.terminal, f"a {before.status} saga refused a resume"
+            assert may_refuse(before, given), f"a {before.status} saga refused {given}"
             return None
         while decision.local is not None:
             result = answer_local(decision.state, decision.local)
@@ -116,6 +118,23 @@ class Run:
         """The deadline loop's input for a deadline; the clock reaches it."""
         self.now = max(self.now, deadline.due_at)
         return DeadlineDue(deadline.step, deadline.phase, deadline.attempt, deadline.kind)
+
+
+def may_refuse(state: SagaState, given: Any) -> bool:
+    """Inputs the decider refuses with SagaError: a resume of a finished saga, a second
+    start, the result of a local step that is not running."""
+    if isinstance(given, Resume):
+        return state.terminal
+    if isinstance(given, Start):
+        return state.version > 0
+    if isinstance(given, LocalDone | LocalFailed):
+        waiting = state.awaiting
+        return waiting is None or (waiting.step, waiting.phase, waiting.attempt) != (
+            given.step,
+            given.phase,
+            given.attempt,
+        )
+    return False
 
 
 def success(command: SendCommand) -> Reply:
@@ -177,6 +196,8 @@ def noisy_input(data: st.DataObject, run: Run) -> Any:
     makers["wrong"] = lambda: _wrong_reply(data, run)
     makers["random deadline"] = lambda: _random_deadline(data, run)
     makers["resume"] = lambda: Resume("operator")
+    makers["start again"] = run.start_input
+    makers["stray local result"] = lambda: _stray_local_result(data, run)
     choice = data.draw(st.sampled_from(list(makers)), label="input")
     return makers[choice]()
 
@@ -193,6 +214,15 @@ def _wrong_reply(data: st.DataObject, run: Run) -> Reply:
     phase = data.draw(st.sampled_from(["action", "compensation", "sideways", None]), label="phase")
     attempt = data.draw(st.none() | st.integers(0, 4), label="attempt")
     return Reply("test.done", Done(step=str(step)), step, phase, attempt)
+
+
+def _stray_local_result(data: st.DataObject, run: Run) -> LocalDone | LocalFailed:
+    """A local step's result when none runs (the orchestrator never sends one)."""
+    due = _random_deadline(data, run)
+    asked = RunLocal(due.step, due.phase, due.attempt)
+    if data.draw(st.booleans(), label="stray result fails"):
+        return local_fails(run.state, asked)
+    return local_succeeds(run.state, asked)
 
 
 _PHASES: list[Literal["action", "compensation"]] = ["action", "compensation"]

@@ -1,7 +1,19 @@
 """What must hold of the decider, whatever it is fed: one check per invariant.
 
-`check_decision` looks at one decision and the state it was taken on; `check_history` at
-everything a saga emitted since it started. The driver runs both after every input.
+`check_decision` looks at one decision and the state it was taken on:
+- a reply that is not awaited emits only ReplyIgnored: no command, no other change;
+  a stale deadline changes nothing; a finished saga (completed, compensated) never changes;
+- a changed deadline is the one the new state awaits (a retry when scheduled, a reply a
+  timeout from now); each command has its request event and its attempt's message id.
+`check_deadline_row`: the deadline row, as the orchestrator keeps it, names what is awaited.
+`check_history` looks at everything the saga emitted since it started:
+- the events fold into the decider's state;
+- one command per attempt: no (step, phase, attempt) and no message id twice;
+- attempts count 1, 2, 3, ... and stay within the retry policy (fresh after a resume);
+- compensation undoes exactly the compensatable steps that took effect (a remote action
+  that timed out counts), latest first, one after the other, never after the pivot succeeded;
+- a saga completes only when every step succeeded.
+The driver runs all of them after every input.
 """
 
 from __future__ import annotations
@@ -162,6 +174,7 @@ def check_history(
     history = [stored(e) for e in events]
     _one_command_per_attempt(commands)
     _attempts_count_up(history)
+    _attempts_within_the_retry_budget(saga, history)
     _compensations_undo_what_took_effect(saga, history)
     _completes_only_when_every_step_succeeded(saga, history)
 
@@ -184,6 +197,20 @@ def _attempts_count_up(history: Sequence[Stored]) -> None:
             attempt = event.fields["attempt"]
             assert attempt == last.get(key, 0) + 1, f"{key} attempt {attempt} after {last.get(key, 0)}"
             last[key] = attempt
+
+
+def _attempts_within_the_retry_budget(saga: type[Saga[Any]], history: Sequence[Stored]) -> None:
+    """No more attempts than the step's retry policy allows; an operator's resume gives a fresh budget."""
+    since_resume: Counter[tuple[str, str | None]] = Counter()
+    for event in history:
+        if event.type == "saga.operator_resumed":
+            since_resume.clear()
+        elif event.type == "saga.step_requested":
+            since_resume[event.step, event.phase] += 1
+            step = saga.step(event.step)
+            policy = step.retry if event.phase == "action" else step.compensation_retry
+            tries = since_resume[event.step, event.phase]
+            assert tries <= policy.attempts, f"{event.step}/{event.phase}: try {tries} of {policy.attempts}"
 
 
 _COMPENSATION_ALWAYS = {"saga.step_compensated", "saga.compensation_failed"}

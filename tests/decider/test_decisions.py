@@ -10,12 +10,14 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from saga import (
     Deadline,
     Decision,
     LocalDone,
     LocalFailed,
+    RemoteStep,
     Resume,
     RunLocal,
     Saga,
@@ -26,7 +28,7 @@ from saga import (
     command_id,
     decide,
 )
-from tests.decider.definitions import PARTICIPANT, Do, SagaSpec, StepSpec, build
+from tests.decider.definitions import PARTICIPANT, Data, Do, Done, SagaSpec, StepSpec, Undone, build
 from tests.decider.driver import EPOCH, SAGA_ID, Run, refusal, success
 from tests.decider.invariants import names
 
@@ -228,9 +230,10 @@ def test_resume_sends_again_the_step_that_timed_out_for_good() -> None:
     assert resumed is not None
     assert [(c.step, c.attempt) for c in resumed.commands] == [("charge", 2)]
     run.feed(success(run.commands[-1]))
-    run.feed(success(run.commands[-1]))
+    completed = run.feed(success(run.commands[-1]))
+    assert completed is not None
+    assert completed.state.status == "completed"
     assert [c.step for c in run.commands] == ["reserve", "charge", "charge", "ship"]
-    assert run.state.status == "completed"
 
 
 def test_resume_while_a_retry_waits_runs_that_retry_now_with_a_fresh_budget() -> None:
@@ -248,3 +251,22 @@ def test_resume_while_a_retry_waits_runs_that_retry_now_with_a_fresh_budget() ->
     assert refused is not None
     # Two fresh attempts: the one just refused, and one more.
     assert names(refused.events) == ["saga.step_failed", "saga.retry_scheduled"]
+
+
+def test_a_remote_step_without_a_command_is_an_error_that_names_it() -> None:
+    class Reserve(RemoteStep[Data]):
+        participant = PARTICIPANT
+        reply = Done
+        compensation_reply = Undone
+
+        def command(self, data: Data) -> BaseModel:
+            return None  # type: ignore[return-value]
+
+        def compensation(self, data: Data) -> BaseModel:
+            return Do(step="reserve", phase="compensation")
+
+    class Broken(Saga[Data]):
+        steps = (Reserve,)
+
+    with pytest.raises(SagaError, match=r"saga Broken: step reserve: command\(\) returned None"):
+        decide(Broken, SagaState(saga_id=SAGA_ID), Start("Broken", {}), EPOCH)

@@ -1,0 +1,137 @@
+"""Properties of the decider: random valid definitions, random input sequences, every
+invariant (tests/decider/invariants.py) checked after every input.
+
+Examples (the `ci` profile, see conftest.py): 1,000 for the first property, 500 for each of
+the other two, 2,000 in all, the same on every run.
+
+Mutations tried to see these fail (never committed), and what caught each (all three
+properties unless said):
+- compensate in forward order: "compensating ['s0', 's1']; what took effect, latest first".
+- compensate the pivot (in the plan when it took effect): NotImplementedError, the remote
+  pivot's missing compensation called (only a remote pivot can take effect without success).
+- compensate after the pivot (a retriable step that fails for good): "compensation began
+  after the pivot succeeded".
+- a pivot's timeout compensates instead of failing: the same.
+- a stale-attempt reply not ignored (attempt not compared): "a reply that is not awaited ...
+  emitted ['saga.step_succeeded', ...]" (first property).
+- a duplicate reply re-sends the awaited command: "commands [...] but requests []" (first).
+- an event not folded into the state (StepTimedOut): "the events fold into ... but the
+  decider said".
+- a timed-out action not counted as done (in the fold): "compensating []; what took effect,
+  latest first: ['s0']".
+- one retry more than the policy allows: "s0/action: try 2 of 1".
+- the deadline not renewed when only the attempt or phase changes: the deadline row names
+  another attempt than the one awaited.
+- a reply deadline without the timeout added: "deadline ..., but the state awaits ...".
+- resume of a completed saga sends its last step: "an input Resume to a completed saga
+  emitted [...]" (first and third).
+- resume of a failed saga goes on past the step that stopped it (the bug fixed in
+  saga._decide): "completed, yet these steps never succeeded".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+
+from saga import Resume, Saga
+from tests.decider.definitions import sagas
+from tests.decider.driver import (
+    STOPPED,
+    Run,
+    awaited_input,
+    drawn_local,
+    local_succeeds,
+    noisy_input,
+    success,
+    tick,
+)
+from tests.decider.invariants import names
+
+pytestmark = pytest.mark.pure
+
+# Enough for every step to use up its retry budgets (1..3) in both directions, twice resumed.
+MAX_INPUTS = 300
+
+
+@settings(max_examples=2 * settings().max_examples)
+@given(saga=sagas(), data=st.data())
+def test_any_input_sequence_keeps_every_invariant(saga: type[Saga[Any]], data: st.DataObject) -> None:
+    """Awaited replies and deadlines mixed with duplicates, late and stale-attempt replies,
+    replies for the wrong step or phase, stale deadlines, resumes, second starts."""
+    run = Run(saga)
+    run.start(drawn_local(data))
+    for _ in range(data.draw(st.integers(1, 40), label="inputs")):
+        tick(data, run)
+        run.feed(noisy_input(data, run), drawn_local(data))
+    event(f"ends {run.state.status}")
+
+
+@given(saga=sagas(), data=st.data())
+def test_answering_what_the_saga_awaits_brings_it_to_a_stop(
+    saga: type[Saga[Any]], data: st.DataObject
+) -> None:
+    """No saga gets stuck: answered, it completes, compensates or stops for an operator, who
+    can resume it; a resumed saga goes on at once."""
+    run = Run(saga)
+    run.start(drawn_local(data))
+    resumes = 0
+    for _ in range(MAX_INPUTS):
+        if run.state.status in STOPPED:
+            if run.state.terminal or resumes == 2 or not data.draw(st.booleans(), label="resume"):
+                break
+            resumes += 1
+            resumed = run.feed(Resume("operator"), drawn_local(data))
+            assert resumed is not None
+            assert names(resumed.events)[0] == "saga.operator_resumed"
+            assert len(resumed.events) > 1, "a resumed saga goes on at once"
+            continue
+        tick(data, run)
+        given_ = awaited_input(data, run)
+        assert given_ is not None, (
+            f"a {run.state.status} saga awaits {run.state.awaiting}: nothing can move it"
+        )
+        run.feed(given_, drawn_local(data))
+    assert run.state.status in STOPPED, f"still {run.state.status} after {MAX_INPUTS} inputs"
+    event(f"ends {run.state.status} after {resumes} resume(s)")
+
+
+@given(saga=sagas(), data=st.data())
+def test_a_finished_saga_never_changes(saga: type[Saga[Any]], data: st.DataObject) -> None:
+    """Every saga can be brought to completed or compensated; after that, whatever comes
+    (noise, resumes) sends nothing and changes nothing."""
+    run = Run(saga)
+    run.start(drawn_local(data))
+    _finish(run, data)
+    final, sent = run.state, len(run.commands)
+    for _ in range(data.draw(st.integers(1, 20), label="inputs after the end")):
+        tick(data, run)
+        run.feed(noisy_input(data, run), drawn_local(data))
+    assert run.state == final.model_copy(update={"version": run.state.version})
+    assert len(run.commands) == sent
+
+
+def _finish(run: Run, data: st.DataObject) -> None:
+    """Answer what the saga awaits and resume it when it stops, until it completes or is
+    compensated; after two resumes every answer is a success."""
+    resumes = 0
+    for _ in range(MAX_INPUTS):
+        if run.state.terminal:
+            return
+        if run.state.status in STOPPED:
+            resumes += 1
+            run.feed(Resume("operator"), drawn_local(data))
+            continue
+        tick(data, run)
+        command = run.awaited_remote()
+        if resumes < 2:
+            run.feed(awaited_input(data, run), drawn_local(data))
+        elif command is not None:
+            run.feed(success(command), local_succeeds)
+        else:
+            assert run.row is not None
+            run.feed(run.fire(run.row), local_succeeds)
+    raise AssertionError(f"still {run.state.status} after {MAX_INPUTS} inputs")
