@@ -142,6 +142,13 @@ def success(command: SendCommand) -> Reply:
     return Reply(f"test.{type(message).__name__}", message, command.step, command.phase, command.attempt)
 
 
+def wrong_type(command: SendCommand) -> Reply:
+    """A reply to the command, but not of the type its step expects for that phase."""
+    other = reply_type("compensation" if command.phase == "action" else "action")
+    message = other(step=command.step)
+    return Reply(f"test.{other.__name__}", message, command.step, command.phase, command.attempt)
+
+
 def refusal(command: SendCommand) -> Reply:
     refused = StepRefused(reason=f"{command.step} refused")
     return Reply("saga.step_refused", refused, command.step, command.phase, command.attempt)
@@ -185,8 +192,11 @@ def awaited_input(data: st.DataObject, run: Run) -> Any:
 def noisy_input(data: st.DataObject, run: Run) -> Any:
     """Any input at all, what the saga awaits among them."""
     makers: dict[str, Callable[[], Any]] = {}
-    if run.awaited_remote() is not None or run.row is not None:
+    awaited = run.awaited_remote()
+    if awaited is not None or run.row is not None:
         makers["awaited"] = lambda: awaited_input(data, run)
+    if awaited is not None:
+        makers["wrong type"] = lambda: wrong_type(awaited)
     if run.replies:
         makers["duplicate"] = lambda: data.draw(st.sampled_from(run.replies), label="duplicate")
     if run.commands:
@@ -205,7 +215,7 @@ def noisy_input(data: st.DataObject, run: Run) -> Any:
 def _late_reply(data: st.DataObject, run: Run) -> Reply:
     """A reply to any command sent so far: a late one, or one to an earlier attempt."""
     command = data.draw(st.sampled_from(run.commands), label="late reply to")
-    return data.draw(st.sampled_from([success, refusal]))(command)
+    return data.draw(st.sampled_from([success, refusal, wrong_type]))(command)
 
 
 def _wrong_reply(data: st.DataObject, run: Run) -> Reply:

@@ -1,7 +1,8 @@
 """What must hold of the decider, whatever it is fed: one check per invariant.
 
 `check_decision` looks at one decision and the state it was taken on:
-- a reply that is not awaited emits only ReplyIgnored: no command, no other change;
+- a reply that is not awaited (another attempt, step or phase, or not the type the step
+  expects) emits only ReplyIgnored: no command, no other change;
   a stale deadline changes nothing; a finished saga (completed, compensated) never changes;
 - a changed deadline is the one the new state awaits (a retry when scheduled, a reply a
   timeout from now); each command has its request event and its attempt's message id.
@@ -30,11 +31,13 @@ from saga import (
     Deadline,
     DeadlineDue,
     Decision,
+    RemoteStep,
     Reply,
     Saga,
     SagaState,
     SendCommand,
     StepKind,
+    StepRefused,
     command_id,
     fold,
     saga_event_registry,
@@ -67,13 +70,17 @@ def names(events: Sequence[BaseModel]) -> list[str]:
     return [stored(e).type for e in events]
 
 
-def awaits_this_reply(state: SagaState, reply: Reply) -> bool:
+def awaits_this_reply(saga: type[Saga[Any]], state: SagaState, reply: Reply) -> bool:
+    """The reply answers the attempt the saga awaits, with a refusal or the expected type."""
     waiting = state.awaiting
-    return (
-        not state.terminal
-        and waiting is not None
-        and waiting.kind == "reply"
-        and (reply.step, reply.phase, reply.attempt) == (waiting.step, waiting.phase, waiting.attempt)
+    if state.terminal or waiting is None or waiting.kind != "reply":
+        return False
+    if (reply.step, reply.phase, reply.attempt) != (waiting.step, waiting.phase, waiting.attempt):
+        return False
+    step = saga.step(waiting.step)
+    expected = step.expected_reply(waiting.phase) if issubclass(step, RemoteStep) else None
+    return isinstance(reply.message, StepRefused) or (
+        expected is not None and isinstance(reply.message, expected)
     )
 
 
@@ -113,7 +120,7 @@ def check_decision(
 ) -> None:
     _deadline_is_the_awaited_one(saga, decision, now)
     _each_command_is_requested_once(decision)
-    if isinstance(given, Reply) and not awaits_this_reply(before, given):
+    if isinstance(given, Reply) and not awaits_this_reply(saga, before, given):
         what = f"a reply that is not awaited ({given.step}/{given.phase} #{given.attempt})"
         _only_ignored(before, decision, f"{what}, awaiting {before.awaiting}")
     if isinstance(given, DeadlineDue) and not awaits_this_deadline(before, given):

@@ -29,7 +29,7 @@ from saga import (
     decide,
 )
 from tests.decider.definitions import PARTICIPANT, Data, Do, Done, SagaSpec, StepSpec, Undone, build
-from tests.decider.driver import EPOCH, SAGA_ID, Run, refusal, success
+from tests.decider.driver import EPOCH, SAGA_ID, Run, refusal, success, wrong_type
 from tests.decider.invariants import names
 
 pytestmark = pytest.mark.pure
@@ -110,6 +110,16 @@ def test_a_duplicate_or_stale_reply_is_ignored_and_sends_nothing() -> None:
     assert names(duplicate.events) == ["saga.reply_ignored"]
     assert duplicate.commands == ()
     assert [c.step for c in run.commands] == ["reserve", "reserve", "charge"]
+
+
+def test_a_reply_of_another_type_than_the_step_expects_is_ignored() -> None:
+    run = Run(saga_of(remote("reserve"), remote("charge", kind=PIVOT)))
+    run.start()
+    stray = run.feed(wrong_type(run.commands[-1]))  # a compensation's reply to the action
+    assert stray is not None
+    assert names(stray.events) == ["saga.reply_ignored"]
+    assert stray.commands == ()
+    assert [c.step for c in run.commands] == ["reserve"]
 
 
 def test_a_timeout_with_retries_left_sends_again_with_the_next_attempt() -> None:
