@@ -11,22 +11,25 @@ properties unless said):
   pivot's missing compensation called (only a remote pivot can take effect without success).
 - compensate after the pivot (a retriable step that fails for good): "compensation began
   after the pivot succeeded".
-- a pivot's timeout compensates instead of failing: the same.
+- a pivot's timeout compensates instead of failing: the same (first and second).
 - a stale-attempt reply not ignored (attempt not compared): "a reply that is not awaited ...
-  emitted ['saga.step_succeeded', ...]" (first property).
+  emitted ['saga.step_failed', ...]" (first property).
+- a reply of another type than the step expects taken for success: the same (first).
 - a duplicate reply re-sends the awaited command: "commands [...] but requests []" (first).
 - an event not folded into the state (StepTimedOut): "the events fold into ... but the
   decider said".
 - a timed-out action not counted as done (in the fold): "compensating []; what took effect,
   latest first: ['s0']".
 - one retry more than the policy allows: "s0/action: try 2 of 1".
-- the deadline not renewed when only the attempt or phase changes: the deadline row names
-  another attempt than the one awaited.
+- the deadline not renewed when only the attempt or phase changes: "deadline None, but the
+  state awaits ..." and the deadline row names another attempt than the one awaited.
 - a reply deadline without the timeout added: "deadline ..., but the state awaits ...".
 - resume of a completed saga sends its last step: "an input Resume to a completed saga
   emitted [...]" (first and third).
-- resume of a failed saga goes on past the step that stopped it (the bug fixed in
-  saga._decide): "completed, yet these steps never succeeded".
+- resume of a failed saga goes on past the step that stopped it (the first bug these found
+  in saga._decide, now fixed): "completed, yet these steps never succeeded".
+- resume while a retry waits skips that attempt (the second, fixed): "('s1', 'action')
+  attempt 3 after 1" (first property).
 """
 
 from __future__ import annotations
