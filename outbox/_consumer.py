@@ -6,7 +6,7 @@ brought (the inbox, the handlers, retries) is `outbox._apply`; a partition whose
 slow goes on in a lane (`outbox._lanes`); what cannot be applied goes to the dead-letter
 topic (`outbox._dead_letters`), which the consumer creates when missing as it starts; a dead
 letter Kafka does not take holds its partition, and only that one. Records of one partition
-are handled in order.
+are handled in order. Old inbox rows are deleted as they pass the retention (`outbox._inbox`).
 
 Throughput comes from handling what one fetch brought together: one transaction, one inbox
 statement for all of it, and a batch handler that may write for all of its messages at once
@@ -35,6 +35,7 @@ from outbox._apply import Applier, offset_after
 from outbox._dead_letters import DeadLetters
 from outbox._delivery import BatchHandler, ConsumerStats, Decoded, Handler, Record, handle_in_turn
 from outbox._errors import MessageDecodeError
+from outbox._inbox import keep_trimmed
 from outbox._lanes import Lanes
 from outbox._message import MessageRegistry
 
@@ -42,14 +43,17 @@ log = logging.getLogger(__name__)
 
 Fetch = dict[TopicPartition, list[Decoded]]
 
+WEEK_S = 7 * 24 * 3600.0
+
 
 class Consumer(Worker):
     """A consumer group member. `handlers` maps message types (model classes) to handlers.
 
     Each topic's dead-letter topic (`<topic><dead_letter_suffix>`) is created at start when
-    missing, with its topic's partitions and `dead_letter_replication_factor`.
-    `after_commit_point` names the crash point (see `eventstore.crash_point`) reached after
-    Postgres commits, before the offsets they cover are committed."""
+    missing, with its topic's partitions and `dead_letter_replication_factor`. The group's
+    inbox rows older than `inbox_retention_s` are deleted. `after_commit_point` names the
+    crash point (see `eventstore.crash_point`) reached after Postgres commits, before the
+    offsets they cover are committed."""
 
     def __init__(
         self,
@@ -63,6 +67,7 @@ class Consumer(Worker):
         batch_handler: BatchHandler = handle_in_turn,
         dead_letter_suffix: str = ".dlq",
         dead_letter_replication_factor: int = 1,
+        inbox_retention_s: float = WEEK_S,
         max_attempts: int = 5,
         retry_backoff_s: float = 0.1,
         retry_max_s: float = 5.0,
@@ -72,7 +77,7 @@ class Consumer(Worker):
         after_commit_point: str = "consumer.after_commit",
     ) -> None:
         _check(group_id, topics, max_attempts, slow_batch_s, dead_letter_suffix)
-        _check_dead_letters(group_id, dead_letter_replication_factor)
+        _check_dead_letters_and_inbox(group_id, dead_letter_replication_factor, inbox_retention_s)
         super().__init__()
         self.name = f"consumer:{group_id}"
         self.database = database
@@ -85,6 +90,7 @@ class Consumer(Worker):
         self.batch_handler = batch_handler
         self.dead_letter_suffix = dead_letter_suffix
         self.dead_letter_replication_factor = dead_letter_replication_factor
+        self.inbox_retention_s = inbox_retention_s
         self.max_attempts = max_attempts
         self.retry_backoff_s = retry_backoff_s
         self.retry_max_s = retry_max_s
@@ -170,6 +176,9 @@ class Consumer(Worker):
     async def _run(self) -> None:
         side_tasks = [
             asyncio.create_task(self._dead_letters.retry_waiting()),
+            asyncio.create_task(
+                keep_trimmed(self.database, self.group_id, self.inbox_retention_s, self.stats)
+            ),
         ]
         try:
             await self._fetch_and_handle()
@@ -323,10 +332,14 @@ def _check(group_id: str, topics: Sequence[str], max_attempts: int, slow_batch_s
         raise ValueError(f"consumer {group_id!r}: dead_letter_suffix must not be empty")
 
 
-def _check_dead_letters(group_id: str, replication_factor: int) -> None:
+def _check_dead_letters_and_inbox(group_id: str, replication_factor: int, inbox_retention_s: float) -> None:
     if replication_factor < 1:
         raise ValueError(
             f"consumer {group_id!r}: dead_letter_replication_factor must be >= 1, got {replication_factor}"
+        )
+    if inbox_retention_s <= 0:
+        raise ValueError(
+            f"consumer {group_id!r}: inbox_retention_s must be > 0 (seconds), got {inbox_retention_s}"
         )
 
 

@@ -63,3 +63,4 @@ class ConsumerStats:
     slow_batches: int = 0  # batches that ran past slow_batch_s and went on in the background
     # Now (not a count): records whose dead letter Kafka has not taken yet; each holds its partition.
     dead_letters_waiting: int = 0
+    inbox_rows_deleted: int = 0  # by the inbox retention
