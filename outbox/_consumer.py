@@ -173,6 +173,18 @@ class Consumer(Worker):
             await self._consumer.stop()
         await self._dead_letters.stop()
 
+    async def broker_reachable(self, timeout_s: float = 2.0) -> bool:
+        """Whether the broker answers a metadata request from this consumer within `timeout_s`
+        (False before `start()`). Never raises."""
+        consumer = self._consumer
+        if consumer is None:
+            return False
+        try:
+            await asyncio.wait_for(consumer.topics(), timeout_s)
+        except (KafkaError, TimeoutError, OSError):
+            return False
+        return True
+
     async def _run(self) -> None:
         side_tasks = [
             asyncio.create_task(self._dead_letters.retry_waiting()),

@@ -1,11 +1,13 @@
 """Dead-letter topics on a broker that, as in production, creates no topic by itself.
 
 The consumer creates `<topic>.dlq` when it starts; when it cannot, it says so once and goes
-on, and a poison record then holds only its own partition until the topic exists.
+on, and a poison record then holds only its own partition until the topic exists. And the
+consumer tells whether it can reach the broker.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -120,6 +122,33 @@ async def test_a_dead_letter_topic_that_cannot_be_created_holds_only_its_partiti
     assert refusal.endswith("create it")
     # The refusal at start, the poison's own line, the one that it waits: no line per try.
     assert len(errors(caplog, "refused.dlq")) == 3, errors(caplog, "refused.dlq")
+
+
+async def test_broker_reachable_says_whether_the_broker_answers(
+    database: Database, registry: MessageRegistry, strict_broker: Any
+) -> None:
+    bootstrap = strict_broker.bootstrap()
+    await create_topic(bootstrap, "probed", partitions=1)
+    consumer = Consumer(
+        database,
+        bootstrap,
+        group_id="probed",
+        topics=["probed"],
+        registry=registry,
+        handlers={Ping: apply_ping},
+    )
+    assert await consumer.broker_reachable() is False  # not started
+    await consumer.start()
+    try:
+        assert await consumer.broker_reachable() is True
+        await asyncio.to_thread(strict_broker.down)
+        try:
+            assert await consumer.broker_reachable(timeout_s=1.0) is False
+        finally:
+            await asyncio.to_thread(strict_broker.up)
+        await wait_for(consumer.broker_reachable, 60, "the broker to answer again")
+    finally:
+        await consumer.stop()
 
 
 def test_strict_broker_has_auto_creation_off(strict_broker: Any) -> None:
