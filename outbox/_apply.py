@@ -32,17 +32,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from eventstore import Database, ErrorKind, classify_error, driver_connection, is_retriable, translate_errors
 from outbox._delivery import BatchHandler, ConsumerStats, Decoded, Delivery, Handler, Record
 from outbox._errors import MessageDecodeError
+from outbox._inbox import CLAIM as INBOX_CLAIM
 from outbox._message import Envelope, MessageRegistry
 
 log = logging.getLogger(__name__)
 
 # record, reason, error type, attempts -> False when the consumer stopped before it was sent
 DeadLetter = Callable[[Record, str, str, int], Awaitable[bool]]
-
-_INBOX = (
-    "INSERT INTO inbox (consumer_group, message_id, message_type) "
-    "SELECT %s, * FROM unnest(%b::uuid[], %b::text[]) ON CONFLICT DO NOTHING RETURNING message_id"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +155,7 @@ class Applier:
         """Insert the inbox rows; returns the deliveries whose messages were not seen before."""
         driver = await driver_connection(conn)
         cur = await driver.execute(
-            _INBOX,
+            INBOX_CLAIM,
             (
                 self.group_id,
                 [d.envelope.message_id for d in deliveries],

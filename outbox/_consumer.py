@@ -4,7 +4,9 @@ This module is the Kafka side: the fetch loop, the group membership and the offs
 Offsets are committed only after the Postgres commits they cover. Applying what a fetch
 brought (the inbox, the handlers, retries) is `outbox._apply`; a partition whose batch was
 slow goes on in a lane (`outbox._lanes`); what cannot be applied goes to the dead-letter
-topic (`outbox._dead_letters`). Records of one partition are handled in order.
+topic (`outbox._dead_letters`), which the consumer creates when missing as it starts; a dead
+letter Kafka does not take holds its partition, and only that one. Records of one partition
+are handled in order. Old inbox rows are deleted as they pass the retention (`outbox._inbox`).
 
 Throughput comes from handling what one fetch brought together: one transaction, one inbox
 statement for all of it, and a batch handler that may write for all of its messages at once
@@ -31,8 +33,9 @@ from pydantic import BaseModel
 from eventstore import Database, Worker, crash_point
 from outbox._apply import Applier, offset_after
 from outbox._dead_letters import DeadLetters
-from outbox._delivery import BatchHandler, ConsumerStats, Decoded, Handler, handle_in_turn
+from outbox._delivery import BatchHandler, ConsumerStats, Decoded, Handler, Record, handle_in_turn
 from outbox._errors import MessageDecodeError
+from outbox._inbox import keep_trimmed
 from outbox._lanes import Lanes
 from outbox._message import MessageRegistry
 
@@ -40,12 +43,17 @@ log = logging.getLogger(__name__)
 
 Fetch = dict[TopicPartition, list[Decoded]]
 
+WEEK_S = 7 * 24 * 3600.0
+
 
 class Consumer(Worker):
     """A consumer group member. `handlers` maps message types (model classes) to handlers.
 
-    `after_commit_point` names the crash point (see `eventstore.crash_point`) reached after
-    Postgres commits, before the offsets they cover are committed."""
+    Each topic's dead-letter topic (`<topic><dead_letter_suffix>`) is created at start when
+    missing, with its topic's partitions and `dead_letter_replication_factor`. The group's
+    inbox rows older than `inbox_retention_s` are deleted. `after_commit_point` names the
+    crash point (see `eventstore.crash_point`) reached after Postgres commits, before the
+    offsets they cover are committed."""
 
     def __init__(
         self,
@@ -58,6 +66,8 @@ class Consumer(Worker):
         handlers: Mapping[type[BaseModel], Handler],
         batch_handler: BatchHandler = handle_in_turn,
         dead_letter_suffix: str = ".dlq",
+        dead_letter_replication_factor: int = 1,
+        inbox_retention_s: float = WEEK_S,
         max_attempts: int = 5,
         retry_backoff_s: float = 0.1,
         retry_max_s: float = 5.0,
@@ -67,6 +77,7 @@ class Consumer(Worker):
         after_commit_point: str = "consumer.after_commit",
     ) -> None:
         _check(group_id, topics, max_attempts, slow_batch_s, dead_letter_suffix)
+        _check_dead_letters_and_inbox(group_id, dead_letter_replication_factor, inbox_retention_s)
         super().__init__()
         self.name = f"consumer:{group_id}"
         self.database = database
@@ -78,6 +89,8 @@ class Consumer(Worker):
         self.handlers = {registry.type_of_model(model).name: handler for model, handler in handlers.items()}
         self.batch_handler = batch_handler
         self.dead_letter_suffix = dead_letter_suffix
+        self.dead_letter_replication_factor = dead_letter_replication_factor
+        self.inbox_retention_s = inbox_retention_s
         self.max_attempts = max_attempts
         self.retry_backoff_s = retry_backoff_s
         self.retry_max_s = retry_max_s
@@ -101,15 +114,18 @@ class Consumer(Worker):
             bootstrap_servers,
             group_id=group_id,
             suffix=dead_letter_suffix,
+            replication_factor=dead_letter_replication_factor,
             retry_backoff_s=retry_backoff_s,
             retry_max_s=retry_max_s,
+            stats=self.stats,
             stopping=self._is_stopping,
+            on_sent=self._dead_lettered_late,
         )
         self._applier = self._make_applier()
         # Partitions that had a slow batch, handled record by record until they catch up.
         self._lanes = Lanes(
             name=group_id,
-            apply=self._applier.apply_record,
+            apply=self._apply_in_lane,
             commit=self._commit,
             hold_back=self._hold_back,
             give_back=self._give_back,
@@ -139,9 +155,12 @@ class Consumer(Worker):
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap_servers, group_id=self.group_id, **self.consumer_options
         )
-        self._consumer.subscribe(self.topics, listener=_FinishBatchOnRevoke(self._batch_lock, self._lanes))
+        self._consumer.subscribe(
+            self.topics, listener=_FinishBatchOnRevoke(self._batch_lock, self._lanes, self._dead_letters)
+        )
         try:
             await self._dead_letters.start()
+            await self._dead_letters.provide(self.topics)
             await self._consumer.start()
         except BaseException:
             await self._dead_letters.stop()
@@ -154,26 +173,51 @@ class Consumer(Worker):
             await self._consumer.stop()
         await self._dead_letters.stop()
 
+    async def broker_reachable(self, timeout_s: float = 2.0) -> bool:
+        """Whether the broker answers a metadata request from this consumer within `timeout_s`
+        (False before `start()`). Never raises."""
+        consumer = self._consumer
+        if consumer is None:
+            return False
+        try:
+            await asyncio.wait_for(consumer.topics(), timeout_s)
+        except (KafkaError, TimeoutError, OSError):
+            return False
+        return True
+
     async def _run(self) -> None:
+        side_tasks = [
+            asyncio.create_task(self._dead_letters.retry_waiting()),
+            asyncio.create_task(
+                keep_trimmed(self.database, self.group_id, self.inbox_retention_s, self.stats)
+            ),
+        ]
+        try:
+            await self._fetch_and_handle()
+        finally:
+            for task in side_tasks:
+                task.cancel()
+            await asyncio.gather(*side_tasks, return_exceptions=True)
+            self._dead_letters.abandon()  # lanes waiting on one end now
+            await self._lanes.close()
+
+    async def _fetch_and_handle(self) -> None:
         assert self._consumer is not None
         consumer = self._consumer
-        try:
-            while not self._stopping.is_set():
-                try:
-                    batch = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
-                except KafkaError as exc:
-                    log.warning("consumer %s: fetch failed (%s); retrying", self.group_id, exc)
-                    await self._backoff(self.retry_max_s)
-                    continue
-                fetch = {tp: [self._applier.decode(r) for r in records] for tp, records in batch.items()}
-                for tp in [tp for tp in fetch if tp in self._lanes]:
-                    self._lanes.feed(tp, fetch.pop(tp))
-                if not fetch:
-                    continue
-                async with self._batch_lock:
-                    await self._handle_fetch(fetch)
-        finally:
-            await self._lanes.close()
+        while not self._stopping.is_set():
+            try:
+                batch = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
+            except KafkaError as exc:
+                log.warning("consumer %s: fetch failed (%s); retrying", self.group_id, exc)
+                await self._backoff(self.retry_max_s)
+                continue
+            fetch = {tp: [self._applier.decode(r) for r in records] for tp, records in batch.items()}
+            for tp in [tp for tp in fetch if tp in self._lanes]:
+                self._lanes.feed(tp, fetch.pop(tp))
+            if not fetch:
+                continue
+            async with self._batch_lock:
+                await self._handle_fetch(fetch)
 
     async def _handle_fetch(self, fetch: Fetch) -> None:
         """Apply a fetch, commit its offsets.
@@ -221,16 +265,15 @@ class Consumer(Worker):
     async def _dead_letter_undecodable(self, fetch: Fetch) -> dict[TopicPartition, int]:
         """After the fetch was applied: what it could not decode. Returns the offsets done."""
         done = {tp: offset_after(items, len(items)) for tp, items in fetch.items()}
-        stopped = False
         for tp, items in fetch.items():
             for item in items:
                 if not isinstance(item.result, MessageDecodeError):
                     continue
-                if stopped or not await self._applier.apply_record(item):
-                    # Not dead-lettered: its partition is fetched again from it (the records
-                    # after it that were applied find their inbox rows).
-                    stopped = True
-                    done[tp] = min(done[tp], item.offset)
+                if self._is_stopping() or not await self._applier.apply_record(item):
+                    # Not dead-lettered (yet): its partition is fetched again from it (the
+                    # records after it that were applied find their inbox rows).
+                    done[tp] = item.offset
+                    break
         return done
 
     async def _settle(self, fetch: Fetch, done: dict[TopicPartition, int]) -> None:
@@ -243,6 +286,8 @@ class Consumer(Worker):
                 offsets[tp] = next_offset
             if next_offset <= items[-1].offset and tp in self._consumer.assignment():
                 self._consumer.seek(tp, next_offset)
+                if self._dead_letters.waiting_in(tp):
+                    self._consumer.pause(tp)  # until `_dead_lettered_late`
         if offsets:
             await self._commit(offsets)
 
@@ -258,6 +303,22 @@ class Consumer(Worker):
             log.warning("consumer %s: offset commit failed (%s)", self.group_id, exc)
             return False
         return True
+
+    async def _apply_in_lane(self, item: Decoded) -> bool:
+        """In a lane, a record whose dead letter waits holds up its key until it is sent."""
+        return await self._applier.apply_record(item) or await self._dead_letters.wait(item.record)
+
+    async def _dead_lettered_late(self, record: Record) -> None:
+        """A dead letter that waited went through: its partition, held at it, goes on after it.
+        (In a lane, the record's key was waiting for it and goes on by itself.)"""
+        assert self._consumer is not None
+        tp = TopicPartition(record.topic, record.partition)
+        async with self._batch_lock:  # after the `_settle` that paused the partition
+            if tp in self._lanes or tp not in self._consumer.assignment():
+                return
+            await self._commit({tp: record.offset + 1})
+            self._consumer.seek(tp, record.offset + 1)
+            self._consumer.resume(tp)
 
     def _hold_back(self, tp: TopicPartition) -> None:
         assert self._consumer is not None
@@ -283,15 +344,30 @@ def _check(group_id: str, topics: Sequence[str], max_attempts: int, slow_batch_s
         raise ValueError(f"consumer {group_id!r}: dead_letter_suffix must not be empty")
 
 
-class _FinishBatchOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Before partitions go to another member, let their batches in flight finish and commit."""
+def _check_dead_letters_and_inbox(group_id: str, replication_factor: int, inbox_retention_s: float) -> None:
+    if replication_factor < 1:
+        raise ValueError(
+            f"consumer {group_id!r}: dead_letter_replication_factor must be >= 1, got {replication_factor}"
+        )
+    if inbox_retention_s <= 0:
+        raise ValueError(
+            f"consumer {group_id!r}: inbox_retention_s must be > 0 (seconds), got {inbox_retention_s}"
+        )
 
-    def __init__(self, lock: asyncio.Lock, lanes: Lanes) -> None:
+
+class _FinishBatchOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Before partitions go to another member, let their batches in flight finish and commit;
+    their dead letters still waiting are given up (the new owner meets their records again)."""
+
+    def __init__(self, lock: asyncio.Lock, lanes: Lanes, dead_letters: DeadLetters) -> None:
         self._lock = lock
         self._lanes = lanes
+        self._dead_letters = dead_letters
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        revoked = list(revoked)
         async with self._lock:
+            self._dead_letters.abandon(revoked)
             await self._lanes.close(revoked)
 
     async def on_partitions_assigned(self, assigned: object) -> None:

@@ -61,3 +61,6 @@ class ConsumerStats:
     retries: int = 0
     collisions: int = 0  # batches rolled back by a deadlock or serialization failure, then redone
     slow_batches: int = 0  # batches that ran past slow_batch_s and went on in the background
+    # Now (not a count): records whose dead letter Kafka has not taken yet; each holds its partition.
+    dead_letters_waiting: int = 0
+    inbox_rows_deleted: int = 0  # by the inbox retention

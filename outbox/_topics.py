@@ -1,4 +1,5 @@
-"""Which topics the relay can publish to right now.
+"""Topics on the broker: which ones the relay can publish to right now, and creating the
+dead-letter topics a consumer needs.
 
 A topic the broker does not have (auto-creation off, or a name it refuses to create) would
 make every send to it wait for metadata and fail. The relay asks the broker once per batch
@@ -16,7 +17,8 @@ import time
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 log = logging.getLogger(__name__)
 
@@ -75,3 +77,29 @@ class MissingTopics:
     def forget(self, topic: str) -> None:
         self._since.pop(topic, None)
         self._checked.pop(topic, None)
+
+
+async def create_missing(
+    admin: AIOKafkaAdminClient, topics: dict[str, str], replication_factor: int
+) -> tuple[list[str], dict[str, str]]:
+    """Create each topic of `topics`' values that does not exist yet, with as many partitions
+    as the topic it is keyed by (1 when that one is unknown). Returns the topics created, and
+    why each one that is still missing could not be created."""
+    described = await admin.describe_topics([*topics, *topics.values()])
+    partitions = {t["topic"]: len(t["partitions"]) for t in described if t["error_code"] == 0}
+    wanted = [
+        NewTopic(new, num_partitions=partitions.get(topic) or 1, replication_factor=replication_factor)
+        for topic, new in topics.items()
+        if new not in partitions
+    ]
+    if not wanted:
+        return [], {}
+    response = await admin.create_topics(wanted)
+    created, problems = [], {}
+    for result in response.to_object()["topic_errors"]:
+        error = for_code(result["error_code"])
+        if result["error_code"] == 0:
+            created.append(result["topic"])
+        elif error is not TopicAlreadyExistsError:  # another process made it meanwhile
+            problems[result["topic"]] = f"{error.__name__}: {result['error_message']}"
+    return created, problems

@@ -87,7 +87,10 @@ def worker(ctx: Context) -> None:
     async def go() -> None:
         async def work(orchestrator: Orchestrator) -> None:
             w = OrchestratorWorker(
-                orchestrator, settings.kafka_bootstrap_servers, slow_batch_s=settings.slow_batch_s
+                orchestrator,
+                settings.kafka_bootstrap_servers,
+                slow_batch_s=settings.slow_batch_s,
+                inbox_retention_s=settings.inbox_retention_s,
             )
             await run_until_signalled(w.start, w.stop, w.wait)
 
@@ -119,6 +122,7 @@ def participant(ctx: Context, service: str) -> None:
                 handlers=app.participants[service],
                 topic_prefix=settings.topic_prefix,
                 slow_batch_s=settings.slow_batch_s,
+                inbox_retention_s=settings.inbox_retention_s,
             )
             await run_until_signalled(p.start, p.stop, p.wait)
 

@@ -23,6 +23,7 @@ ENVIRONMENT = {
     "app": "SAGA_APP",
     "event_loop": "SAGA_EVENT_LOOP",
     "slow_batch_s": "SAGA_SLOW_BATCH_S",
+    "inbox_retention_s": "SAGA_INBOX_RETENTION_S",
 }
 
 
@@ -51,6 +52,12 @@ class Settings(BaseModel):
     app: str | None = Field(None, description="Import path of the App: package.module:attribute")
     slow_batch_s: float = Field(
         1.0, gt=0, description="A consumer batch running longer is redone record by record in the background"
+    )
+    inbox_retention_s: float = Field(
+        7 * 24 * 3600.0,
+        gt=0,
+        description="Consumers delete inbox rows older than this; a copy of a message arriving later "
+        "would be handled again, so keep it above the topics' Kafka retention",
     )
     event_loop: EventLoop = Field(
         "auto", description="Workers' event loop: auto (uvloop when installed), asyncio or uvloop"

@@ -157,6 +157,6 @@ async def new_topic(kafka_bootstrap: str, request: pytest.FixtureRequest) -> Asy
     try:
         yield create
     finally:
-        if created:
-            await admin.delete_topics(created)
+        if created:  # with the dead-letter topics consumers created beside them
+            await admin.delete_topics([*created, *(f"{name}.dlq" for name in created)])
         await admin.close()

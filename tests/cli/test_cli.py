@@ -645,6 +645,7 @@ async def test_resume_of_a_compensation_failed_saga_records_the_operator_and_goe
             "SAGA_EVENT_LOOP: Input should be 'auto', 'asyncio' or 'uvloop' (got 'trio')",
         ),
         ("SAGA_SLOW_BATCH_S", "0", "SAGA_SLOW_BATCH_S: Input should be greater than 0 (got '0')"),
+        ("SAGA_INBOX_RETENTION_S", "0", "SAGA_INBOX_RETENTION_S: Input should be greater than 0 (got '0')"),
         ("SAGA_TOPIC_PREFIX", "p" * 300, "SAGA_TOPIC_PREFIX: String should have at most 150 characters"),
     ],
 )

@@ -3,6 +3,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventstore import Database
 from outbox import MessageRegistry, Outbox, Relay
@@ -27,3 +29,13 @@ async def relay(database: Database, kafka_bootstrap: str) -> AsyncIterator[Relay
         yield worker
     finally:
         await worker.stop()
+
+
+@pytest.fixture
+async def effects(engine: AsyncEngine) -> AsyncEngine:
+    """The test database with a table `effects` for handlers to write to."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("CREATE TABLE effects (key text, seq int, applied int NOT NULL, PRIMARY KEY (key, seq))")
+        )
+    return engine

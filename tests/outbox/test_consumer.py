@@ -58,15 +58,6 @@ async def send_pings(
         await producer.stop()
 
 
-@pytest.fixture
-async def effects(engine: AsyncEngine) -> AsyncEngine:
-    async with engine.begin() as conn:
-        await conn.execute(
-            text("CREATE TABLE effects (key text, seq int, applied int NOT NULL, PRIMARY KEY (key, seq))")
-        )
-    return engine
-
-
 async def test_resent_batch_takes_effect_once(
     effects: AsyncEngine,
     database: Database,
