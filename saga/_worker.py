@@ -22,6 +22,14 @@ log = logging.getLogger(__name__)
 DEADLINE_MAX_FAILURES = 8
 DEADLINE_BACKOFF_S = 1.0
 DEADLINE_MAX_BACKOFF_S = 300.0
+# How often the worker checks that it reaches Kafka (a metadata request), and how long it waits.
+KAFKA_PROBE_S = 2.0
+KAFKA_PROBE_TIMEOUT_S = 2.0
+
+
+class KafkaUnreachable(Exception):
+    def __init__(self, bootstrap: str) -> None:
+        super().__init__(f"no Kafka broker answers at {bootstrap}")
 
 
 async def fire_due_deadlines(
@@ -127,6 +135,7 @@ class OrchestratorWorker(Worker):
         super().__init__()
         self.orchestrator = orchestrator
         self.deadline_interval_s = deadline_interval_s
+        self.bootstrap_servers = bootstrap_servers
         self.replies = Consumer(
             orchestrator.database,
             bootstrap_servers,
@@ -146,13 +155,28 @@ class OrchestratorWorker(Worker):
         await self.replies.stop()
 
     async def _run(self) -> None:
+        """Fire due deadlines; while our side cannot reach Postgres or Kafka, fire none, and
+        when it can again, first move the reply deadlines later by the outage."""
         outage = Outage("orchestrator: firing deadlines")
+        kafka = Outage("orchestrator: Kafka")
+        next_probe = 0.0
+        last_reached = time.monotonic()
         while not self._stopping.is_set():
+            if time.monotonic() >= next_probe:
+                next_probe = time.monotonic() + KAFKA_PROBE_S
+                if not await self.replies.broker_reachable(KAFKA_PROBE_TIMEOUT_S):
+                    # Kafka may have gone right after the last good probe: the outage counts from there.
+                    gone = KafkaUnreachable(self.bootstrap_servers)
+                    await self._backoff(kafka.failed(gone, KAFKA_PROBE_S, since=last_reached))
+                    next_probe = 0.0
+                    continue
+                last_reached = time.monotonic()
             try:
-                if outage.active:
+                if outage.active or kafka.active:
                     # Before any deadline fires: our own outage is not the participants' silence.
-                    await self._credit(outage.lasted())
+                    await self._credit(max(outage.lasted(), kafka.lasted()))
                     outage.ended()
+                    kafka.ended()
                 fired = await fire_due_deadlines(self.orchestrator)
             except Exception as exc:
                 kind = classify_error(exc)
@@ -186,11 +210,12 @@ class Outage:
         self.last_said = 0.0
         self.wait_s = 0.0
 
-    def failed(self, exc: BaseException, base_wait_s: float) -> float:
-        """Note a failed try; returns how long to wait before the next."""
+    def failed(self, exc: BaseException, base_wait_s: float, since: float | None = None) -> float:
+        """Note a failed try (the outage began at `since`, default now); returns how long to
+        wait before the next."""
         now = time.monotonic()
         if self.since is None:
-            self.since, self.last_said, self.wait_s = now, now, base_wait_s
+            self.since, self.last_said, self.wait_s = since or now, now, base_wait_s
             log.warning("%s: %s; waiting for it to come back", self.what, _short(exc))
         elif now - self.last_said >= self.REPEAT_S:
             self.last_said = now

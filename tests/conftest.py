@@ -9,9 +9,13 @@ with a message that names the service and how to start it: nothing is skipped. T
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from importlib.machinery import SourceFileLoader
+from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -160,3 +164,25 @@ async def new_topic(kafka_bootstrap: str, request: pytest.FixtureRequest) -> Asy
         if created:  # with the dead-letter topics consumers created beside them
             await admin.delete_topics([*created, *(f"{name}.dlq" for name in created)])
         await admin.close()
+
+
+def load_services() -> Any:
+    """The project's `scripts/services` as a module (its KafkaBroker class, say)."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / "services"
+    loader = SourceFileLoader("project_services", str(path))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+async def private_broker(tmp_path: Path) -> AsyncIterator[Any]:
+    """A broker of this test's own, which it may stop and start (the shared one stays up)."""
+    broker = load_services().KafkaBroker(tmp_path / "kafka")
+    await asyncio.to_thread(broker.up)
+    try:
+        yield broker
+    finally:
+        await asyncio.to_thread(broker.down)

@@ -19,11 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventstore import Database
 from outbox import Consumer, MessageRegistry, Outbox
+from tests.conftest import load_services
 from tests.helpers import Collector, wait_for
 from tests.outbox.dead_letter_scenario import Scenario, errors
 from tests.outbox.messages import Ping
 from tests.outbox.test_consumer import apply_ping, send_pings
-from tests.outbox.test_kafka_outage import load_services
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-from collections.abc import AsyncIterator
-from importlib.machinery import SourceFileLoader
-from pathlib import Path
 from typing import Any
 
-import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -20,27 +15,6 @@ from tests.outbox.messages import Ping
 from tests.outbox.test_relay_failover import check_order
 
 OUTAGE_S = 10.0
-
-
-def load_services() -> Any:
-    path = Path(__file__).resolve().parents[2] / "scripts" / "services"
-    loader = SourceFileLoader("project_services", str(path))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
-
-
-@pytest.fixture
-async def private_broker(tmp_path: Path) -> AsyncIterator[Any]:
-    """A broker of this test's own, which it may stop and start (the shared one stays up)."""
-    broker = load_services().KafkaBroker(tmp_path / "kafka")
-    await asyncio.to_thread(broker.up)
-    try:
-        yield broker
-    finally:
-        await asyncio.to_thread(broker.down)
 
 
 async def test_broker_down_for_ten_seconds_loses_nothing(

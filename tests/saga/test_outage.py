@@ -4,9 +4,11 @@ the outage, before any of them fires."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from datetime import datetime
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -125,3 +127,42 @@ async def _later_than(now: object, when: datetime, by_s: float) -> bool:
     current = await now  # type: ignore[misc]
     assert isinstance(current, datetime)
     return (current - when).total_seconds() > by_s
+
+
+async def test_a_kafka_outage_of_the_worker_is_not_charged_to_the_reply_timeout(
+    database: Database, engine: AsyncEngine, private_broker: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The worker's broker goes down for longer than the step's timeout: no deadline fires
+    meanwhile, and when the broker is back the reply deadline has moved later by the outage."""
+    caplog.set_level(logging.WARNING, logger="saga")
+    bootstrap = private_broker.bootstrap()
+    prefix = f"koutage{uuid.uuid4().hex[:8]}"
+    orchestrator = Orchestrator(database, [AskSaga], messages, topic_prefix=prefix)
+    worker = OrchestratorWorker(orchestrator, bootstrap, deadline_interval_s=0.1)
+    await worker.start()
+    try:
+        async with engine.begin() as conn:
+            saga_id = await orchestrator.start(conn, AskSaga, Data(n=2))
+            await conn.execute(text("DELETE FROM outbox"))  # as the relay would: the command went out
+        first_due = await due_at(engine, saga_id)
+
+        await asyncio.to_thread(private_broker.down)
+        try:
+            await wait_for(
+                lambda: "no Kafka broker answers" in caplog.text, 30, "the worker to see Kafka gone"
+            )
+            await wait_for(
+                lambda: _later_than(db_now(engine), first_due, 1.0),
+                30,
+                "the timeout to pass during the outage",
+            )
+            state = await orchestrator.load(saga_id)
+            assert state.version == 2  # nothing fired while the worker could not reach Kafka
+        finally:
+            await asyncio.to_thread(private_broker.up)
+        await wait_for(lambda: "reply deadline(s) moved" in caplog.text, 60, "the outage to be credited")
+        moved = await due_at(engine, saga_id)
+        assert (moved - first_due).total_seconds() >= 2.0
+        assert (await orchestrator.load(saga_id)).status == "running"
+    finally:
+        await worker.stop()
