@@ -1,0 +1,264 @@
+"""One chaos run: private servers, the order system's processes, orders placed at a steady
+pace while the faults go in, then wait for every saga to end and look at what happened."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import psycopg
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from chaos import checks
+from chaos.faults import Injector, run_schedule
+from chaos.plan import CREDIT, STOCK, PlannedFault, customers_for, plan_faults, plan_orders
+from chaos.processes import Supervisor
+from chaos.records import RecordFaults
+from chaos.report import Report
+from chaos.services import ROOT, Broker, PrivatePostgres, private_broker
+from eventstore import create_engine
+from examples.orders.cluster import Cluster
+from examples.orders.invariants import check_invariants
+from examples.orders.messages import messages
+from examples.orders.saga import OrderData, OrderSaga
+from saga import Orchestrator
+
+T = TypeVar("T")
+BATCH = 25
+OUTAGE_PATIENCE_S = 300.0  # the harness's own queries wait this long for Postgres to come back
+TRANSIENT = (sa_exc.SQLAlchemyError, psycopg.Error, OSError)
+ENDED = "SELECT count(*) FROM saga_instances WHERE status IN ('completed', 'compensated')"
+
+
+@dataclass(frozen=True)
+class Options:
+    sagas: int = 3000
+    faults: dict[str, int] = field(default_factory=dict)
+    duration_s: float = 240.0
+    seed: int = 2026
+    outage_s: float = 8.0
+    slow: int = 3
+    window: int = 400
+    state_dir: Path | None = None
+    keep: bool = False
+    auto_create_topics: bool = False
+    dead_letter_topics: bool = False
+    stall_s: float = 180.0
+    drain_deadline_s: float = 900.0
+
+
+async def _retrying(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    """Our own queries ride out the outages we cause."""
+    deadline = time.monotonic() + OUTAGE_PATIENCE_S
+    while True:
+        try:
+            return await attempt()
+        except TRANSIENT:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.25)
+
+
+async def _ended(engine: AsyncEngine) -> int:
+    async def count() -> int:
+        async with engine.connect() as conn:
+            return int((await conn.execute(text(ENDED))).scalar_one())
+
+    return await _retrying("count ended sagas", count)
+
+
+async def _place(engine: AsyncEngine, orchestrator: Orchestrator, orders: list[OrderData]) -> None:
+    """Orders and their sagas in one transaction; again after a lost connection, safely (an
+    order already there is kept, a key already started starts nothing)."""
+
+    async def once() -> None:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO orders (order_id, customer_id, sku, quantity, amount) "
+                    "VALUES (:o, :c, :s, :q, :a) ON CONFLICT (order_id) DO NOTHING"
+                ),
+                [
+                    {"o": o.order_id, "c": o.customer_id, "s": o.sku, "q": o.quantity, "a": o.amount}
+                    for o in orders
+                ],
+            )
+            await orchestrator.start_many(conn, OrderSaga, orders, keys=[o.order_id for o in orders])
+
+    await _retrying("place orders", once)
+
+
+async def place_all(
+    engine: AsyncEngine, orchestrator: Orchestrator, orders: list[OrderData], place_s: float, window: int
+) -> None:
+    """At an even pace over `place_s`, with at most `window` sagas in flight."""
+    started = time.monotonic()
+    placed = 0
+    while placed < len(orders):
+        due = min(len(orders), math.ceil(len(orders) * (time.monotonic() - started) / place_s))
+        if due <= placed or placed - await _ended(engine) >= window:
+            await asyncio.sleep(0.1)
+            continue
+        chunk = orders[placed : min(due, placed + BATCH)]
+        await _place(engine, orchestrator, chunk)
+        placed += len(chunk)
+
+
+async def wait_all_ended(engine: AsyncEngine, total: int, stall_s: float, deadline_s: float) -> float:
+    """Until every saga ended; gives up when none ended for `stall_s` or after `deadline_s`.
+    Returns how long it waited."""
+    started = last_change = time.monotonic()
+    ended = -1
+    while time.monotonic() - started < deadline_s and time.monotonic() - last_change < stall_s:
+        now_ended = await _ended(engine)
+        if now_ended >= total:
+            break
+        if now_ended != ended:
+            ended, last_change = now_ended, time.monotonic()
+        await asyncio.sleep(0.5)
+    return time.monotonic() - started
+
+
+async def _drained(engine: AsyncEngine, deadline_s: float) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        async with engine.connect() as conn:
+            if not (await conn.execute(text("SELECT count(*) FROM outbox"))).scalar_one():
+                return
+        await asyncio.sleep(0.25)
+
+
+async def _progress(engine: AsyncEngine, total: int, started: float) -> None:
+    while True:
+        await asyncio.sleep(10)
+        try:
+            ended = await _ended(engine)
+        except TRANSIENT:
+            continue
+        print(f".. {time.monotonic() - started:7.1f}s {ended}/{total} sagas ended", file=sys.stderr)
+
+
+async def create_dead_letter_topics(bootstrap: str, topics: list[str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(f"{t}.dlq", num_partitions=4, replication_factor=1) for t in topics]
+        )
+    finally:
+        await admin.close()
+
+
+async def rebuild_differences(env: dict[str, str]) -> int | None:
+    """`saga rebuild --verify`: the differences it finds (None when it could not run)."""
+    import orjson
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "saga", "--json", "rebuild", "--verify",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await process.communicate()
+    try:
+        return len(orjson.loads(out)["differences"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        print(f"saga rebuild --verify failed ({process.returncode}): {err.decode()[-2000:]}", file=sys.stderr)
+        return None
+
+
+def state_dir(options: Options) -> Path:
+    if options.state_dir is not None:
+        return options.state_dir.resolve()
+    return ROOT / ".cache" / "chaos" / f"{time.strftime('%Y%m%d-%H%M%S')}-seed{options.seed}-{os.getpid()}"
+
+
+async def run(options: Options) -> Report:
+    rng = random.Random(options.seed)
+    orders = plan_orders(options.sagas, options.slow, rng)
+    planned = plan_faults(options.faults, options.duration_s, options.outage_s, rng)
+    state = state_dir(options)
+    if state.exists() and any(state.iterdir()):
+        raise SystemExit(f"chaos: the state folder {state} is not empty; name a new one (or remove it)")
+    postgres = PrivatePostgres(state / "postgres")
+    broker = private_broker(state / "kafka", auto_create_topics=options.auto_create_topics)
+    print(
+        f"chaos: seed {options.seed}, {len(orders)} sagas, {len(planned)} faults; state in {state}",
+        file=sys.stderr,
+    )
+    try:
+        await asyncio.to_thread(postgres.create)
+        bootstrap = await asyncio.to_thread(broker.up)
+        return await _run_on(options, state, postgres, broker, bootstrap, orders, planned)
+    finally:
+        await asyncio.to_thread(broker.down)
+        await asyncio.to_thread(postgres.destroy)
+        if options.keep:
+            print(f"chaos: kept {state} (logs in {state / 'logs'})", file=sys.stderr)
+        else:
+            shutil.rmtree(state, ignore_errors=True)
+
+
+async def _run_on(
+    options: Options,
+    state: Path,
+    postgres: PrivatePostgres,
+    broker: Broker,
+    bootstrap: str,
+    orders: list[OrderData],
+    planned: list[PlannedFault],
+) -> Report:
+    cluster = Cluster(postgres.url, bootstrap, name=f"chaos_{options.seed}", log_dir=state / "logs")
+    await (await cluster.prepare(customers_for(len(orders)), CREDIT, STOCK)).dispose()
+    records = RecordFaults(bootstrap, cluster.name)
+    if options.dead_letter_topics:
+        await create_dead_letter_topics(bootstrap, records.consumed())
+    engine = create_engine(cluster.url, pool_size=5, pool_pre_ping=True)
+    orchestrator = Orchestrator(engine, [OrderSaga], messages, topic_prefix=cluster.name)
+    supervisor = Supervisor(cluster.env(), state / "logs")
+    try:
+        supervisor.start_all()
+        started = supervisor.started_at = time.monotonic()
+        injector = Injector(supervisor, postgres, broker, bootstrap, records, started)
+        stop = asyncio.Event()
+        side = [
+            asyncio.create_task(supervisor.watch(stop)),
+            asyncio.create_task(_progress(engine, len(orders), started)),
+        ]
+        try:
+            await asyncio.gather(
+                place_all(engine, orchestrator, orders, 0.8 * options.duration_s, options.window),
+                run_schedule(injector, planned),
+            )
+            waited = await wait_all_ended(engine, len(orders), options.stall_s, options.drain_deadline_s)
+            await _drained(engine, 30)
+        finally:
+            stop.set()
+            side[1].cancel()
+            await asyncio.gather(*side, return_exceptions=True)
+            supervisor.check()
+            await supervisor.terminate_all()
+        elapsed = time.monotonic() - started
+        outcome = await checks.outcome(engine, orders, injector.done)
+        invariants = await check_invariants(engine, orders, STOCK)
+        differences = await rebuild_differences(cluster.env())
+        dead_letters = await records.dead_letters()
+    finally:
+        if supervisor.running():
+            await supervisor.terminate_all()
+        await orchestrator.aclose()
+        await engine.dispose()
+    return Report(
+        options.seed, len(orders), planned, injector.done, outcome, invariants, differences,
+        supervisor.deaths, supervisor.unclean_stops, dead_letters, elapsed, waited,
+    )  # fmt: skip
