@@ -85,11 +85,11 @@ class Timeout:
 @dataclass
 class Outcome:
     statuses: dict[str, int] = field(default_factory=dict)
-    stuck: list[str] = field(default_factory=list)
+    stuck: dict[str, str] = field(default_factory=dict)  # order -> its status and last error
     lost: dict[str, str] = field(default_factory=dict)  # order -> why
     applied_twice: int = 0
     timeouts: list[Timeout] = field(default_factory=list)
-    due_to_outage: list[tuple[Timeout, str]] = field(default_factory=list)  # with the fault's kind
+    due_to_outage: list[tuple[Timeout, list[str]]] = field(default_factory=list)  # with the faults' kinds
     unexplained: list[Timeout] = field(default_factory=list)
     outbox_left: int = 0
     outbox_dead: int = 0
@@ -107,10 +107,16 @@ async def _scalar(engine: AsyncEngine, sql: str) -> Any:
 
 async def outcome(engine: AsyncEngine, orders: Sequence[OrderData], faults: Sequence[Injected]) -> Outcome:
     found = Outcome()
-    status: dict[str, str] = dict(await _rows(engine, "SELECT key, status FROM saga_instances"))
+    rows = await _rows(engine, "SELECT key, status, step, last_error FROM saga_instances")
+    status: dict[str, str] = {key: s for key, s, _, _ in rows}
     for s in status.values():
         found.statuses[s] = found.statuses.get(s, 0) + 1
-    found.stuck = [o.order_id for o in orders if o.order_id in status and status[o.order_id] not in TERMINAL]
+    placed = {o.order_id for o in orders}
+    found.stuck = {
+        key: f"{s} at {step}: {error or 'no error recorded'}"
+        for key, s, step, error in rows
+        if key in placed and s not in TERMINAL
+    }
     await _find_lost(engine, orders, status, found.lost)
     found.applied_twice = int(await _scalar(engine, _TWICE_HANDLED)) + int(
         await _scalar(engine, _TWICE_OUTCOMES)
@@ -185,7 +191,7 @@ def _classify_timeouts(found: Outcome, slow: set[str], faults: Sequence[Injected
             continue  # its participant was really down
         ours = [f for f in overlapping if not f.participant_kill]
         if ours:
-            found.due_to_outage.append((t, ours[0].kind))
+            found.due_to_outage.append((t, sorted({f.kind for f in ours})))
         else:
             found.unexplained.append(t)
 

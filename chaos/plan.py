@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass
 from decimal import Decimal
 
-from chaos.processes import PARTICIPANTS, ROLES
+from chaos.processes import ROLES
 from examples.orders.saga import OrderData
 
 CREDIT = Decimal(400)
@@ -105,5 +105,3 @@ def plan_orders(orders: int, slow: int, rng: random.Random) -> list[OrderData]:
     return planned
 
 
-def participant_of(role: str) -> bool:
-    return role in PARTICIPANTS

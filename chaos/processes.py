@@ -117,6 +117,17 @@ class Supervisor:
             if role not in self._running:
                 self.start(role)
 
+    def log_lines(self) -> dict[str, int]:
+        """Lines each role's processes logged (at WARNING and up) over the run."""
+        counts = {}
+        for role in ROLES:
+            try:
+                with self.log_of(role).open("rb") as log:
+                    counts[role] = sum(1 for _ in log)
+            except OSError:
+                counts[role] = 0
+        return counts
+
     async def settled(self, grace_s: float = STARTUP_GRACE_S) -> None:
         """Until every running process has been up for `grace_s`."""
         while self._running:

@@ -28,6 +28,8 @@ from outbox import Outbox
 from saga import Topics
 
 READ_DEADLINE_S = 15.0
+# On every record a fault makes up, so that copies are made of real records only.
+MARK = ("chaos_fault", b"1")
 # A command each participant handles with no effect on the books: answering it is harmless.
 HARMLESS: dict[str, tuple[str, BaseModel]] = {
     "customers": ("reserve_credit", ReleaseCredit(customer_id="c0", order_id="chaos-none")),
@@ -70,12 +72,18 @@ class RecordFaults:
     def consumed(self) -> list[str]:
         return [*self.commands.values(), self.replies]
 
-    async def _produce(self, records: Sequence[Record]) -> None:
+    async def _produce(self, records: Sequence[Record], *, mark: bool = True) -> None:
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True)
         await producer.start()
         try:
             sent = [
-                await producer.send(topic, value=value, key=key, headers=headers, partition=partition)
+                await producer.send(
+                    topic,
+                    value=value,
+                    key=key,
+                    headers=[*headers, MARK] if mark else headers,
+                    partition=partition,
+                )
                 for topic, partition, key, value, headers in records
             ]
             await asyncio.gather(*sent)
@@ -114,7 +122,7 @@ class RecordFaults:
             while wanted and loop.time() < deadline:
                 batch = await consumer.getmany(*wanted, timeout_ms=200)
                 for tp, got in batch.items():
-                    records.extend(r for r in got if r.offset < wanted[tp])
+                    records.extend(r for r in got if r.offset < wanted[tp] and MARK not in r.headers)
                 for tp in list(wanted):
                     if await consumer.position(tp) >= wanted[tp]:
                         del wanted[tp]
@@ -128,7 +136,9 @@ class RecordFaults:
     async def copy_records(self, rng: random.Random, *, recent: bool, per_topic: int = 30) -> Sent:
         """Duplicates (`recent`: right behind the originals) or replays (old records again)."""
         sample = await self._sample(rng, per_topic, recent)
-        await self._produce([(r.topic, r.partition, r.key, r.value, list(r.headers)) for r in sample])
+        await self._produce(
+            [(r.topic, r.partition, r.key, r.value, list(r.headers)) for r in sample], mark=False
+        )
         kinds = {t: sum(1 for r in sample if r.topic == t) for t in self.consumed()}
         return Sent(len(sample), detail=", ".join(f"{t.rsplit('.', 2)[-2]} {n}" for t, n in kinds.items()))
 

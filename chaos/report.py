@@ -26,6 +26,7 @@ class Report:
     deaths: Sequence[Death]
     unclean_stops: Sequence[tuple[str, int]]
     dead_letters: dict[str, int]
+    log_lines: dict[str, int]
     elapsed_s: float
     drained_in_s: float
 
@@ -116,16 +117,22 @@ class Report:
 
     def _findings(self, shown: int = 5) -> list[str]:
         o = self.outcome
-        lines = [f"stuck: {oid}" for oid in o.stuck[:shown]]
+        lines = [f"stuck: {oid}: {why[:300]}" for oid, why in list(o.stuck.items())[:shown]]
         lines += [f"lost: {oid}: {why}" for oid, why in list(o.lost.items())[:shown]]
         by_kind: dict[str, int] = {}
-        for _, kind in o.due_to_outage:
-            by_kind[kind] = by_kind.get(kind, 0) + 1
-        lines += [f"timeouts due to outage, overlapping {kind}: {n}" for kind, n in sorted(by_kind.items())]
+        for _, kinds in o.due_to_outage:
+            for kind in kinds:
+                by_kind[kind] = by_kind.get(kind, 0) + 1
+        lines += [
+            f"timeouts due to outage whose window overlaps {kind}: {n}" for kind, n in sorted(by_kind.items())
+        ]
         lines += [
             f"timeout unexplained: {t.order_id} {t.step}/{t.phase}#{t.attempt}" for t in o.unexplained[:shown]
         ]
         lines += [f"dead-letter topic {topic}: {n}" for topic, n in self.dead_letters.items()]
+        lines.append(
+            "log lines (WARNING and up): " + ", ".join(f"{r} {n}" for r, n in self.log_lines.items())
+        )
         for d in self.deaths:
             tail = "\n    ".join(d.log_tail.splitlines()[-8:])
             lines.append(f"died on its own: {d.role} exit {d.code} at {d.at:.1f}s; its log ends:\n    {tail}")

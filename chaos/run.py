@@ -101,13 +101,21 @@ async def _place(engine: AsyncEngine, orchestrator: Orchestrator, orders: list[O
 
 
 async def place_all(
-    engine: AsyncEngine, orchestrator: Orchestrator, orders: list[OrderData], place_s: float, window: int
+    engine: AsyncEngine,
+    orchestrator: Orchestrator,
+    orders: list[OrderData],
+    place_s: float,
+    window: int,
+    faults_done: Callable[[], float],
 ) -> None:
-    """At an even pace over `place_s`, with at most `window` sagas in flight."""
+    """At an even pace over `place_s`, with at most `window` sagas in flight, and never ahead of
+    the faults: before the k-th of n faults, at most k/(n+1) of the orders (so that every fault
+    meets sagas in flight, however long the ones before it took)."""
     started = time.monotonic()
     placed = 0
     while placed < len(orders):
-        due = min(len(orders), math.ceil(len(orders) * (time.monotonic() - started) / place_s))
+        share = min((time.monotonic() - started) / place_s, faults_done())
+        due = min(len(orders), math.ceil(len(orders) * share))
         if due <= placed or placed - await _ended(engine) >= window:
             await asyncio.sleep(0.1)
             continue
@@ -237,7 +245,14 @@ async def _run_on(
         ]
         try:
             await asyncio.gather(
-                place_all(engine, orchestrator, orders, 0.8 * options.duration_s, options.window),
+                place_all(
+                    engine,
+                    orchestrator,
+                    orders,
+                    0.8 * options.duration_s,
+                    options.window,
+                    lambda: (len(injector.done) + 1) / (len(planned) + 1),
+                ),
                 run_schedule(injector, planned),
             )
             waited = await wait_all_ended(engine, len(orders), options.stall_s, options.drain_deadline_s)
@@ -260,5 +275,5 @@ async def _run_on(
         await engine.dispose()
     return Report(
         options.seed, len(orders), planned, injector.done, outcome, invariants, differences,
-        supervisor.deaths, supervisor.unclean_stops, dead_letters, elapsed, waited,
+        supervisor.deaths, supervisor.unclean_stops, dead_letters, supervisor.log_lines(), elapsed, waited,
     )  # fmt: skip
