@@ -12,7 +12,7 @@ from chaos.plan import FAULT_KINDS, parse_faults
 from chaos.run import Options, run
 
 
-def options(argv: list[str] | None = None) -> Options:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m chaos",
         description=chaos.__doc__,
@@ -52,6 +52,11 @@ def options(argv: list[str] | None = None) -> Options:
     parser.add_argument(
         "--stall", type=float, default=180.0, help="give up waiting when no saga ended for this long"
     )
+    return parser
+
+
+def options(argv: list[str] | None = None) -> Options:
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.sagas < 1 or args.duration <= 0 or args.outage <= 0 or args.window < 1 or args.slow < 0:
         parser.error("--sagas, --window >= 1; --duration, --outage > 0; --slow >= 0")

@@ -103,5 +103,3 @@ def plan_orders(orders: int, slow: int, rng: random.Random) -> list[OrderData]:
             )
         )
     return planned
-
-

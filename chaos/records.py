@@ -149,66 +149,32 @@ class RecordFaults:
     async def poison(self, rng: random.Random) -> Sent:
         """On every consumed topic: garbage bytes under a known type, an unknown type, no
         headers, a header that is not UTF-8, a malformed envelope, a schema version nobody has."""
-        records: list[Record] = []
-        for name, topic in [*self.commands.items(), ("replies", self.replies)]:
-            model = KNOWN_TYPE[name]
-            known = messages.type_of_model(model).name
-            good = self._headers(
-                ReleaseStock(order_id="chaos-poison"),
-                saga_id=str(uuid.uuid4()),
-                saga_type=OrderSaga.name,
-                reply_topic=self.replies,
-            )
-            base = [(k, v) for k, v in good if k not in ("message_type", "schema_version")]
-            garbage = rng.randbytes(rng.randint(1, 200))
-            records += [
-                (
-                    topic,
-                    None,
-                    _key(rng),
-                    garbage,
-                    [*base, ("message_type", known.encode()), ("schema_version", b"1")],
-                ),
-                (
-                    topic,
-                    None,
-                    _key(rng),
-                    b"{}",
-                    [*base, ("message_type", b"chaos.no_such_type"), ("schema_version", b"1")],
-                ),
-                (topic, None, _key(rng), b'{"order_id": "x"}', []),
-                (
-                    topic,
-                    None,
-                    _key(rng),
-                    b"{}",
-                    [
-                        ("message_id", b"\xff\xfe\x00"),
-                        ("message_type", known.encode()),
-                        ("schema_version", b"1"),
-                    ],
-                ),
-                (
-                    topic,
-                    None,
-                    _key(rng),
-                    b"{}",
-                    [
-                        ("message_id", b"not-a-uuid"),
-                        ("message_type", known.encode()),
-                        ("schema_version", b"one"),
-                    ],
-                ),
-                (
-                    topic,
-                    None,
-                    _key(rng),
-                    b"{}",
-                    [*base, ("message_type", known.encode()), ("schema_version", b"99")],
-                ),
-            ]
+        records = [
+            r
+            for name, topic in [*self.commands.items(), ("replies", self.replies)]
+            for r in self._poison_for(topic, messages.type_of_model(KNOWN_TYPE[name]).name.encode(), rng)
+        ]
         await self._produce(records)
         return Sent(len(records), to_dead_letter=len(records), detail=f"6 kinds x {len(records) // 6} topics")
+
+    def _poison_for(self, topic: str, known: bytes, rng: random.Random) -> list[Record]:
+        good = self._headers(
+            ReleaseStock(order_id="chaos-poison"),
+            saga_id=str(uuid.uuid4()),
+            saga_type=OrderSaga.name,
+            reply_topic=self.replies,
+        )
+        base = [(k, v) for k, v in good if k not in ("message_type", "schema_version")]
+        garbage = rng.randbytes(rng.randint(1, 200))
+        headers: list[tuple[bytes, list[tuple[str, bytes]]]] = [
+            (garbage, [*base, ("message_type", known), ("schema_version", b"1")]),
+            (b"{}", [*base, ("message_type", b"chaos.no_such_type"), ("schema_version", b"1")]),
+            (b'{"order_id": "x"}', []),
+            (b"{}", [("message_id", b"\xff\xfe\x00"), ("message_type", known), ("schema_version", b"1")]),
+            (b"{}", [("message_id", b"not-a-uuid"), ("message_type", known), ("schema_version", b"one")]),
+            (b"{}", [*base, ("message_type", known), ("schema_version", b"99")]),
+        ]
+        return [(topic, None, _key(rng), value, h) for value, h in headers]
 
     async def bad_reply_topic(self, rng: random.Random) -> Sent:
         """To each participant, a harmless command asking for its reply on `.` (never a topic)

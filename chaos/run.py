@@ -234,46 +234,59 @@ async def _run_on(
     engine = create_engine(cluster.url, pool_size=5, pool_pre_ping=True)
     orchestrator = Orchestrator(engine, [OrderSaga], messages, topic_prefix=cluster.name)
     supervisor = Supervisor(cluster.env(), state / "logs")
+    injector = Injector(supervisor, postgres, broker, bootstrap, records, time.monotonic())
     try:
-        supervisor.start_all()
-        started = supervisor.started_at = time.monotonic()
-        injector = Injector(supervisor, postgres, broker, bootstrap, records, started)
-        stop = asyncio.Event()
-        side = [
-            asyncio.create_task(supervisor.watch(stop)),
-            asyncio.create_task(_progress(engine, len(orders), started)),
-        ]
-        try:
-            await asyncio.gather(
-                place_all(
-                    engine,
-                    orchestrator,
-                    orders,
-                    0.8 * options.duration_s,
-                    options.window,
-                    lambda: (len(injector.done) + 1) / (len(planned) + 1),
-                ),
-                run_schedule(injector, planned),
-            )
-            waited = await wait_all_ended(engine, len(orders), options.stall_s, options.drain_deadline_s)
-            await _drained(engine, 30)
-        finally:
-            stop.set()
-            side[1].cancel()
-            await asyncio.gather(*side, return_exceptions=True)
-            supervisor.check()
-            await supervisor.terminate_all()
-        elapsed = time.monotonic() - started
-        outcome = await checks.outcome(engine, orders, injector.done)
-        invariants = await check_invariants(engine, orders, STOCK)
-        differences = await rebuild_differences(cluster.env())
-        dead_letters = await records.dead_letters()
+        waited = await _drive(options, engine, orchestrator, injector, orders, planned)
+        elapsed = time.monotonic() - injector.started_at
+        return Report(
+            options.seed, len(orders), planned, injector.done,
+            await checks.outcome(engine, orders, injector.done),
+            await check_invariants(engine, orders, STOCK),
+            await rebuild_differences(cluster.env()),
+            supervisor.deaths, supervisor.unclean_stops, await records.dead_letters(), supervisor.log_lines(),
+            elapsed, waited,
+        )  # fmt: skip
     finally:
         if supervisor.running():
             await supervisor.terminate_all()
         await orchestrator.aclose()
         await engine.dispose()
-    return Report(
-        options.seed, len(orders), planned, injector.done, outcome, invariants, differences,
-        supervisor.deaths, supervisor.unclean_stops, dead_letters, supervisor.log_lines(), elapsed, waited,
-    )  # fmt: skip
+
+
+async def _drive(
+    options: Options,
+    engine: AsyncEngine,
+    orchestrator: Orchestrator,
+    injector: Injector,
+    orders: list[OrderData],
+    planned: list[PlannedFault],
+) -> float:
+    """Start the processes, place the orders while the faults go in, wait for the sagas to
+    end, stop the processes; returns how long the last sagas took to end."""
+    supervisor = injector.supervisor
+    supervisor.start_all()
+    injector.started_at = supervisor.started_at = time.monotonic()
+    stop = asyncio.Event()
+    watch = asyncio.create_task(supervisor.watch(stop))
+    progress = asyncio.create_task(_progress(engine, len(orders), injector.started_at))
+    try:
+        await asyncio.gather(
+            place_all(
+                engine,
+                orchestrator,
+                orders,
+                0.8 * options.duration_s,
+                options.window,
+                lambda: (len(injector.done) + 1) / (len(planned) + 1),
+            ),
+            run_schedule(injector, planned),
+        )
+        waited = await wait_all_ended(engine, len(orders), options.stall_s, options.drain_deadline_s)
+        await _drained(engine, 30)
+        return waited
+    finally:
+        stop.set()
+        progress.cancel()
+        await asyncio.gather(watch, progress, return_exceptions=True)
+        supervisor.check()
+        await supervisor.terminate_all()
