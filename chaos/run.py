@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import orjson
 import psycopg
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import exc as sa_exc
@@ -65,8 +66,11 @@ async def _retrying(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
     while True:
         try:
             return await attempt()
-        except TRANSIENT:
+        except TRANSIENT as exc:
             if time.monotonic() > deadline:
+                print(
+                    f"chaos: {what}: Postgres unusable for {OUTAGE_PATIENCE_S:.0f}s: {exc}", file=sys.stderr
+                )
                 raise
             await asyncio.sleep(0.25)
 
@@ -171,8 +175,6 @@ async def create_dead_letter_topics(bootstrap: str, topics: list[str]) -> None:
 
 async def rebuild_differences(env: dict[str, str]) -> int | None:
     """`saga rebuild --verify`: the differences it finds (None when it could not run)."""
-    import orjson
-
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "saga", "--json", "rebuild", "--verify",
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
