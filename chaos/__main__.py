@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from pathlib import Path
 
@@ -81,7 +82,14 @@ def options(argv: list[str] | None = None) -> Options:
 
 
 def main() -> None:
-    report = asyncio.run(run(options()))
+    # SIGTERM as Ctrl-C: the run stops its processes and servers on the way out.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    chosen = options()
+    try:
+        report = asyncio.run(run(chosen))
+    except KeyboardInterrupt:
+        print("chaos: interrupted; its processes and servers are stopped", file=sys.stderr)
+        sys.exit(130)
     print(report.render())
     print(report.json_line())
     sys.exit(1 if report.failed else 0)

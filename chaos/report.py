@@ -17,7 +17,9 @@ from chaos.processes import Death
 @dataclass(frozen=True)
 class Report:
     seed: int
-    sagas: int
+    planned_sagas: int
+    sagas: int  # placed
+    gave_up: str | None  # why placing stopped early
     planned: Sequence[PlannedFault]
     faults: Sequence[Injected]
     outcome: Outcome
@@ -46,7 +48,7 @@ class Report:
     @property
     def failed(self) -> bool:
         o = self.outcome
-        return bool(o.lost or o.applied_twice or o.stuck) or not self.invariants_ok
+        return bool(o.lost or o.applied_twice or o.stuck or self.gave_up) or not self.invariants_ok
 
     def summary(self) -> dict[str, Any]:
         o = self.outcome
@@ -59,6 +61,7 @@ class Report:
             "timeouts_due_to_outage": len(o.due_to_outage),
             "invariants_ok": self.invariants_ok,
             "seed": self.seed,
+            "sagas_planned": self.planned_sagas,
             "timeouts": len(o.timeouts),
             "timeouts_unexplained": len(o.unexplained),
             "died_on_own": len(self.deaths),
@@ -91,7 +94,8 @@ class Report:
         sent_dead = sum(f.sent.to_dead_letter for f in self.faults if f.sent)
         sent_outbox_dead = sum(f.sent.to_outbox_dead for f in self.faults if f.sent)
         rows: list[tuple[str, Any, bool | None]] = [
-            ("sagas placed", self.sagas, None),
+            ("sagas planned", self.planned_sagas, None),
+            ("sagas placed", self.sagas, self.sagas == self.planned_sagas),
             *((f"  {status}", n, None) for status, n in sorted(o.statuses.items())),
             ("stuck (not ended)", s["stuck"], s["stuck"] == 0),
             ("lost", s["lost"], s["lost"] == 0),
@@ -117,7 +121,8 @@ class Report:
 
     def _findings(self, shown: int = 5) -> list[str]:
         o = self.outcome
-        lines = [f"stuck: {oid}: {why[:300]}" for oid, why in list(o.stuck.items())[:shown]]
+        lines = [self.gave_up] if self.gave_up else []
+        lines += [f"stuck: {oid}: {why[:300]}" for oid, why in list(o.stuck.items())[:shown]]
         lines += [f"lost: {oid}: {why}" for oid, why in list(o.lost.items())[:shown]]
         by_kind: dict[str, int] = {}
         for _, kinds in o.due_to_outage:

@@ -104,28 +104,46 @@ async def _place(engine: AsyncEngine, orchestrator: Orchestrator, orders: list[O
     await _retrying("place orders", once)
 
 
+@dataclass
+class Placing:
+    """Orders placed so far; `gave_up` when the window stayed full with no saga ending."""
+
+    placed: int = 0
+    gave_up: str | None = None
+
+
 async def place_all(
     engine: AsyncEngine,
     orchestrator: Orchestrator,
     orders: list[OrderData],
-    place_s: float,
-    window: int,
+    options: Options,
     faults_done: Callable[[], float],
+    placing: Placing,
 ) -> None:
-    """At an even pace over `place_s`, with at most `window` sagas in flight, and never ahead of
-    the faults: before the k-th of n faults, at most k/(n+1) of the orders (so that every fault
-    meets sagas in flight, however long the ones before it took)."""
-    started = time.monotonic()
-    placed = 0
-    while placed < len(orders):
-        share = min((time.monotonic() - started) / place_s, faults_done())
+    """At an even pace over 80% of the duration, with at most `window` sagas in flight, and
+    never ahead of the faults: before the k-th of n faults, at most k/(n+1) of the orders (so
+    that every fault meets sagas in flight, however long the ones before it took)."""
+    started = last_end = time.monotonic()
+    ended = 0
+    while placing.placed < len(orders):
+        share = min((time.monotonic() - started) / (0.8 * options.duration_s), faults_done())
         due = min(len(orders), math.ceil(len(orders) * share))
-        if due <= placed or placed - await _ended(engine) >= window:
+        now_ended = await _ended(engine)
+        if now_ended != ended:
+            ended, last_end = now_ended, time.monotonic()
+        if placing.placed - ended >= options.window and time.monotonic() - last_end > options.stall_s:
+            placing.gave_up = (
+                f"placing stopped after {placing.placed} of {len(orders)} orders: {options.window} sagas "
+                f"in flight and none ended for {options.stall_s:.0f}s"
+            )
+            print(f"!! {placing.gave_up}", file=sys.stderr)
+            return
+        if due <= placing.placed or placing.placed - ended >= options.window:
             await asyncio.sleep(0.1)
             continue
-        chunk = orders[placed : min(due, placed + BATCH)]
+        chunk = orders[placing.placed : min(due, placing.placed + BATCH)]
         await _place(engine, orchestrator, chunk)
-        placed += len(chunk)
+        placing.placed += len(chunk)
 
 
 async def wait_all_ended(engine: AsyncEngine, total: int, stall_s: float, deadline_s: float) -> float:
@@ -237,13 +255,15 @@ async def _run_on(
     orchestrator = Orchestrator(engine, [OrderSaga], messages, topic_prefix=cluster.name)
     supervisor = Supervisor(cluster.env(), state / "logs")
     injector = Injector(supervisor, postgres, broker, bootstrap, records, time.monotonic())
+    placing = Placing()
     try:
-        waited = await _drive(options, engine, orchestrator, injector, orders, planned)
+        waited = await _drive(options, engine, orchestrator, injector, orders, planned, placing)
         elapsed = time.monotonic() - injector.started_at
+        placed = orders[: placing.placed]
         return Report(
-            options.seed, len(orders), planned, injector.done,
-            await checks.outcome(engine, orders, injector.done),
-            await check_invariants(engine, orders, STOCK),
+            options.seed, len(orders), len(placed), placing.gave_up, planned, injector.done,
+            await checks.outcome(engine, placed, injector.done),
+            await check_invariants(engine, placed, STOCK),
             await rebuild_differences(cluster.env()),
             supervisor.deaths, supervisor.unclean_stops, await records.dead_letters(), supervisor.log_lines(),
             elapsed, waited,
@@ -262,6 +282,7 @@ async def _drive(
     injector: Injector,
     orders: list[OrderData],
     planned: list[PlannedFault],
+    placing: Placing,
 ) -> float:
     """Start the processes, place the orders while the faults go in, wait for the sagas to
     end, stop the processes; returns how long the last sagas took to end."""
@@ -277,13 +298,13 @@ async def _drive(
                 engine,
                 orchestrator,
                 orders,
-                0.8 * options.duration_s,
-                options.window,
+                options,
                 lambda: (len(injector.done) + 1) / (len(planned) + 1),
+                placing,
             ),
             run_schedule(injector, planned),
         )
-        waited = await wait_all_ended(engine, len(orders), options.stall_s, options.drain_deadline_s)
+        waited = await wait_all_ended(engine, placing.placed, options.stall_s, options.drain_deadline_s)
         await _drained(engine, 30)
         return waited
     finally:

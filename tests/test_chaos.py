@@ -5,6 +5,7 @@ in, on a Postgres and a Kafka of the run's own (the suite's shared servers are n
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from pathlib import Path
 
@@ -33,7 +34,15 @@ async def test_small_chaos_run_ends_every_saga_exactly_once(tmp_path: Path) -> N
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=600)
+    communicating = asyncio.ensure_future(process.communicate())
+    try:
+        stdout, stderr = await asyncio.wait_for(asyncio.shield(communicating), timeout=600)
+    except TimeoutError:
+        process.send_signal(signal.SIGTERM)  # it stops its processes and servers on the way out
+        stdout, stderr = await asyncio.wait_for(communicating, timeout=180)
+        raise AssertionError(
+            f"the chaos run took over 600s:\n{stdout.decode()}\n{stderr.decode()[-4000:]}"
+        ) from None
     out = stdout.decode()
     where = f"\n{out}\n--- stderr ---\n{stderr.decode()[-4000:]}"
     assert out.strip(), f"the chaos run printed nothing (exit {process.returncode}){where}"
