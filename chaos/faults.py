@@ -100,12 +100,14 @@ class Injector:
         await asyncio.to_thread(self.postgres.stop, "fast")
         await asyncio.sleep(1.0)
         record.roles = tuple(self.supervisor.running())
+        asked = time.monotonic()
         codes = await self.supervisor.terminate(record.roles)
+        stopped_in = time.monotonic() - asked
         self.supervisor.ensure_started(ROLES)
         await asyncio.sleep(fault.down_s)
         await asyncio.to_thread(self.postgres.start)
         unclean = {r: c for r, c in codes.items() if c != 0}
-        record.detail = f"down {fault.down_s:.1f}s; SIGTERM exit codes: " + (
+        record.detail = f"down {fault.down_s:.1f}s; all stopped in {stopped_in:.1f}s, exit codes: " + (
             ", ".join(f"{r}={c}" for r, c in unclean.items()) if unclean else "all 0"
         )
 

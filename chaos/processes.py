@@ -49,7 +49,6 @@ class Supervisor:
     started_at: float = field(default_factory=time.monotonic)
     deaths: list[Death] = field(default_factory=list)
     unclean_stops: list[tuple[str, int]] = field(default_factory=list)  # SIGTERM answered with a failure
-    starts: dict[str, int] = field(default_factory=dict)
     _running: dict[str, _Running] = field(default_factory=dict)
 
     def log_of(self, role: str) -> Path:
@@ -69,7 +68,6 @@ class Supervisor:
                 stdin=subprocess.DEVNULL,
             )
         self._running[role] = _Running(popen)
-        self.starts[role] = self.starts.get(role, 0) + 1
 
     def start_all(self) -> None:
         for role in ROLES:
