@@ -25,7 +25,8 @@ made up itself (poison, commands for `chaos-none`).
     3. the step's participant was not SIGKILLed by a fault whose window (same rule) overlaps
        W: a participant that was really down may fairly be charged its silence.
   Timeouts of a healthy participant (1 and 3 hold) with no fault of our side overlapping are
-  shown apart as `timeouts_unexplained` (overload, say), and all timeouts as `timeouts`.
+  shown apart as `timeouts_unexplained` (overload, say), and all timeouts as `timeouts`; the
+  table also counts those of slow orders (1 fails) and of killed participants (3 fails).
 - the read model equals the events: `saga rebuild --verify` finds no difference.
 - no process died on its own: no exit the scheduler did not cause, and every SIGTERM (the
   fault's and the final one) answered with exit code 0.
@@ -91,6 +92,8 @@ class Outcome:
     timeouts: list[Timeout] = field(default_factory=list)
     due_to_outage: list[tuple[Timeout, list[str]]] = field(default_factory=list)  # with the faults' kinds
     unexplained: list[Timeout] = field(default_factory=list)
+    of_slow_orders: int = 0  # the design's own timeouts
+    of_killed_participants: int = 0  # charged to a participant that was really down
     outbox_left: int = 0
     outbox_dead: int = 0
 
@@ -184,11 +187,13 @@ def _overlaps(t: Timeout, f: Injected) -> bool:
 def _classify_timeouts(found: Outcome, slow: set[str], faults: Sequence[Injected]) -> None:
     for t in found.timeouts:
         if t.order_id in slow:
+            found.of_slow_orders += 1
             continue
         participant = participant_of_step(t.step)
         overlapping = [f for f in faults if _overlaps(t, f)]
         if any(f.kind.startswith("kill-") and participant in f.roles for f in overlapping):
-            continue  # its participant was really down
+            found.of_killed_participants += 1
+            continue
         ours = [f for f in overlapping if not f.participant_kill]
         if ours:
             found.due_to_outage.append((t, sorted({f.kind for f in ours})))
