@@ -180,10 +180,12 @@ class Consumer(Worker):
         if consumer is None:
             return False
         try:
-            await asyncio.wait_for(consumer.topics(), timeout_s)
+            # A metadata request for this consumer's own topics: `consumer.topics()` would ask
+            # for every topic on the broker, which costs the broker and us far more.
+            client = consumer._client  # aiokafka keeps its client private
+            return bool(await asyncio.wait_for(client.force_metadata_update(), timeout_s))
         except (KafkaError, TimeoutError, OSError):
             return False
-        return True
 
     async def _run(self) -> None:
         side_tasks = [
