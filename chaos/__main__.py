@@ -48,9 +48,6 @@ def _parser() -> argparse.ArgumentParser:
         help="let the broker create topics on first use (default off, as in production)",
     )
     parser.add_argument(
-        "--dead-letter-topics", action="store_true", help="create the <topic>.dlq topics before the run"
-    )
-    parser.add_argument(
         "--stall", type=float, default=180.0, help="give up waiting when no saga ended for this long"
     )
     return parser
@@ -76,7 +73,6 @@ def options(argv: list[str] | None = None) -> Options:
         state_dir=args.state_dir,
         keep=args.keep,
         auto_create_topics=args.auto_create_topics,
-        dead_letter_topics=args.dead_letter_topics,
         stall_s=args.stall,
     )
 

@@ -17,7 +17,6 @@ from typing import TypeVar
 
 import orjson
 import psycopg
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -55,7 +54,6 @@ class Options:
     state_dir: Path | None = None
     keep: bool = False
     auto_create_topics: bool = False
-    dead_letter_topics: bool = False
     stall_s: float = 180.0
     drain_deadline_s: float = 900.0
     # The relay sets aside rows of a topic the broker lacks after this long (its default is
@@ -183,19 +181,6 @@ async def _progress(engine: AsyncEngine, total: int, started: float) -> None:
         print(f".. {time.monotonic() - started:7.1f}s {ended}/{total} sagas ended", file=sys.stderr)
 
 
-async def create_dead_letter_topics(bootstrap: str, topics: list[str]) -> None:
-    """`<topic>.dlq` beside each consumed topic, those that do not exist yet."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [f"{t}.dlq" for t in topics if f"{t}.dlq" not in existing]
-        if missing:
-            await admin.create_topics([NewTopic(t, num_partitions=4, replication_factor=1) for t in missing])
-    finally:
-        await admin.close()
-
-
 async def rebuild_differences(env: dict[str, str]) -> int | None:
     """`saga rebuild --verify`: the differences it finds (None when it could not run)."""
     process = await asyncio.create_subprocess_exec(
@@ -254,8 +239,6 @@ async def _run_on(
     cluster = Cluster(postgres.url, bootstrap, name=f"chaos_{options.seed}", log_dir=state / "logs")
     await (await cluster.prepare(customers_for(len(orders)), CREDIT, STOCK)).aclose()
     records = RecordFaults(bootstrap, cluster.name)
-    if options.dead_letter_topics:
-        await create_dead_letter_topics(bootstrap, records.consumed())
     database = Database(cluster.url, pool_size=5, pool_pre_ping=True)
     engine = database.engine
     orchestrator = Orchestrator(database, [OrderSaga], messages, topic_prefix=cluster.name)
