@@ -39,7 +39,9 @@ async def leader_pid(engine: AsyncEngine) -> int | None:
             await conn.execute(
                 text(
                     "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-                    "WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE 'saga-relay-%'"
+                    "WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE 'saga-relay-%' "
+                    # Only this test's database: another relay on the same server is not ours.
+                    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
                 )
             )
         ).scalar_one_or_none()
