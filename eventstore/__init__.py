@@ -5,6 +5,7 @@ from eventstore._database import Database
 from eventstore._engine import create_engine, driver_connection, libpq_url, sqlalchemy_url
 from eventstore._errors import (
     ConcurrencyError,
+    ConnectionRefusal,
     DuplicateEventError,
     ErrorKind,
     EventDecodeError,
@@ -14,6 +15,7 @@ from eventstore._errors import (
     SchemaError,
     StoreUnavailableError,
     classify_error,
+    connection_refusal,
     is_retriable,
     translate_errors,
 )
@@ -42,6 +44,7 @@ __all__ = [
     "NO_STREAM",
     "AppendResult",
     "ConcurrencyError",
+    "ConnectionRefusal",
     "CrashPointError",
     "Database",
     "DuplicateEventError",
@@ -68,6 +71,7 @@ __all__ = [
     "Worker",
     "check_schema",
     "classify_error",
+    "connection_refusal",
     "crash_point",
     "create_engine",
     "driver_connection",

@@ -26,13 +26,19 @@ FAILURE          anything else.
 `is_retriable(exc)`, the one default: an exception's own `retriable` attribute (a bool)
 wins; without one, CONNECTION_LOST, CONTENTION and FAILURE are retriable (a FAILURE as many
 times as the caller's attempt count allows), STATEMENT and REFUSAL are not.
+
+`connection_refusal(exc)` picks out, among CONNECTION_LOST errors, a server that answered
+and refused the connection (no such database, a wrong user or password), for messages.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
 
 import psycopg
 from sqlalchemy import exc as sa_exc
@@ -136,6 +142,47 @@ def _classify_driver_error(exc: psycopg.Error) -> ErrorKind:
     if code.startswith(_STATEMENT):
         return ErrorKind.STATEMENT
     return ErrorKind.FAILURE
+
+
+@dataclass(frozen=True)
+class ConnectionRefusal:
+    """Postgres answered a connection attempt and said no: `what` is wrong, `reason` is the
+    server's (or the client library's) own words."""
+
+    what: Literal["database", "login"]
+    reason: str
+
+
+# libpq reports these with no SQLSTATE: the server's FATAL text (or libpq's) is all there is.
+_REFUSALS: tuple[tuple[Literal["database", "login"], re.Pattern[str]], ...] = (
+    ("database", re.compile(r'database "[^"]*" does not exist')),
+    (
+        "login",
+        re.compile(
+            r'authentication failed|role "[^"]*" does not exist|not permitted to log in|'
+            r"no pg_hba\.conf entry|pg_hba\.conf rejects|no password supplied|"
+            r"permission denied for database"
+        ),
+    ),
+)
+
+
+def connection_refusal(exc: BaseException) -> ConnectionRefusal | None:
+    """Whether `exc` is Postgres refusing the connection for good: no such database, a wrong
+    user or password. `classify_error` counts these as CONNECTION_LOST (the client sees no
+    SQLSTATE), yet waiting cannot help: tell the user what to fix. None for anything else,
+    a server that is down or starting up included."""
+    while isinstance(exc, StoreUnavailableError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+    if not isinstance(orig, psycopg.OperationalError) or orig.sqlstate is not None:
+        return None
+    for line in str(orig).splitlines():
+        said = line.rpartition("FATAL:")[2] if "FATAL:" in line else line.rpartition("failed: ")[2]
+        for what, pattern in _REFUSALS:
+            if pattern.search(said):
+                return ConnectionRefusal(what, said.strip())
+    return None
 
 
 def is_retriable(exc: BaseException) -> bool:

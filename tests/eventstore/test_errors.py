@@ -8,17 +8,21 @@ import psycopg
 import pytest
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from eventstore import (
     ConcurrencyError,
+    ConnectionRefusal,
     Database,
     DuplicateEventError,
     ErrorKind,
     Refusal,
     StoreUnavailableError,
     classify_error,
+    connection_refusal,
     is_retriable,
+    libpq_url,
     translate_errors,
 )
 from tests.helpers import wait_for
@@ -163,3 +167,61 @@ def test_a_refusal_is_recognised_by_class_and_keeps_its_reason() -> None:
     assert classify_error(LooksLikeOne()) is ErrorKind.FAILURE
     refusal = OutOfStock("no widgets")
     assert (refusal.reason, str(refusal)) == ("no widgets", "no widgets")
+
+
+async def test_item10_a_server_refusing_the_connection_is_told_apart_from_one_that_is_down(
+    database_url: str,
+) -> None:
+    """The real driver's errors: no SQLSTATE, only the server's words (the password case is
+    below, as this test server trusts every login)."""
+    server = make_url(database_url)
+    attempts = {
+        "database": server.set(database="nosuch_db"),
+        "login": server.set(username="nosuch_role"),
+        "down": server.set(query={"host": "/nonexistent"}),
+    }
+    found: dict[str, ConnectionRefusal | None] = {}
+    for name, url in attempts.items():
+        with pytest.raises(psycopg.OperationalError) as caught:
+            await psycopg.AsyncConnection.connect(libpq_url(url.render_as_string(hide_password=False)))
+        assert classify_error(caught.value) is ErrorKind.CONNECTION_LOST
+        unavailable = StoreUnavailableError("Postgres is unavailable")
+        unavailable.__cause__ = caught.value
+        found[name] = connection_refusal(unavailable)
+    assert found == {
+        "database": ConnectionRefusal("database", 'database "nosuch_db" does not exist'),
+        "login": ConnectionRefusal("login", 'role "nosuch_role" does not exist'),
+        "down": None,
+    }
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize(
+    ("message", "refusal"),
+    [
+        (
+            'connection failed: connection to server at "10.0.0.5", port 5432 failed: '
+            'FATAL:  password authentication failed for user "shop"',
+            ConnectionRefusal("login", 'password authentication failed for user "shop"'),
+        ),
+        (
+            'connection failed: connection to server at "10.0.0.5", port 5432 failed: '
+            "fe_sendauth: no password supplied",
+            ConnectionRefusal("login", "fe_sendauth: no password supplied"),
+        ),
+        (
+            'connection failed: connection to server at "10.0.0.5", port 5432 failed: '
+            "FATAL:  the database system is starting up",
+            None,
+        ),
+        ("connection failed: timeout expired", None),
+    ],
+)
+def test_item10_the_words_of_a_refused_login_are_a_login_refusal(
+    message: str, refusal: ConnectionRefusal | None
+) -> None:
+    """Messages as libpq writes them for servers this suite cannot run (one asking a password)."""
+    assert connection_refusal(psycopg.OperationalError(message)) == refusal
+    assert connection_refusal(sa_exc.OperationalError("SELECT 1", {}, psycopg.OperationalError(message))) == (
+        refusal
+    )
