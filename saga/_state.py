@@ -144,6 +144,7 @@ class SagaState(BaseModel):
     status: Status = "running"
     data: dict[str, Any] = {}
     done: list[str] = []  # steps that took effect (or may have: a timed-out remote step), in order
+    timed_out: list[str] = []  # those of `done` that only may have: no reply came, none since
     to_compensate: list[str] = []  # what compensation has left, next first
     awaiting: Awaiting | None = None
     attempts: dict[str, int] = {}  # "<phase>:<step>" -> attempts started
@@ -175,7 +176,8 @@ def _requested(s: SagaState, e: StepRequested) -> dict[str, Any]:
 
 def _succeeded(s: SagaState, e: StepSucceeded) -> dict[str, Any]:
     done = s.done if e.step in s.done else [*s.done, e.step]
-    return {"data": e.data, "done": done, "awaiting": None, "last_step": e.step}
+    timed_out = [step for step in s.timed_out if step != e.step]
+    return {"data": e.data, "done": done, "timed_out": timed_out, "awaiting": None, "last_step": e.step}
 
 
 def _failed(s: SagaState, e: StepFailed) -> dict[str, Any]:
@@ -185,8 +187,16 @@ def _failed(s: SagaState, e: StepFailed) -> dict[str, Any]:
 def _timed_out(s: SagaState, e: StepTimedOut) -> dict[str, Any]:
     # The participant may have acted: a remote action whose reply never came counts as done,
     # so that compensation undoes it (its compensation must tolerate "nothing to undo").
-    done = s.done if e.phase == "compensation" or e.step in s.done else [*s.done, e.step]
-    return {"awaiting": None, "done": done, "last_error": f"{e.step}: timed out (attempt {e.attempt})"}
+    if e.phase == "compensation" or e.step in s.done:
+        done, timed_out = s.done, s.timed_out
+    else:
+        done, timed_out = [*s.done, e.step], [*s.timed_out, e.step]
+    return {
+        "awaiting": None,
+        "done": done,
+        "timed_out": timed_out,
+        "last_error": f"{e.step}: timed out (attempt {e.attempt})",
+    }
 
 
 def _retry(s: SagaState, e: RetryScheduled) -> dict[str, Any]:
