@@ -44,7 +44,14 @@ def load_app(path: str) -> App:
         module = importlib.import_module(module_name)
     except Exception as exc:
         raise AppLoadError(f"cannot import {module_name!r} (from app path {path!r}): {exc!r}") from exc
-    app = getattr(module, attribute, None)
+    if not hasattr(module, attribute):
+        apps = sorted(name for name, value in vars(module).items() if isinstance(value, App))
+        has = f"it has: {', '.join(apps)}" if apps else "it has no saga App"
+        raise AppLoadError(f"module {module_name!r} has no attribute {attribute!r} ({has})")
+    app = getattr(module, attribute)
     if not isinstance(app, App):
-        raise AppLoadError(f"{path!r} is {type(app).__name__}, not a saga App")
+        raise AppLoadError(
+            f"{path!r} is a {type(app).__qualname__}, not a saga App "
+            "(point --app or SAGA_APP at the App instance)"
+        )
     return app

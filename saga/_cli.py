@@ -1,8 +1,9 @@
 """The `saga` command line: workers, migrations and operator commands.
 
-Every command takes `--json` (before the command: `saga --json ls`) for scripts; without it,
-output is a table in a terminal. The commands live in `_cli_workers` and `_cli_operators`;
-importing them adds them to the group.
+Every command takes `--json` for scripts and `--wide` for whole columns, before or after the
+command's name (`saga --json ls`, `saga ls --json`); without them, output is a table that
+fits the terminal, and is never folded when stdout is not a terminal. The commands live in
+`_cli_workers` and `_cli_operators`; importing them adds them to the group.
 """
 
 from __future__ import annotations

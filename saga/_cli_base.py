@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -14,8 +15,16 @@ import orjson
 import psycopg
 from rich.console import Console
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
 
-from eventstore import Database, ErrorKind, EventStoreError, classify_error
+from eventstore import (
+    Database,
+    ErrorKind,
+    EventStoreError,
+    StoreUnavailableError,
+    classify_error,
+    connection_refusal,
+)
 from saga._app import App, AppLoadError, load_app
 from saga._errors import SagaError
 from saga._orchestrator import Orchestrator
@@ -23,18 +32,37 @@ from saga._settings import Settings, SettingsError
 
 T = TypeVar("T")
 console = Console()
+# Wide enough that no table or line is ever folded: output for scripts, files and `--wide`.
+UNWRAPPED_WIDTH = 10_000
+
+
+def fit_console(wide: bool) -> None:
+    """Tables fit the terminal. With --wide, or when stdout is not a terminal and COLUMNS does
+    not set a width, nothing is folded or cut: a pipe has no width to fit."""
+    if wide or (not console.is_terminal and not os.environ.get("COLUMNS")):
+        console.width = UNWRAPPED_WIDTH
 
 
 class Context:
-    def __init__(self, flags: dict[str, Any], as_json: bool) -> None:
+    def __init__(self, flags: dict[str, Any], as_json: bool, wide: bool = False) -> None:
         self.flags = flags
         self.as_json = as_json
+        self.wide = wide
+        self.database_url: str | None = None  # once the settings are loaded, for error messages
+        fit_console(wide)
+
+    def output(self, *, as_json: bool = False, wide: bool = False) -> None:
+        """`--json` / `--wide` given after the command's name."""
+        self.as_json = self.as_json or as_json
+        self.wide = self.wide or wide
+        fit_console(self.wide)
 
     def settings(self, **more: Any) -> Settings:
         try:
             settings = Settings.load(**self.flags, **more)
         except SettingsError as exc:
             raise click.ClickException(str(exc)) from None
+        self.database_url = settings.database_url
         return settings
 
     def app(self, settings: Settings) -> App:
@@ -59,20 +87,49 @@ def configure_logging(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+def _shown_url() -> str:
+    """The database URL of this command, password hidden, for error messages."""
+    context = click.get_current_context(silent=True)
+    obj = context.find_object(Context) if context is not None else None
+    url = obj.database_url if obj is not None else None
+    if url is None:
+        return "DATABASE_URL"
+    return make_url(url).render_as_string(hide_password=True)  # Settings checked that it parses
+
+
+def _refused(exc: BaseException) -> click.ClickException | None:
+    refusal = connection_refusal(exc)
+    if refusal is None:
+        return None
+    where = f"Postgres at {_shown_url()}"
+    if refusal.what == "database":
+        return click.ClickException(
+            f"{where}: {refusal.reason}; check the database name in DATABASE_URL (or --database-url)"
+        )
+    return click.ClickException(
+        f"{where}: authentication failed ({refusal.reason}); check the user and password in "
+        "DATABASE_URL (or --database-url)"
+    )
+
+
 def run(coro: Awaitable[T]) -> T:
     """Run one command's coroutine; our own errors become one clear line and exit code 1."""
     try:
         return asyncio.run(coro)  # type: ignore[arg-type]
     except (EventStoreError, SagaError, AppLoadError) as exc:
-        raise click.ClickException(str(exc)) from None
+        refused = _refused(exc) if isinstance(exc, StoreUnavailableError) else None
+        raise (refused or click.ClickException(str(exc))) from None
     except (sa_exc.DBAPIError, psycopg.Error, OSError) as exc:
         orig = getattr(exc, "orig", exc)
         if isinstance(orig, psycopg.errors.UndefinedTable):
             raise click.ClickException(
                 f"the database has no saga schema ({orig}); run `saga db upgrade`"
             ) from None
+        refused = _refused(exc)
+        if refused is not None:
+            raise refused from None
         if classify_error(exc) is ErrorKind.CONNECTION_LOST:
-            raise click.ClickException(f"Postgres is unavailable: {orig}") from None
+            raise click.ClickException(f"Postgres is unavailable at {_shown_url()}: {orig}") from None
         raise
 
 
@@ -98,7 +155,34 @@ def seconds(value: str | None) -> float | None:
     return result
 
 
-@click.group()
+OUTPUT_OPTIONS = (
+    ("--json", "as_json", "Print JSON instead of tables"),
+    ("--wide", "wide", "Show whole columns and event details, however wide"),
+)
+
+
+def _output_option(flag: str, name: str, text: str) -> click.Option:
+    def remember(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+        obj = ctx.find_object(Context)
+        if value and obj is not None:
+            obj.output(**{name: True})
+
+    return click.Option([flag], is_flag=True, expose_value=False, callback=remember, help=text)
+
+
+class SagaGroup(click.Group):
+    """Every command, and every command of a sub-group, takes the output options after its
+    name too: `saga ls --json` as well as `saga --json ls`."""
+
+    group_class = type
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        taken = {opt for param in cmd.params for opt in getattr(param, "opts", ())}
+        cmd.params.extend(_output_option(*option) for option in OUTPUT_OPTIONS if option[0] not in taken)
+        super().add_command(cmd, name)
+
+
+@click.group(cls=SagaGroup)
 @click.version_option(package_name="saga-es")
 @click.option("--database-url", default=None, help="Postgres URL [env DATABASE_URL]")
 @click.option(
@@ -109,7 +193,8 @@ def seconds(value: str | None) -> float | None:
 )
 @click.option("--app", default=None, help="The App's import path, package.module:attribute [env SAGA_APP]")
 @click.option("--topic-prefix", default=None, help="Prefix of every topic [env SAGA_TOPIC_PREFIX]")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables")
+@click.option("--json", "as_json", is_flag=True, help=OUTPUT_OPTIONS[0][2])
+@click.option("--wide", is_flag=True, help=OUTPUT_OPTIONS[1][2])
 @click.pass_context
 def cli(
     ctx: click.Context,
@@ -118,6 +203,7 @@ def cli(
     app: str | None,
     topic_prefix: str | None,
     as_json: bool,
+    wide: bool,
 ) -> None:
     """Saga orchestration: workers, the outbox relay and operator commands."""
     flags = {
@@ -126,7 +212,7 @@ def cli(
         "app": app,
         "topic_prefix": topic_prefix,
     }
-    ctx.obj = Context(flags, as_json)
+    ctx.obj = Context(flags, as_json, wide)
 
 
 pass_ctx = click.make_pass_decorator(Context)

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Any
+from typing import Any, get_args
 
 import click
 import orjson
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from eventstore import Database
 from saga import _operations as ops
 from saga._app import AppLoadError
 from saga._cli_base import Context, cli, console, pass_ctx, run, seconds, with_orchestrator
+from saga._cli_format import details, steps
 from saga._orchestrator import Orchestrator
+from saga._state import Status
+
+STATUSES: tuple[str, ...] = get_args(Status)
 
 # --- operators ---------------------------------------------------------------------------
 
@@ -24,17 +30,15 @@ def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     for column in columns:
         table.add_column(column, no_wrap=column in ("saga_id", "status", "v"), overflow="fold")
     for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
+        # Text, not markup: a key or a reason holding "[...]" is printed as it is.
+        table.add_row(*(Text("" if v is None else str(v)) for v in row))
     console.print(table)
 
 
 @cli.command("ls")
 @click.option("--type", "saga_type", default=None, help="Only this saga type")
-@click.option(
-    "--status",
-    default=None,
-    help="running, compensating, completed, compensated, compensation_failed, failed",
-)
+@click.option("--status", type=click.Choice(STATUSES), default=None, help="Only sagas in this status")
+@click.option("--key", default=None, help="Only the sagas started with this key")
 @click.option("--older-than", default=None, help="Started before this long ago (30s, 10m, 2h)")
 @click.option(
     "--stuck",
@@ -53,6 +57,7 @@ def ls(
     older_than: str | None,
     stuck: str | None,
     limit: int,
+    key: str | None,
 ) -> None:
     """List sagas, newest first."""
     settings = ctx.settings()
@@ -66,51 +71,64 @@ def ls(
                 older_than_s=seconds(older_than),
                 stuck_after_s=seconds(stuck),
                 limit=limit,
+                key=key,
             )
 
     rows = run(go())
-    columns = ["saga_id", "saga_type", "status", "step", "version", "updated_at", "last_error"]
+    columns = ["saga_id", "saga_type", "key", "status", "step", "version", "updated_at", "last_error"]
     ctx.emit(rows, lambda: _table(f"{len(rows)} saga(s)", columns, [[r[c] for c in columns] for r in rows]))
 
 
+TYPE_OPTION = click.option(
+    "--type", "saga_type", default=None, help="The saga type, when the key started sagas of several types"
+)
+
+
 @cli.command()
-@click.argument("saga_id")
+@click.argument("saga")
+@TYPE_OPTION
 @pass_ctx
-def show(ctx: Context, saga_id: str) -> None:
-    """A saga's timeline of events, its folded state and data, and its messages in flight."""
+def show(ctx: Context, saga: str, saga_type: str | None) -> None:
+    """A saga's timeline of events, its folded state and data, and its messages in flight.
+    SAGA is a saga id or the key the saga was started with."""
     settings = ctx.settings()
-    details = run(with_orchestrator(settings, ctx.app(settings), lambda o: ops.show(o, saga_id)))
+
+    async def go(o: Orchestrator) -> ops.SagaDetails:
+        return await ops.show(o, await ops.resolve(o, saga, saga_type))
+
+    shown = run(with_orchestrator(settings, ctx.app(settings), go))
     data = {
-        "state": details.state.model_dump(mode="json"),
-        "timeline": details.timeline,
-        "in_flight": details.in_flight,
-        "deadline": details.deadline,
+        "state": ops.state_view(shown.state),
+        "timeline": shown.timeline,
+        "in_flight": shown.in_flight,
+        "deadline": shown.deadline,
     }
 
     def render() -> None:
-        s = details.state
+        s = shown.state
+        key = f"  key {escape(s.key)}" if s.key is not None else ""
         console.print(
-            f"[bold]{s.saga_type}[/bold] {s.saga_id}  status [bold]{s.status}[/bold]  version {s.version}"
+            f"[bold]{s.saga_type}[/bold] {s.saga_id}{key}  status [bold]{s.status}[/bold]  version {s.version}",
+            highlight=False,
         )
         if s.last_error:
-            console.print(f"last error: {s.last_error}")
+            console.print(f"last error: {s.last_error}", markup=False, highlight=False)
+        for line in steps(s.done, s.timed_out):
+            console.print(line, markup=False, highlight=False)
         _table(
             "timeline",
             ["v", "at", "event", "details"],
-            [
-                [e["version"], e["at"], e["type"], orjson.dumps(e["event"]).decode()[:100]]
-                for e in details.timeline
-            ],
+            [[e["version"], e["at"], e["type"], details(e["event"], ctx.wide)] for e in shown.timeline],
         )
-        console.print("data: " + orjson.dumps(s.data).decode())
-        if details.in_flight:
+        console.print("data: " + orjson.dumps(s.data).decode(), markup=False, highlight=False)
+        if shown.in_flight:
             _table(
                 "in flight (outbox)",
                 ["topic", "message_type", "step", "attempt", "queued_at"],
-                [list(m.values()) for m in details.in_flight],
+                [list(m.values()) for m in shown.in_flight],
             )
-        if details.deadline:
-            console.print("deadline: " + ", ".join(f"{k} {v}" for k, v in details.deadline.items()))
+        if shown.deadline:
+            console.print("deadline: " + ", ".join(f"{k} {v}" for k, v in shown.deadline.items()))
 
     ctx.emit(data, render)
 
@@ -134,16 +152,23 @@ cli.add_command(resume, name="retry")
 
 
 @cli.command()
-@click.argument("saga_id")
+@click.argument("saga")
 @click.option(
     "--at", "at_version", type=click.IntRange(min=1), default=None, help="Fold the events up to this version"
 )
+@TYPE_OPTION
 @pass_ctx
-def replay(ctx: Context, saga_id: str, at_version: int | None) -> None:
-    """Rebuild a saga's state from its events, as it was at a version: time travel."""
+def replay(ctx: Context, saga: str, at_version: int | None, saga_type: str | None) -> None:
+    """Rebuild a saga's state from its events, as it was at a version: time travel.
+    SAGA is a saga id or the key the saga was started with. In the state, `done` lists the
+    steps that succeeded and `timed_out` those whose reply never came (they may have acted)."""
     settings = ctx.settings()
-    state = run(with_orchestrator(settings, ctx.app(settings), lambda o: ops.replay(o, saga_id, at_version)))
-    ctx.emit(state.model_dump(mode="json"), lambda: console.print_json(state.model_dump_json()))
+
+    async def go(o: Orchestrator) -> dict[str, Any]:
+        return ops.state_view(await ops.replay(o, await ops.resolve(o, saga, saga_type), at_version))
+
+    view = run(with_orchestrator(settings, ctx.app(settings), go))
+    ctx.emit(view, lambda: console.print_json(orjson.dumps(view).decode()))
 
 
 @cli.command()

@@ -13,9 +13,9 @@ from eventstore import driver_connection
 from outbox import Outbox
 from saga import _repository as repo
 from saga._definition import LocalStep, RemoteStep, Saga, StepKind
-from saga._errors import UnknownSagaError
+from saga._errors import SagaError, UnknownSagaError
 from saga._orchestrator import Orchestrator
-from saga._protocol import STREAM_PREFIX, saga_id_of, stream_of
+from saga._protocol import STREAM_PREFIX, saga_id_for, saga_id_of, stream_of
 from saga._state import SagaState, fold
 
 INSTANCE_COLUMNS = repo.INSTANCE_COLUMNS
@@ -30,9 +30,10 @@ async def list_sagas(
     older_than_s: float | None = None,
     stuck_after_s: float | None = None,
     limit: int = 100,
+    key: str | None = None,
 ) -> list[dict[str, Any]]:
     """Sagas from the read model, newest first. `stuck_after_s`: active and unchanged that long,
-    or stopped in compensation_failed / failed."""
+    or stopped in compensation_failed / failed. `key`: started with this key."""
     async with engine.connect() as conn:
         return await repo.list_instances(
             await driver_connection(conn),
@@ -41,7 +42,41 @@ async def list_sagas(
             older_than_s=older_than_s,
             stuck_after_s=stuck_after_s,
             limit=limit,
+            key=key,
         )
+
+
+async def resolve(orchestrator: Orchestrator, ref: str, saga_type: str | None = None) -> str:
+    """The id of the saga that `ref` names: its id, or the key it was started with. A key is
+    unique per saga type (the id derives from both), so a key that started sagas of several
+    types needs `saga_type`."""
+    if saga_type is not None and saga_type not in orchestrator.sagas:
+        known = ", ".join(sorted(orchestrator.sagas))
+        raise UnknownSagaError(f"no saga type {saga_type!r} in the app (it has: {known})")
+    if await _exists(orchestrator, ref):
+        return ref
+    found = []
+    for name in [saga_type] if saga_type is not None else sorted(orchestrator.sagas):
+        if await _exists(orchestrator, saga_id := saga_id_for(name, ref)):
+            found.append((name, saga_id))
+    if not found:
+        raise UnknownSagaError(f"no saga with id or key {ref!r}")
+    if len(found) > 1:
+        listed = ", ".join(f"{name} ({saga_id})" for name, saga_id in found)
+        raise SagaError(f"key {ref!r} started {len(found)} sagas: {listed}; pass --type to pick one")
+    return found[0][1]
+
+
+async def _exists(orchestrator: Orchestrator, saga_id: str) -> bool:
+    return bool(await orchestrator.store.load(stream_of(saga_id), to_version=1))
+
+
+def state_view(state: SagaState) -> dict[str, Any]:
+    """The state as operators read it: `done` holds the steps that succeeded, `timed_out` the
+    remote steps whose reply never came (they may have acted; compensation undoes them too)."""
+    view = state.model_dump(mode="json")
+    view["done"] = [step for step in state.done if step not in state.timed_out]
+    return view
 
 
 @dataclass
@@ -85,6 +120,12 @@ async def replay(orchestrator: Orchestrator, saga_id: str, at_version: int | Non
     events = await orchestrator.store.load(stream_of(saga_id), to_version=at_version)
     if not events:
         raise UnknownSagaError(f"no saga with id {saga_id!r}")
+    if at_version is not None and events[-1].version < at_version:
+        last = events[-1].version
+        raise SagaError(
+            f"saga {saga_id} has no version {at_version}: its last version is {last} "
+            f"(replay --at 1 to {last})"
+        )
     return fold(saga_id, (e.event for e in events))
 
 

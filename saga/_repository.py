@@ -266,6 +266,7 @@ async def list_instances(
     older_than_s: float | None = None,
     stuck_after_s: float | None = None,
     limit: int = 100,
+    key: str | None = None,
 ) -> list[dict[str, Any]]:
     """Sagas from the read model, newest first. `stuck_after_s`: active and unchanged that long,
     or stopped in compensation_failed / failed."""
@@ -277,6 +278,9 @@ async def list_instances(
     if status:
         where.append("i.status = %(status)s")
         params["status"] = status
+    if key is not None:
+        where.append("i.key = %(key)s")
+        params["key"] = key
     if older_than_s is not None:
         where.append("i.created_at < now() - make_interval(secs => %(older)s)")
         params["older"] = older_than_s
