@@ -14,7 +14,7 @@ def _value(value: Any) -> str:
     return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
-def details(event: dict[str, Any], wide: bool) -> str:
+def event_details(event: dict[str, Any], wide: bool) -> str:
     """`field=value` pairs. Whole fields only: a value (an id, a key) is never cut; fields
     past the width, or too long alone, are left out and counted, and --wide shows them all."""
     if wide:

@@ -16,7 +16,7 @@ from eventstore import Database
 from saga import _operations as ops
 from saga._app import AppLoadError
 from saga._cli_base import Context, cli, console, pass_ctx, run, seconds, with_orchestrator
-from saga._cli_format import details, steps
+from saga._cli_format import event_details, steps
 from saga._orchestrator import Orchestrator
 from saga._state import Status
 
@@ -96,39 +96,41 @@ def show(ctx: Context, saga: str, saga_type: str | None) -> None:
     async def go(o: Orchestrator) -> ops.SagaDetails:
         return await ops.show(o, await ops.resolve(o, saga, saga_type))
 
-    shown = run(with_orchestrator(settings, ctx.app(settings), go))
+    details = run(with_orchestrator(settings, ctx.app(settings), go))
     data = {
-        "state": ops.state_view(shown.state),
-        "timeline": shown.timeline,
-        "in_flight": shown.in_flight,
-        "deadline": shown.deadline,
+        "state": ops.state_view(details.state),
+        "timeline": details.timeline,
+        "in_flight": details.in_flight,
+        "deadline": details.deadline,
     }
 
     def render() -> None:
-        s = shown.state
+        s = details.state
         key = f"  key {escape(s.key)}" if s.key is not None else ""
         console.print(
-            f"[bold]{s.saga_type}[/bold] {s.saga_id}{key}  status [bold]{s.status}[/bold]  version {s.version}",
-            highlight=False,
+            f"[bold]{s.saga_type}[/bold] {s.saga_id}{key}  status [bold]{s.status}[/bold]  version {s.version}"
         )
         if s.last_error:
-            console.print(f"last error: {s.last_error}", markup=False, highlight=False)
+            console.print(f"last error: {s.last_error}", markup=False)
         for line in steps(s.done, s.timed_out):
-            console.print(line, markup=False, highlight=False)
+            console.print(line, markup=False)
         _table(
             "timeline",
             ["v", "at", "event", "details"],
-            [[e["version"], e["at"], e["type"], details(e["event"], ctx.wide)] for e in shown.timeline],
+            [
+                [e["version"], e["at"], e["type"], event_details(e["event"], ctx.wide)]
+                for e in details.timeline
+            ],
         )
-        console.print("data: " + orjson.dumps(s.data).decode(), markup=False, highlight=False)
-        if shown.in_flight:
+        console.print("data: " + orjson.dumps(s.data).decode())
+        if details.in_flight:
             _table(
                 "in flight (outbox)",
                 ["topic", "message_type", "step", "attempt", "queued_at"],
-                [list(m.values()) for m in shown.in_flight],
+                [list(m.values()) for m in details.in_flight],
             )
-        if shown.deadline:
-            console.print("deadline: " + ", ".join(f"{k} {v}" for k, v in shown.deadline.items()))
+        if details.deadline:
+            console.print("deadline: " + ", ".join(f"{k} {v}" for k, v in details.deadline.items()))
 
     ctx.emit(data, render)
 
