@@ -106,7 +106,10 @@ async def test_a_cancelled_statement_does_not_poison_the_next(engine: AsyncEngin
 
     async def sleeping() -> bool:
         async with engine.connect() as conn:
-            query = text("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%'")
+            query = text(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND query LIKE 'SELECT pg_sleep(30)%'"
+            )
             return bool((await conn.execute(query)).scalar_one())
 
     await wait_for(sleeping, 10, "the store's statement to be running")

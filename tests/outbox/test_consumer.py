@@ -88,7 +88,7 @@ async def test_resent_batch_takes_effect_once(
     consumer = Consumer(
         database,
         kafka_bootstrap,
-        group_id="effects",
+        group_id=f"effects-{topic}",
         topics=[topic],
         registry=registry,
         handlers={Ping: apply_ping},
@@ -105,7 +105,9 @@ async def test_resent_batch_takes_effect_once(
     async with engine.connect() as conn:
         applied = (await conn.execute(text("SELECT seq, applied FROM effects ORDER BY seq"))).all()
         inbox = (
-            await conn.execute(text("SELECT count(*) FROM inbox WHERE consumer_group = 'effects'"))
+            await conn.execute(
+                text("SELECT count(*) FROM inbox WHERE consumer_group = :g"), {"g": f"effects-{topic}"}
+            )
         ).scalar_one()
     assert [tuple(r) for r in applied] == [(s, 1) for s in range(5)]
     assert inbox == 5
@@ -147,7 +149,7 @@ async def test_poison_goes_to_the_dead_letter_topic_and_the_next_message_is_hand
     consumer = Consumer(
         database,
         kafka_bootstrap,
-        group_id="poison",
+        group_id=f"poison-{topic}",
         topics=[topic],
         registry=registry,
         handlers={Ping: always_fails},
@@ -170,7 +172,8 @@ async def test_poison_goes_to_the_dead_letter_topic_and_the_next_message_is_hand
     assert reasons[1].startswith("undecodable: invalid payload for message type 'test.ping' at ")
     assert f"{topic}[0]@1" in reasons[1]
     assert (
-        reasons[2] == "undecodable: no handler for message type 'test.unhandled' in consumer group 'poison'"
+        reasons[2]
+        == f"undecodable: no handler for message type 'test.unhandled' in consumer group 'poison-{topic}'"
     )
     assert reasons[3] == "handler failed after 3 attempt(s): RuntimeError('the handler keeps failing')"
     assert dead.records[0].value == b"\x00garbage"
@@ -214,7 +217,7 @@ async def test_a_fetch_is_handled_together_and_a_failing_record_is_isolated(
     consumer = Consumer(
         database,
         kafka_bootstrap,
-        group_id="together",
+        group_id=f"together-{topic}",
         topics=[topic],
         registry=registry,
         handlers={Ping: flaky},
@@ -267,7 +270,7 @@ async def test_a_batch_that_loses_a_deadlock_runs_again_and_is_not_a_failure(
     consumer = Consumer(
         database,
         kafka_bootstrap,
-        group_id="deadlock",
+        group_id=f"deadlock-{topic}",
         topics=[topic],
         registry=registry,
         handlers={Ping: both_rows},
@@ -336,7 +339,7 @@ async def test_a_slow_handler_holds_up_its_own_key_and_no_other(
     consumer = Consumer(
         database,
         kafka_bootstrap,
-        group_id="slow",
+        group_id=f"slow-{topic}",
         topics=[topic],
         registry=registry,
         handlers={Ping: blocking},
@@ -365,7 +368,9 @@ async def test_a_slow_handler_holds_up_its_own_key_and_no_other(
     assert consumer.stats.slow_batches >= 1
     assert consumer.stats.dead_lettered == 0
     # The lanes committed their offsets: a new member of the group starts after everything.
-    probe = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id="slow", enable_auto_commit=False)
+    probe = AIOKafkaConsumer(
+        bootstrap_servers=kafka_bootstrap, group_id=f"slow-{topic}", enable_auto_commit=False
+    )
     await probe.start()
     try:
         committed = [await probe.committed(TopicPartition(topic, p)) for p in (0, 1)]

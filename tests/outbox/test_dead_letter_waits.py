@@ -216,7 +216,7 @@ async def test_while_a_dead_letter_waits_it_is_said_again_once_a_minute(
     consumer = Consumer(
         database,
         kafka_bootstrap,
-        group_id="repeat",
+        group_id=f"repeat-{topic}",
         topics=[topic],
         registry=registry,
         handlers={Ping: apply_or_refuse},

@@ -59,13 +59,15 @@ async def test_a_consumer_deletes_its_groups_old_inbox_rows_as_it_runs(
     registry: MessageRegistry,
     new_topic: NewTopicFactory,
 ) -> None:
-    await add_rows(engine, "trimmed", "8 days", 4)
-    kept = await add_rows(engine, "trimmed", "6 days", 2)
+    topic = await new_topic("trimmed")
+    group = f"trimmed-{topic}"  # not a group that another run on the same broker has
+    await add_rows(engine, group, "8 days", 4)
+    kept = await add_rows(engine, group, "6 days", 2)
     consumer = Consumer(
         database,
         kafka_bootstrap,
-        group_id="trimmed",
-        topics=[await new_topic("trimmed")],
+        group_id=group,
+        topics=[topic],
         registry=registry,
         handlers={Ping: apply_ping},
     )
@@ -74,7 +76,7 @@ async def test_a_consumer_deletes_its_groups_old_inbox_rows_as_it_runs(
         await wait_for(lambda: consumer.stats.inbox_rows_deleted == 4, 30, "the week-old rows deleted")
     finally:
         await consumer.stop()
-    assert await rows(engine) == {("trimmed", m) for m in kept}
+    assert await rows(engine) == {(group, m) for m in kept}
 
 
 async def test_the_inbox_has_an_index_for_retention(engine: AsyncEngine) -> None:

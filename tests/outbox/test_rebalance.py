@@ -43,7 +43,7 @@ async def test_rebalances_lose_nothing_and_apply_nothing_twice(
         return Consumer(
             database,
             kafka_bootstrap,
-            group_id="rebalance",
+            group_id=f"rebalance-{topic}",
             topics=[topic],
             registry=registry,
             handlers={Ping: apply},
@@ -80,7 +80,9 @@ async def test_rebalances_lose_nothing_and_apply_nothing_twice(
     async with engine.connect() as conn:
         counts: dict[int, int] = dict((await conn.execute(text("SELECT seq, applied FROM effects"))).all())
         inbox = (
-            await conn.execute(text("SELECT count(*) FROM inbox WHERE consumer_group = 'rebalance'"))
+            await conn.execute(
+                text("SELECT count(*) FROM inbox WHERE consumer_group = :g"), {"g": f"rebalance-{topic}"}
+            )
         ).scalar_one()
     assert sorted(counts) == list(range(MESSAGES))
     assert set(counts.values()) == {1}

@@ -40,7 +40,7 @@ async def test_a_record_kafka_refuses_is_set_aside_and_the_key_goes_on(
 ) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
-    topic = f"small-records-{id(engine)}"
+    topic = f"small-records-{uuid.uuid4().hex[:10]}"  # unique on a broker that other runs share
     await admin.create_topics(
         [NewTopic(topic, num_partitions=1, replication_factor=1, topic_configs={"max.message.bytes": "2000"})]
     )
@@ -94,7 +94,7 @@ async def test_a_lost_database_connection_is_retried_not_dead_lettered(
     consumer = Consumer(
         database,
         kafka_bootstrap,
-        group_id="lost",
+        group_id=f"lost-{topic}",
         topics=[topic],
         registry=registry,
         handlers={Ping: handler},
