@@ -54,17 +54,17 @@ class App:
             raise DefinitionError(
                 f"App: external_participants must be a list of names, got the string {self.external_participants!r}"
             )
-        problems = [
-            *prefix_problems(self.topic_prefix),
-            *saga_name_problems(self.sagas),
-        ]
-        if not problems:
-            problems += [
-                *participant_problems(self.sagas, self.participants, self.external_participants),
-                *message_problems(self.sagas, self.messages),
+        sagas = [s for s in self.sagas if isinstance(s, type) and issubclass(s, Saga)]
+        raise_problems(
+            [
+                *prefix_problems(self.topic_prefix),
+                *saga_name_problems(self.sagas),
+                *participant_problems(sagas, self.participants, self.external_participants),
+                *message_problems(sagas, self.messages),
                 *handler_problems(self.participants, self.messages),
-            ]
-        raise_problems(problems, "App")
+            ],
+            "App",
+        )
 
     def with_topic_prefix(self, prefix: str) -> App:
         """The same app on topics of its own (a test, one demo run)."""

@@ -157,6 +157,7 @@ def test_item2_a_bad_topic_prefix_fails_at_app_creation(prefix: str) -> None:
 def test_two_sagas_with_one_name_fail_at_app_creation() -> None:
     error = app_error(sagas=[TravelSaga, travel(ReserveFlightStep, ReserveHotelStep)])
     assert "two sagas are named 'TravelSaga'" in error
+    assert app_error(sagas=[TravelSaga, TripData]).endswith("TripData'> is not a Saga subclass")
 
 
 # --- item 3: message types -----------------------------------------------------------------
