@@ -280,8 +280,8 @@ async def dead_letter_counts(bootstrap_servers: str, prefix: str) -> dict[str, i
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
-    await consumer.start()
     try:
+        await consumer.start()  # inside: a start that fails or is cancelled is stopped too
         topics = sorted(
             t for t in await consumer.topics() if t.startswith(f"{prefix}.") and t.endswith(".dlq")
         )

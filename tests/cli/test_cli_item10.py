@@ -3,6 +3,9 @@ options after the command, and says clearly what is wrong. The CLI runs as a sub
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 
 import click
@@ -17,7 +20,9 @@ from saga import Orchestrator, fire_due_deadlines, stream_of
 from saga._cli import COMMAND_MODULES
 from saga._cli_base import cli as saga_cli
 from tests.cli.test_cli import (  # the fixtures, and the helpers that make sagas in-process
+    CLI_TIMEOUT_S,
     COMPLETED,
+    ROOT,
     Cli,
     assert_clean_error,
     cli,
@@ -266,3 +271,28 @@ async def test_item10_a_misspelled_database_or_a_refused_login_is_named_not_unav
     # Only a server that does not answer is "unavailable".
     refused = await cli("ls", database_url="postgresql://x:pw@127.0.0.1:1/db")
     assert_clean_error(refused, "Postgres is unavailable at postgresql://x:***@127.0.0.1:1/db")
+
+
+# --- issue 13 item 12 ----------------------------------------------------------------------
+
+
+def test_item12_status_with_kafka_down_leaves_no_consumer_open(database_url: str) -> None:
+    """The dead-letter count's consumer is stopped even when it never started."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+        "PYTHONWARNINGS": "always::ResourceWarning",
+    }
+    env.pop("SAGA_TOPIC_PREFIX", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "saga", "--app", "examples.orders.app:app", "status"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "dead letters: unavailable" in result.stdout
+    assert "ResourceWarning" not in result.stderr, result.stderr
