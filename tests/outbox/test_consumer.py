@@ -300,7 +300,7 @@ async def test_a_batch_that_loses_a_deadlock_runs_again_and_is_not_a_failure(
         try:
             await consumer.stop()
         finally:
-            await other.close()  # even when stopping failed: no connection left to the collector
+            await other.close()  # even when stopping failed: never an open connection left behind
     assert consumer.stats.collisions >= 1
     assert (consumer.stats.retries, consumer.stats.dead_lettered) == (0, 0)
     async with engine.connect() as conn:
