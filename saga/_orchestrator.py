@@ -164,6 +164,8 @@ class Orchestrator:
                 f"load/wait(saga_id, saga): saga must be a Saga class, got {type(saga).__name__} "
                 "(pass a connection as conn=...)"
             )
+        if state.saga_type != saga.name:
+            raise TypeError(f"saga {state.saga_id} is a {state.saga_type}, not a {saga.name}")
         return saga
 
     # --- inputs ------------------------------------------------------------------------------

@@ -39,8 +39,6 @@ def typed_data(saga: type[Saga[D]], state: SagaState) -> D:
 
 
 def typed_state(saga: type[Saga[D]], state: SagaState) -> TypedSagaState[D]:
-    if state.saga_type != saga.name:
-        raise TypeError(f"saga {state.saga_id} is a {state.saga_type}, not a {saga.name}")
     fields = {name: getattr(state, name) for name in StateFields.model_fields if name != "data"}
     model: Any = TypedSagaState[saga.data_model]  # type: ignore[name-defined]
     return cast(TypedSagaState[D], model(**fields, data=typed_data(saga, state)))

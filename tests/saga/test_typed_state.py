@@ -100,6 +100,8 @@ async def test_item7_a_saga_of_a_type_the_orchestrator_lacks_is_a_clear_error(
         await other.wait(saga_id, timeout_s=5)  # at once, not after the timeout
     with pytest.raises(TypeError, match=f"saga {saga_id} is a OrderSaga, not a OtherSaga"):
         await orchestrator.load(saga_id, OtherSaga)
+    with pytest.raises(TypeError, match=f"saga {saga_id} is a OrderSaga, not a OtherSaga"):
+        await orchestrator.wait(saga_id, OtherSaga, timeout_s=5)  # at once
     with pytest.raises(UnknownSagaError, match="no saga with id 'nope'"):
         await orchestrator.load("nope")
 
