@@ -4,7 +4,7 @@ and the ending is tried again."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -26,9 +26,12 @@ from saga import (
     RetryPolicy,
     Saga,
     SagaState,
+    Step,
     StepKind,
     StepRefused,
+    UnknownSagaError,
     fire_due_deadlines,
+    saga_id_for,
     stream_of,
 )
 from saga._operations import list_sagas, rebuild, replay
@@ -64,7 +67,7 @@ class Booked(Saga[OrderData]):
     """Writes the user's own `bookings` row when it ends; the next `failing` hooks raise after
     writing it."""
 
-    steps = (ReserveCreditOnce, Pivot, Confirm)
+    steps: ClassVar[Sequence[type[Step[Any]]]] = (ReserveCreditOnce, Pivot, Confirm)
     failing: ClassVar[int] = 0
 
     async def on_completed(self, conn: AsyncConnection, data: OrderData) -> None:
@@ -75,6 +78,12 @@ class Booked(Saga[OrderData]):
 
     async def on_failed(self, conn: AsyncConnection, data: OrderData, reason: str) -> None:
         await _book(conn, data, "failed", reason)
+
+
+class Instant(Booked):
+    """Only local steps: it ends in the transaction that starts it."""
+
+    steps = (Pivot, Confirm)
 
 
 async def _book(conn: AsyncConnection, data: OrderData, outcome: str, reason: str) -> None:
@@ -101,7 +110,7 @@ async def orchestrator(database: Database, engine: AsyncEngine) -> AsyncIterator
         await conn.execute(
             text("CREATE TABLE IF NOT EXISTS bookings (order_id text, outcome text, reason text)")
         )
-    orch = Orchestrator(database, [Booked], messages, topic_prefix="hooks")
+    orch = Orchestrator(database, [Booked, Instant], messages, topic_prefix="hooks")
     try:
         yield orch
     finally:
@@ -300,6 +309,28 @@ async def test_item8_a_raising_hook_on_a_deadline_backs_off_then_parks_and_resum
     await fire()
     assert (await orchestrator.load_raw(saga_id)).status == "compensation_failed"
     assert await bookings(engine) == [("o-late", "failed", "reserve_credit: no reply within 30.0s")]
+
+
+async def test_item8_a_raising_hook_in_a_start_fails_the_callers_transaction_and_writes_nothing(
+    orchestrator: Orchestrator, engine: AsyncEngine
+) -> None:
+    """The local steps run in the start's transaction, so the ending, and its hook, do too."""
+
+    async def place() -> str:
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO bookings VALUES ('o-1', 'placed', '')"))
+            return await orchestrator.start(conn, Instant, order("o-1"), key="o-1")
+
+    Booked.failing = 1
+    with pytest.raises(HookFailed, match=r"\(Instant\): on_completed raised RuntimeError"):
+        await place()
+    assert await bookings(engine) == []  # the caller's own row went with it
+    with pytest.raises(UnknownSagaError):
+        await orchestrator.load_raw(saga_id_for("Instant", "o-1"))
+
+    saga_id = await place()
+    assert (await orchestrator.load(saga_id, Instant)).status == "completed"
+    assert await bookings(engine) == [("o-1", "completed", ""), ("o-1", "placed", "")]
 
 
 # --- through the running system: consumer retries, redelivery, dead letters ------------------
