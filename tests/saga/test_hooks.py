@@ -86,6 +86,12 @@ class Instant(Booked):
     steps = (Pivot, Confirm)
 
 
+class Patient(Booked):
+    """Its compensation is tried again (ReserveCreditStep's policy)."""
+
+    steps = (ReserveCreditStep, Pivot, Confirm)
+
+
 async def _book(conn: AsyncConnection, data: OrderData, outcome: str, reason: str) -> None:
     assert isinstance(data, OrderData)
     await conn.execute(
@@ -110,7 +116,7 @@ async def orchestrator(database: Database, engine: AsyncEngine) -> AsyncIterator
         await conn.execute(
             text("CREATE TABLE IF NOT EXISTS bookings (order_id text, outcome text, reason text)")
         )
-    orch = Orchestrator(database, [Booked, Instant], messages, topic_prefix="hooks")
+    orch = Orchestrator(database, [Booked, Instant, Patient], messages, topic_prefix="hooks")
     try:
         yield orch
     finally:
@@ -132,10 +138,13 @@ async def answer(
     reply: BaseModel,
     phase: str = "action",
     conn: AsyncConnection | None = None,
+    *,
+    attempt: int = 1,
+    saga_type: str = "Booked",
 ) -> SagaState:
     """Hand the orchestrator a reply to reserve_credit, as the reply consumer does."""
     envelope = orchestrator.outbox.envelope(
-        reply, saga_id=saga_id, saga_type="Booked", step="reserve_credit", phase=phase, attempt=1
+        reply, saga_id=saga_id, saga_type=saga_type, step="reserve_credit", phase=phase, attempt=attempt
     )
     if conn is None:
         async with orchestrator.engine.begin() as own:
@@ -237,6 +246,24 @@ async def test_item8_each_end_hook_runs_once_with_the_typed_data_and_the_reason(
         ("o-failed", "failed", "confirm: cannot confirm"),
         ("o-stopped", "failed", "reserve_credit: the ledger refuses"),
     ]
+
+
+async def test_item8_on_compensated_gets_why_compensation_began_not_a_later_compensation_error(
+    orchestrator: Orchestrator, engine: AsyncEngine
+) -> None:
+    async with engine.begin() as conn:
+        saga_id = await orchestrator.start(conn, Patient, order("o-1", "refuse-pivot"), key="o-1")
+    await answer(orchestrator, saga_id, RESERVED, saga_type="Patient")
+    refused = StepRefused(reason="ledger busy")
+    state = await answer(orchestrator, saga_id, refused, "compensation", saga_type="Patient")
+    assert (state.status, state.last_error) == ("compensating", "reserve_credit: ledger busy")
+    async with engine.begin() as conn:  # the retry of the release falls due now
+        await conn.execute(text("UPDATE saga_deadlines SET due_at = now() - interval '1 second'"))
+    assert await fire_due_deadlines(orchestrator) == 1
+    released = CreditReleased(released=True)
+    state = await answer(orchestrator, saga_id, released, "compensation", attempt=2, saga_type="Patient")
+    assert state.status == "compensated"
+    assert await bookings(engine) == [("o-1", "compensated", "pivot failed: the pivot refuses")]
 
 
 async def test_item8_the_hook_row_commits_with_the_ending_event_or_not_at_all(
