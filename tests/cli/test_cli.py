@@ -205,7 +205,7 @@ async def _run_retry_now(orchestrator: Orchestrator, saga_id: str) -> None:
 async def drive(orchestrator: Orchestrator, saga_id: str, outcome: Outcome) -> SagaState:
     """Answer whatever the saga awaits, as `outcome` plans, until it stops (or pauses)."""
     for _ in range(50):
-        state = await orchestrator.load(saga_id)
+        state = await orchestrator.load_raw(saga_id)
         if state.status in STOPPED:
             return state
         waiting = state.awaiting
@@ -397,7 +397,7 @@ async def test_replay_at_a_version_is_the_fold_of_the_events_up_to_it(
 ) -> None:
     completed, compensated = await seed(orchestrator, [COMPLETED, refused_at(3)])
     saga_id = completed.saga_id
-    final = await orchestrator.load(saga_id)
+    final = await orchestrator.load_raw(saga_id)
     assert final.status == "completed"
 
     events = await orchestrator.store.load(stream_of(saga_id), to_version=3)
@@ -430,7 +430,7 @@ async def test_replay_at_a_version_is_the_fold_of_the_events_up_to_it(
     assert got["to_compensate"] == ["reserve_stock", "reserve_credit"]
     assert got["last_error"] == f"charge_payment failed: charge_payment refused for {got['data']['order_id']}"
     last = (await cli("--json", "replay", compensated.saga_id, "--at", str(len(events)))).json()
-    assert last == (await orchestrator.load(compensated.saga_id)).model_dump(mode="json")
+    assert last == (await orchestrator.load_raw(compensated.saga_id)).model_dump(mode="json")
     assert last["status"] == "compensated"
 
 
