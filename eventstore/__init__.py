@@ -5,6 +5,8 @@ from eventstore._database import Database
 from eventstore._engine import create_engine, driver_connection, libpq_url, sqlalchemy_url
 from eventstore._errors import (
     ConcurrencyError,
+    DatabaseConfigError,
+    DatabaseUnreachableError,
     DuplicateEventError,
     ErrorKind,
     EventDecodeError,
@@ -18,6 +20,8 @@ from eventstore._errors import (
     translate_errors,
 )
 from eventstore._migrations import Migration, check_schema, eventstore_migrations, load_migrations, upgrade
+from eventstore._outage import OutageLog
+from eventstore._preflight import check_database, database_service, server_refusal
 from eventstore._records import (
     ANY,
     FEED_START,
@@ -44,6 +48,8 @@ __all__ = [
     "ConcurrencyError",
     "CrashPointError",
     "Database",
+    "DatabaseConfigError",
+    "DatabaseUnreachableError",
     "DuplicateEventError",
     "ErrorKind",
     "EventDecodeError",
@@ -57,6 +63,7 @@ __all__ = [
     "Metadata",
     "Migration",
     "NewEvents",
+    "OutageLog",
     "RecordedEvent",
     "Refusal",
     "SchemaError",
@@ -66,10 +73,12 @@ __all__ = [
     "Subscription",
     "TypeRegistry",
     "Worker",
+    "check_database",
     "check_schema",
     "classify_error",
     "crash_point",
     "create_engine",
+    "database_service",
     "driver_connection",
     "eventstore_migrations",
     "is_retriable",
@@ -77,6 +86,7 @@ __all__ = [
     "load_checkpoint",
     "load_migrations",
     "save_checkpoint",
+    "server_refusal",
     "sqlalchemy_url",
     "translate_errors",
     "upgrade",
