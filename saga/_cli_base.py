@@ -16,6 +16,7 @@ from rich.console import Console
 from sqlalchemy import exc as sa_exc
 
 from eventstore import Database, ErrorKind, EventStoreError, classify_error
+from outbox import quiet_kafka_logs
 from saga._app import App, AppLoadError, load_app
 from saga._errors import SagaError
 from saga._orchestrator import Orchestrator
@@ -57,6 +58,7 @@ class Context:
 def configure_logging(settings: Settings) -> None:
     """For the long-running processes (workers, relay, participants)."""
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_kafka_logs()  # with the broker away, aiokafka logs every failed try
 
 
 def run(coro: Awaitable[T]) -> T:
