@@ -49,4 +49,4 @@ class OutageLog:
         """The outage is over (only if it is `service`'s, when given)."""
         if self.service is not None and service in (None, self.service):
             self.logger.warning("%s is reachable again after %.1fs", self.service, self.lasted())
-        self.service = None
+            self.service = None
