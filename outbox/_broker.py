@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError, RequestTimedOutError
 
+from eventstore import OutageLog
 from outbox._errors import BrokerUnavailableError
 
 # What a client's start raises when no broker answers (refused, unresolvable, silent).
@@ -30,6 +32,24 @@ def broker_unavailable(bootstrap_servers: str, exc: BaseException) -> BrokerUnav
     if "Unable to bootstrap" in reason:  # aiokafka names each address, and not why
         reason = "no broker answered (refused, unresolved or silent)"
     return BrokerUnavailableError(bootstrap_servers, reason)
+
+
+async def watch_broker(
+    reachable: Callable[[], Awaitable[bool]],
+    outage: OutageLog,
+    service: str,
+    reason: str,
+    pause: Callable[[], Awaitable[None]],
+    stopping: Callable[[], bool],
+) -> None:
+    """Until `stopping()`: ask `reachable()`, say an outage in `outage`'s few lines, `pause()`.
+    (A client that lost its broker retries by itself; this only says so, clearly.)"""
+    while not stopping():
+        if await reachable():
+            outage.ended()
+        else:
+            outage.failed(service, reason)
+        await pause()
 
 
 class KafkaLogThrottle(logging.Filter):

@@ -148,6 +148,7 @@ class OrchestratorWorker(Worker):
         consumer_options.setdefault(
             "schema", [*eventstore_migrations(), *outbox_migrations(), *load_migrations("saga", "saga")]
         )
+        consumer_options.setdefault("broker_watch_s", None)  # `_run` probes Kafka itself
         self.replies = Consumer(
             orchestrator.database,
             bootstrap_servers,

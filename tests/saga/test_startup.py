@@ -282,3 +282,29 @@ async def test_item6_participant_on_a_database_without_schema_fails_before_joini
     assert make_url(empty_database).database in process.output  # which database
     assert_no_traceback(process)
     assert await group_state(kafka_bootstrap, group_of(command, prefix)) == ("Dead", 0)
+
+
+@pytest.mark.slow
+async def test_item5_participant_says_when_it_loses_kafka_and_when_it_is_back(
+    spawn: Spawn, database_url: str, private_broker: Any, prefix: str
+) -> None:
+    """Kafka going away from a running participant: its own line, and aiokafka's errors (a
+    few thousand lines a minute unthrottled) cut to one a minute of each kind."""
+    bootstrap = private_broker.bootstrap()
+    process = await spawn("participant", "customers", database_url=database_url, kafka=bootstrap)
+    group = group_of(("participant", "customers"), prefix)
+    await wait_for(lambda: joined(bootstrap, group), DEADLINE_S, f"the participant to join {group}")
+
+    await asyncio.to_thread(private_broker.down)
+    try:
+        await process.saw(f"Kafka at {bootstrap} is unreachable", "the line saying Kafka is away")
+    finally:
+        await asyncio.to_thread(private_broker.up)
+    await process.saw(f"Kafka at {bootstrap} is reachable again", "the line saying Kafka is back")
+    assert await process.terminate() == 0, process.output
+    assert_no_traceback(process)
+
+    start = next(i for i, line in enumerate(process.lines) if "is unreachable" in line)
+    end = next(i for i, line in enumerate(process.lines) if "is reachable again" in line)
+    during = process.lines[start : end + 1]
+    assert len(during) < 40, "\n".join(during)
