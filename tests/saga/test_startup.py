@@ -31,7 +31,8 @@ from tests.helpers import wait_for
 from tests.proxy import PostgresProxy
 
 ROOT = Path(__file__).resolve().parents[2]
-APP = "examples.orders.app:app"
+# The order app on topics of the test's own: ORDERS_RUN is its topic prefix.
+APP = "examples.orders.run_app:app"
 # Long enough for a loaded machine; a test waits on conditions, never on this much time.
 DEADLINE_S = 90.0
 
@@ -118,9 +119,10 @@ async def spawn(prefix: str) -> AsyncIterator[Spawn]:
             **os.environ,
             "DATABASE_URL": database_url,
             "KAFKA_BOOTSTRAP_SERVERS": kafka,
-            "SAGA_TOPIC_PREFIX": prefix,
+            "ORDERS_RUN": prefix,
         }
         env.pop("SAGA_APP", None)
+        env.pop("SAGA_TOPIC_PREFIX", None)
         process = await SagaProcess(args, env).start()
         started.append(process)
         return process
