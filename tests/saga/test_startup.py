@@ -203,7 +203,7 @@ async def test_item5_waits_out_kafka_down_at_start(
     assert len(waiting) == 1, process.output  # one line, not one per try
 
 
-@pytest.mark.parametrize("command", WORKERS, ids=["worker", "participant"])
+@pytest.mark.parametrize("command", [*WORKERS, ("relay",)], ids=["worker", "participant", "relay"])
 async def test_item5_sigterm_while_waiting_for_kafka_exits_0(
     command: tuple[str, ...], spawn: Spawn, database_url: str
 ) -> None:
@@ -310,3 +310,13 @@ async def test_item5_participant_says_when_it_loses_kafka_and_when_it_is_back(
     end = next(i for i, line in enumerate(process.lines) if "is reachable again" in line)
     during = process.lines[start : end + 1]
     assert len(during) < 40, "\n".join(during)
+
+
+async def test_item6_relay_with_wrong_database_url_exits_1(
+    spawn: Spawn, database_url: str, kafka_bootstrap: str
+) -> None:
+    url = make_url(database_url).set(database="no_such_database_here").render_as_string(hide_password=False)
+    process = await spawn("relay", database_url=url, kafka=kafka_bootstrap)
+    assert await process.exited() == 1, process.output
+    assert 'database "no_such_database_here" does not exist' in process.output
+    assert_no_traceback(process)
