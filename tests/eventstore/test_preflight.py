@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import socket
 
+import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
@@ -19,6 +20,7 @@ from eventstore import (
     eventstore_migrations,
     is_retriable,
     load_migrations,
+    server_refusal,
 )
 
 
@@ -72,3 +74,25 @@ def test_outage_log_says_it_three_times(caplog: pytest.LogCaptureFixture) -> Non
     assert said[2] == "Postgres at p is unreachable: refused; retrying every 2s"
     assert said[3].startswith("Postgres at p is reachable again after ")
     assert not outage.active
+
+
+@pytest.mark.pure
+@pytest.mark.parametrize(
+    ("message", "refusal"),
+    [
+        (
+            'connection failed: connection to server at "db" (10.0.0.5), port 5432 failed: '
+            'FATAL:  password authentication failed for user "app"',
+            'password authentication failed for user "app"',
+        ),
+        ('... failed: FATAL:  role "ap" does not exist', 'role "ap" does not exist'),
+        ('... failed: FATAL:  database "travl" does not exist', 'database "travl" does not exist'),
+        ("... failed: FATAL:  the database system is starting up", None),
+        ("... failed: FATAL:  sorry, too many clients already", None),
+        ('connection to server at "db", port 5432 failed: Connection refused', None),
+        ("failed to resolve host 'db': [Errno -2] Name or service not known", None),
+    ],
+)
+def test_a_refusal_for_good_is_told_from_a_passing_one(message: str, refusal: str | None) -> None:
+    """psycopg gives a failed connection no SQLSTATE: what the server said decides."""
+    assert server_refusal(psycopg.OperationalError(message)) == refusal
