@@ -320,3 +320,19 @@ async def test_item6_relay_with_wrong_database_url_exits_1(
     assert await process.exited() == 1, process.output
     assert 'database "no_such_database_here" does not exist' in process.output
     assert_no_traceback(process)
+
+
+@pytest.mark.parametrize("command", [*WORKERS, ("relay",)], ids=["worker", "participant", "relay"])
+async def test_item6_sigterm_while_waiting_for_postgres_exits_0(
+    command: tuple[str, ...], spawn: Spawn, kafka_bootstrap: str
+) -> None:
+    port = closed_port()
+    url = f"postgresql://someone:s3cret@127.0.0.1:{port}/db"
+    process = await spawn(*command, database_url=url, kafka=kafka_bootstrap)
+    await process.saw(
+        f"Postgres at postgresql://someone:***@127.0.0.1:{port}/db is unreachable",
+        "the line saying Postgres is away",
+    )
+    assert await process.terminate() == 0, process.output
+    assert_no_traceback(process)
+    assert "s3cret" not in process.output
