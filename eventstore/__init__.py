@@ -21,7 +21,7 @@ from eventstore._errors import (
 )
 from eventstore._migrations import Migration, check_schema, eventstore_migrations, load_migrations, upgrade
 from eventstore._outage import OutageLog
-from eventstore._preflight import check_database, database_service, server_refusal
+from eventstore._preflight import check_database, database_service
 from eventstore._records import (
     ANY,
     FEED_START,
@@ -86,7 +86,6 @@ __all__ = [
     "load_checkpoint",
     "load_migrations",
     "save_checkpoint",
-    "server_refusal",
     "sqlalchemy_url",
     "translate_errors",
     "upgrade",

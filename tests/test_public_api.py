@@ -53,7 +53,6 @@ EXPORTED = {
         "load_checkpoint",
         "load_migrations",
         "save_checkpoint",
-        "server_refusal",
         "sqlalchemy_url",
         "translate_errors",
         "upgrade",

@@ -20,8 +20,8 @@ from eventstore import (
     eventstore_migrations,
     is_retriable,
     load_migrations,
-    server_refusal,
 )
+from eventstore._preflight import server_refusal
 
 
 async def test_a_migrated_database_passes(database: Database) -> None:
