@@ -198,7 +198,10 @@ class Relay(Worker):
                 try:
                     await producer.start()
                 except Exception as exc:
-                    raise broker_unavailable(self.bootstrap_servers, exc) or exc from exc
+                    gone = broker_unavailable(self.bootstrap_servers, exc)
+                    if gone is None:
+                        raise
+                    raise gone from exc
                 self._outage.ended()
                 log.info("relay: leading")
                 await self._publish_loop(conn, producer)
