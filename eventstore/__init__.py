@@ -6,6 +6,8 @@ from eventstore._engine import create_engine, driver_connection, libpq_url, sqla
 from eventstore._errors import (
     ConcurrencyError,
     ConnectionRefusal,
+    DatabaseConfigError,
+    DatabaseUnreachableError,
     DuplicateEventError,
     ErrorKind,
     EventDecodeError,
@@ -20,6 +22,8 @@ from eventstore._errors import (
     translate_errors,
 )
 from eventstore._migrations import Migration, check_schema, eventstore_migrations, load_migrations, upgrade
+from eventstore._outage import OutageLog
+from eventstore._preflight import check_database, database_service
 from eventstore._records import (
     ANY,
     FEED_START,
@@ -47,6 +51,8 @@ __all__ = [
     "ConnectionRefusal",
     "CrashPointError",
     "Database",
+    "DatabaseConfigError",
+    "DatabaseUnreachableError",
     "DuplicateEventError",
     "ErrorKind",
     "EventDecodeError",
@@ -60,6 +66,7 @@ __all__ = [
     "Metadata",
     "Migration",
     "NewEvents",
+    "OutageLog",
     "RecordedEvent",
     "Refusal",
     "SchemaError",
@@ -69,11 +76,13 @@ __all__ = [
     "Subscription",
     "TypeRegistry",
     "Worker",
+    "check_database",
     "check_schema",
     "classify_error",
     "connection_refusal",
     "crash_point",
     "create_engine",
+    "database_service",
     "driver_connection",
     "eventstore_migrations",
     "is_retriable",

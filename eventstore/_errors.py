@@ -3,6 +3,8 @@
 EventStoreError                 base; `retriable` says whether trying again can help
 ├── ConcurrencyError            expected version did not match (retriable)
 ├── StoreUnavailableError       Postgres could not be reached or dropped us (retriable)
+│   └── DatabaseUnreachableError    ... when first checked: `service` and `reason` apart
+├── DatabaseConfigError         Postgres answered and refused us: password, role, database
 ├── DuplicateEventError         an event id was appended before
 ├── EventTypeError              a type is unknown or registered twice
 ├── EventDecodeError            a stored payload does not fit its model
@@ -61,6 +63,21 @@ class ConcurrencyError(EventStoreError):
 
 class StoreUnavailableError(EventStoreError):
     retriable = True
+
+
+class DatabaseUnreachableError(StoreUnavailableError):
+    """`check_database` could not reach Postgres: `service` names where ("Postgres at
+    host:5432/db"), `reason` what the driver said."""
+
+    def __init__(self, service: str, reason: str) -> None:
+        super().__init__(f"{service} is unreachable: {reason}")
+        self.service = service
+        self.reason = reason
+
+
+class DatabaseConfigError(EventStoreError):
+    """Postgres answered and refused the connection for good (wrong password, no such role or
+    database): a configuration mistake, not an outage."""
 
 
 class DuplicateEventError(EventStoreError):

@@ -30,20 +30,23 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from pydantic import BaseModel
 
-from eventstore import Database, Worker, crash_point
+from eventstore import Database, Migration, OutageLog, Worker, check_database, crash_point
 from outbox._apply import Applier, offset_after
+from outbox._broker import broker_unavailable, watch_broker
 from outbox._dead_letters import DeadLetters
 from outbox._delivery import BatchHandler, ConsumerStats, Decoded, Handler, Record, handle_in_turn
 from outbox._errors import MessageDecodeError
 from outbox._inbox import keep_trimmed
 from outbox._lanes import Lanes
 from outbox._message import MessageRegistry
+from outbox._outbox import outbox_migrations
 
 log = logging.getLogger(__name__)
 
 Fetch = dict[TopicPartition, list[Decoded]]
 
 WEEK_S = 7 * 24 * 3600.0
+BROKER_PROBE_TIMEOUT_S = 2.0
 
 
 class Consumer(Worker):
@@ -53,7 +56,9 @@ class Consumer(Worker):
     missing, with its topic's partitions and `dead_letter_replication_factor`. The group's
     inbox rows older than `inbox_retention_s` are deleted. `after_commit_point` names the
     crash point (see `eventstore.crash_point`) reached after Postgres commits, before the
-    offsets they cover are committed."""
+    offsets they cover are committed. `schema`: the migrations `start()` checks are applied
+    before it joins the group (the outbox's by default). Every `broker_watch_s` (None: never)
+    it asks its broker for metadata, to say when it lost it (aiokafka retries by itself)."""
 
     def __init__(
         self,
@@ -75,6 +80,8 @@ class Consumer(Worker):
         slow_batch_s: float = 1.0,
         consumer_options: dict[str, Any] | None = None,
         after_commit_point: str = "consumer.after_commit",
+        schema: Sequence[Migration] | None = None,
+        broker_watch_s: float | None = 5.0,
     ) -> None:
         _check(group_id, topics, max_attempts, slow_batch_s, dead_letter_suffix)
         _check_dead_letters_and_inbox(group_id, dead_letter_replication_factor, inbox_retention_s)
@@ -97,6 +104,12 @@ class Consumer(Worker):
         self.max_records = max_records
         self.slow_batch_s = slow_batch_s
         self.after_commit_point = after_commit_point
+        self.schema = list(outbox_migrations() if schema is None else schema)
+        if broker_watch_s is not None and broker_watch_s <= 0:
+            raise ValueError(
+                f"consumer {group_id!r}: broker_watch_s must be > 0 or None, got {broker_watch_s}"
+            )
+        self.broker_watch_s = broker_watch_s
         self.consumer_options = {
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
@@ -152,19 +165,29 @@ class Consumer(Worker):
         return self._stopping.is_set()
 
     async def _open(self) -> None:
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers, group_id=self.group_id, **self.consumer_options
-        )
-        self._consumer.subscribe(
-            self.topics, listener=_FinishBatchOnRevoke(self._batch_lock, self._lanes, self._dead_letters)
-        )
+        """Check Postgres and the schema, then join the group: a consumer that could not apply
+        what it fetches would only hold partitions a healthy member could take. Raises
+        `DatabaseUnreachableError` or `BrokerUnavailableError` when a service is away (try
+        again later), `DatabaseConfigError` or `SchemaError` when the database is wrong."""
+        await check_database(self.database, self.schema)
         try:
             await self._dead_letters.start()
+            self._consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap_servers, group_id=self.group_id, **self.consumer_options
+            )
+            self._consumer.subscribe(
+                self.topics, listener=_FinishBatchOnRevoke(self._batch_lock, self._lanes, self._dead_letters)
+            )
             await self._dead_letters.provide(self.topics)
             await self._consumer.start()
-        except BaseException:
+        except BaseException as exc:
             await self._dead_letters.stop()
-            await self._consumer.stop()
+            consumer, self._consumer = self._consumer, None
+            if consumer is not None:
+                await consumer.stop()
+            gone = broker_unavailable(self.bootstrap_servers, exc)
+            if gone is not None and gone is not exc:
+                raise gone from exc
             raise
 
     async def _close(self) -> None:
@@ -194,6 +217,16 @@ class Consumer(Worker):
                 keep_trimmed(self.database, self.group_id, self.inbox_retention_s, self.stats)
             ),
         ]
+        if self.broker_watch_s is not None:
+            watch = watch_broker(
+                lambda: self.broker_reachable(BROKER_PROBE_TIMEOUT_S),
+                OutageLog(log, retry_s=self.broker_watch_s),
+                f"Kafka at {self.bootstrap_servers}",
+                f"no answer to consumer {self.group_id}'s metadata request within {BROKER_PROBE_TIMEOUT_S:g}s",
+                lambda: self._backoff(self.broker_watch_s or 0.0),
+                self._is_stopping,
+            )
+            side_tasks.append(asyncio.create_task(watch))
         try:
             await self._fetch_and_handle()
         finally:

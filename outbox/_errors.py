@@ -3,7 +3,8 @@
 OutboxError                   base; `retriable` says whether trying again can help
 ├── MessageTypeError          a message type is unknown or registered twice
 ├── MessageDecodeError        a record cannot be turned into a message (poison)
-└── PublishError              Kafka did not acknowledge (retriable)
+├── PublishError              Kafka did not acknowledge (retriable)
+└── BrokerUnavailableError    no Kafka broker answers at the bootstrap address (retriable)
 """
 
 from __future__ import annotations
@@ -23,3 +24,15 @@ class MessageDecodeError(OutboxError):
 
 class PublishError(OutboxError):
     retriable = True
+
+
+class BrokerUnavailableError(OutboxError):
+    """A client could not start because no broker answered: `service` names where ("Kafka at
+    host:9092"), `reason` what aiokafka said. An outage, worth waiting out."""
+
+    retriable = True
+
+    def __init__(self, bootstrap_servers: str, reason: str) -> None:
+        self.service = f"Kafka at {bootstrap_servers}"
+        self.reason = reason
+        super().__init__(f"{self.service} is unreachable: {reason}")

@@ -35,9 +35,19 @@ import psycopg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError, UnknownTopicOrPartitionError
 
-from eventstore import Database, StoreUnavailableError, Worker, crash_point, is_retriable
-from outbox._errors import PublishError
-from outbox._outbox import NOTIFY_CHANNEL, RelayLag, outbox_lag
+from eventstore import (
+    Database,
+    OutageLog,
+    StoreUnavailableError,
+    Worker,
+    check_database,
+    crash_point,
+    database_service,
+    is_retriable,
+)
+from outbox._broker import broker_unavailable
+from outbox._errors import BrokerUnavailableError, PublishError
+from outbox._outbox import NOTIFY_CHANNEL, RelayLag, outbox_lag, outbox_migrations
 from outbox._topics import MissingTopics
 
 log = logging.getLogger(__name__)
@@ -143,6 +153,13 @@ class Relay(Worker):
         }
         self.stats = RelayStats()
         self.missing_topics = MissingTopics(give_up_after_s=unpublishable_after_s)
+        # Postgres or Kafka away: a line when it goes, one a minute, one when it is back.
+        self._outage = OutageLog(log, retry_s=retry_max_s)
+
+    async def _open(self) -> None:
+        """Refuse to start on a database that is wrong (`DatabaseConfigError`, `SchemaError`);
+        `DatabaseUnreachableError` when Postgres is away."""
+        await check_database(self.database, outbox_migrations())
 
     async def _run(self) -> None:
         delay = 0.2
@@ -152,7 +169,9 @@ class Relay(Worker):
                     await self._lead()
                     delay = 0.2
                 except (psycopg.Error, OSError, StoreUnavailableError) as exc:
-                    log.warning("relay: Postgres unavailable (%s); retrying in %.1fs", exc, delay)
+                    self._outage.failed(database_service(self.database), _first_line(exc))
+                except BrokerUnavailableError as exc:
+                    self._outage.failed(exc.service, exc.reason)
                 except (KafkaError, PublishError) as exc:
                     self.stats.failures += 1
                     log.warning("relay: Kafka did not take the batch (%s); retrying in %.1fs", exc, delay)
@@ -163,6 +182,7 @@ class Relay(Worker):
     async def _lead(self) -> None:
         # A connection of its own: the lock is the session's, and goes if the connection dies.
         async with self.database.session(application_name=f"saga-relay-{os.getpid()}") as conn:
+            self._outage.ended(database_service(self.database))
             while not self._stopping.is_set():
                 row = await (
                     await conn.execute("SELECT pg_try_advisory_lock(%s)", (self.lock_key,))
@@ -173,10 +193,17 @@ class Relay(Worker):
             else:
                 return
             self.stats.is_leader = True
-            log.info("relay: leading")
             producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers, **self.producer_options)
             try:
-                await producer.start()
+                try:
+                    await producer.start()
+                except Exception as exc:
+                    gone = broker_unavailable(self.bootstrap_servers, exc)
+                    if gone is None:
+                        raise
+                    raise gone from exc
+                self._outage.ended()
+                log.info("relay: leading")
                 await self._publish_loop(conn, producer)
             finally:
                 await close_producer(producer, self.ack_timeout_s)
@@ -316,3 +343,7 @@ class Relay(Worker):
             async with self.database.autocommit() as own:
                 return await outbox_lag(own)
         return await outbox_lag(conn)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

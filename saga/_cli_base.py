@@ -25,6 +25,7 @@ from eventstore import (
     classify_error,
     connection_refusal,
 )
+from outbox import quiet_kafka_logs
 from saga._app import App, AppLoadError, load_app
 from saga._errors import SagaError
 from saga._orchestrator import Orchestrator
@@ -102,6 +103,7 @@ def check_topic_prefix(settings: Settings, app: App) -> None:
 def configure_logging(settings: Settings) -> None:
     """For the long-running processes (workers, relay, participants)."""
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_kafka_logs()  # with the broker away, aiokafka logs every failed try
 
 
 def _shown_url() -> str:

@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
+from typing import Any
+
 import click
 
-from eventstore import Database, upgrade
+from eventstore import Database, DatabaseConfigError, SchemaError, upgrade
 from outbox import Relay
 from saga._app import AppLoadError
 from saga._cli_base import Context, cli, configure_logging, pass_ctx, run, with_orchestrator
 from saga._orchestrator import Orchestrator
 from saga._process import run as run_process
 from saga._process import run_until_signalled
+from saga._settings import Settings
 from saga._worker import OrchestratorWorker
 
 # --- schema and workers ------------------------------------------------------------------
+
+
+def serve(main: Coroutine[Any, Any, None], settings: Settings) -> None:
+    """Run a long-running process. A database it must not work on (wrong password, no such
+    database, schema behind) ends it at start with one line and exit code 1; an outage it
+    waits out (see `run_until_signalled`)."""
+    try:
+        run_process(main, settings.event_loop)
+    except (DatabaseConfigError, SchemaError) as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @cli.group()
@@ -73,7 +87,7 @@ def relay(ctx: Context, relay_batch_size: int | None) -> None:
             )
             await run_until_signalled(worker.start, worker.stop, worker.wait)
 
-    run_process(go(), settings.event_loop)
+    serve(go(), settings)
 
 
 @cli.command()
@@ -96,7 +110,7 @@ def worker(ctx: Context) -> None:
 
         await with_orchestrator(settings, app, work)
 
-    run_process(go(), settings.event_loop)
+    serve(go(), settings)
 
 
 @cli.command()
@@ -123,4 +137,4 @@ def participant(ctx: Context, service: str) -> None:
             )
             await run_until_signalled(p.start, p.stop, p.wait)
 
-    run_process(go(), settings.event_loop)
+    serve(go(), settings)

@@ -8,8 +8,16 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from eventstore import ErrorKind, Worker, classify_error, crash_point, driver_connection
-from outbox import Consumer, Outbox
+from eventstore import (
+    ErrorKind,
+    Worker,
+    classify_error,
+    crash_point,
+    driver_connection,
+    eventstore_migrations,
+    load_migrations,
+)
+from outbox import Consumer, Outbox, outbox_migrations
 from saga import _repository as repo
 from saga._decision import DeadlineDue
 from saga._orchestrator import Orchestrator
@@ -136,6 +144,11 @@ class OrchestratorWorker(Worker):
         self.orchestrator = orchestrator
         self.deadline_interval_s = deadline_interval_s
         self.bootstrap_servers = bootstrap_servers
+        # Checked before the worker joins its group: it needs every component's tables.
+        consumer_options.setdefault(
+            "schema", [*eventstore_migrations(), *outbox_migrations(), *load_migrations("saga", "saga")]
+        )
+        consumer_options.setdefault("broker_watch_s", None)  # `_run` probes Kafka itself
         self.replies = Consumer(
             orchestrator.database,
             bootstrap_servers,
