@@ -1,8 +1,10 @@
 """Transactional outbox, relay worker, Kafka consumer runtime with inbox and dead letters."""
 
 from outbox._consumer import Consumer
+from outbox._dead_letter_reader import DeadLetterReader, DeadLetterTopic, PartitionRange, Redrive, parse_ref
+from outbox._dead_letter_record import DeadLetter
 from outbox._delivery import BatchHandler, ConsumerStats, Delivery, Handler
-from outbox._errors import MessageDecodeError, MessageTypeError, OutboxError, PublishError
+from outbox._errors import DeadLetterError, MessageDecodeError, MessageTypeError, OutboxError, PublishError
 from outbox._message import Envelope, MessageRegistry, child_traceparent, new_traceparent
 from outbox._outbox import Outbox, Outgoing, PendingMessage, RelayLag, outbox_migrations
 from outbox._relay import Relay, RelayStats
@@ -11,6 +13,10 @@ __all__ = [
     "BatchHandler",
     "Consumer",
     "ConsumerStats",
+    "DeadLetter",
+    "DeadLetterError",
+    "DeadLetterReader",
+    "DeadLetterTopic",
     "Delivery",
     "Envelope",
     "Handler",
@@ -20,12 +26,15 @@ __all__ = [
     "Outbox",
     "OutboxError",
     "Outgoing",
+    "PartitionRange",
     "PendingMessage",
     "PublishError",
+    "Redrive",
     "Relay",
     "RelayLag",
     "RelayStats",
     "child_traceparent",
     "new_traceparent",
     "outbox_migrations",
+    "parse_ref",
 ]

@@ -3,7 +3,8 @@
 OutboxError                   base; `retriable` says whether trying again can help
 ├── MessageTypeError          a message type is unknown or registered twice
 ├── MessageDecodeError        a record cannot be turned into a message (poison)
-└── PublishError              Kafka did not acknowledge (retriable)
+├── PublishError              Kafka did not acknowledge (retriable)
+└── DeadLetterError           a dead letter cannot be found, read or redriven (the message says why)
 """
 
 from __future__ import annotations
@@ -23,3 +24,7 @@ class MessageDecodeError(OutboxError):
 
 class PublishError(OutboxError):
     retriable = True
+
+
+class DeadLetterError(OutboxError):
+    pass
