@@ -142,7 +142,7 @@ class DeadLetterReader:
             async with asyncio.timeout(self.timeout_s):
                 yield
         except (KafkaError, TimeoutError, OSError) as exc:
-            problem = repr(exc) if str(exc) else type(exc).__name__
+            problem = str(exc) or type(exc).__name__
             raise DeadLetterError(
                 f"Kafka at {self.bootstrap_servers} did not answer ({doing}: {problem}): "
                 "check that it runs and that the bootstrap servers are right"
@@ -155,34 +155,29 @@ class DeadLetterReader:
 
     async def topics(self, prefix: str) -> list[DeadLetterTopic]:
         """The dead-letter topics whose names start with `<prefix>.`, empty ones too."""
-        admin, _ = self._clients()
-        async with self._kafka("listing topics"):
-            names = await admin.list_topics()
-        wanted = sorted(t for t in names if t.startswith(f"{prefix}.") and t.endswith(self.suffix))
-        partitions = await self._partitions(wanted)
-        return await self._ranges({t: p for t, p in partitions.items() if p is not None})
+        every = await self._partitions()
+        wanted = sorted(t for t in every if t.startswith(f"{prefix}.") and t.endswith(self.suffix))
+        return await self._ranges({t: every[t] for t in wanted})
 
     async def topic(self, name: str) -> DeadLetterTopic:
         """One topic's partitions and the offsets of their records."""
-        [partitions] = (await self._partitions([name])).values()
+        partitions = (await self._partitions()).get(name)
         if partitions is None:
             raise DeadLetterError(f"no topic {name!r} on the broker: list the dead-letter topics to find it")
         [found] = await self._ranges({name: partitions})
         return found
 
-    async def _partitions(self, names: list[str]) -> dict[str, list[int] | None]:
-        """Each topic's partitions, from the broker's metadata of that topic (None: no such topic)."""
-        if not names:
-            return {}
+    async def _partitions(self) -> dict[str, list[int]]:
+        """Every topic's partitions, from the broker's metadata. Asked for all topics: a
+        metadata request naming a missing topic makes a broker that auto-creates topics create it."""
         admin, _ = self._clients()
-        async with self._kafka(f"describing {', '.join(names)}"):
-            described = await admin.describe_topics(names)
-        found = {
+        async with self._kafka("reading the topics' metadata"):
+            described = await admin.describe_topics()
+        return {
             d["topic"]: sorted(p["partition"] for p in d["partitions"])
             for d in described
             if d["error_code"] == 0
         }
-        return {name: found.get(name) for name in names}
 
     async def _ranges(self, partitions: dict[str, list[int]]) -> list[DeadLetterTopic]:
         _, consumer = self._clients()
@@ -243,7 +238,7 @@ class DeadLetterReader:
         """Send the dead letter's message back to the partition it was read from, with its key,
         value and message headers, and `redriven_from`. A dry run checks and sends nothing."""
         topic, partition = letter.redrive_target()
-        [target] = (await self._partitions([topic])).values()
+        target = (await self._partitions()).get(topic)
         if target is None:
             raise DeadLetterError(
                 f"{letter.ref} came from {topic}, which is not on the broker: create it first"

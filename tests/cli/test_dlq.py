@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
@@ -20,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from eventstore import Database
-from outbox import Consumer, Envelope, MessageRegistry, Outbox
+from outbox import Consumer, DeadLetterReader, Envelope, MessageRegistry, Outbox
 from tests.cli.test_cli import Cli, assert_clean_error
 from tests.helpers import wait_for
 from tests.outbox.messages import Ping, make_registry
@@ -142,8 +141,153 @@ async def delete_records_before(bootstrap: str, tp: TopicPartition, offset: int)
         await admin.close()
 
 
-def _unused(_: Any) -> None:
-    """Keeps imports used while the module grows."""
+async def test_dlq_ls_and_show_print_the_headers(cli: Cli, billing: Billing, kafka_bootstrap: str) -> None:
+    await dead_letter(billing, kafka_bootstrap, Ping(key="card-1", seq=1), Ping(key="card-2", seq=2))
+
+    listed = (await cli("--json", "dlq", "ls")).json()
+    assert listed == [
+        {
+            "topic": billing.dlq,
+            "records": 2,
+            "partitions": [{"partition": 0, "records": 2, "oldest": 0, "newest": 1}],
+        }
+    ]
+    human = await cli("dlq", "ls")
+    assert human.code == 0, human.describe()
+    assert f"{billing.dlq}        2  [0] 0..1" in human.stdout, human.stdout
+
+    records = (await cli("--json", "dlq", "show", billing.dlq)).json()
+    assert [r["ref"] for r in records] == [f"{billing.dlq}[0]@0", f"{billing.dlq}[0]@1"]
+    first = records[0]
+    assert first["original"] == f"{billing.topic}[0]@0"
+    assert (
+        first["reason"]
+        == "handler failed after 1 attempt(s): Broken('billing cannot charge card-1: handler broken')"
+    )
+    assert (first["error_type"], first["attempts"], first["consumer_group"]) == (
+        "Broken",
+        1,
+        f"{billing.topic[:-9]}",
+    )
+    assert first["message_type"] == "test.ping"
+    assert first["message_id"] == first["headers"]["message_id"]
+    assert first["key"] == "card-1"
+    assert Ping.model_validate_json(first["value"]) == Ping(key="card-1", seq=1)
+
+    text_out = await cli("dlq", "show", billing.dlq, "--limit", "1")
+    assert text_out.code == 0, text_out.describe()
+    assert f"{billing.dlq}[0]@0  at " in text_out.stdout
+    assert f"message   test.ping {first['message_id']}" in text_out.stdout
+    assert (
+        "reason    handler failed after 1 attempt(s): Broken('billing cannot charge card-1" in text_out.stdout
+    )
+    assert f"error     Broken  attempts 1  group {billing.consumer.group_id}" in text_out.stdout
+    assert f"from      {billing.topic}[0]@0" in text_out.stdout
+    assert "card-2" not in text_out.stdout  # --limit 1
+
+    # One record, by its reference or by topic, partition and offset.
+    [by_ref] = (await cli("--json", "dlq", "show", f"{billing.dlq}[0]@1")).json()
+    [by_args] = (await cli("--json", "dlq", "show", billing.dlq, "0", "1")).json()
+    assert by_ref == by_args == records[1]
+    assert by_ref["original"] == f"{billing.topic}[0]@1"
 
 
-_unused((dataclasses, assert_clean_error))
+async def test_dlq_redrive_twice_applies_once(
+    cli: Cli, billing: Billing, kafka_bootstrap: str, effects: AsyncEngine
+) -> None:
+    """The handler was broken: the message is dead-lettered; redriven while still broken it
+    comes back (its dead letter names where it was redriven from); redriven once the handler
+    works it is applied; redriven again, the inbox skips it."""
+    await dead_letter(billing, kafka_bootstrap, Ping(key="card-1", seq=1))
+    first = f"{billing.dlq}[0]@0"
+
+    sent = await cli("dlq", "redrive", first)
+    assert sent.code == 0, sent.describe()
+    assert f"redrove {first} -> {billing.topic}[0]@1  (test.ping " in sent.stdout
+    await wait_for(
+        lambda: billing.consumer.stats.dead_lettered == 2, 60, "the redriven ping dead-lettered again"
+    )
+    [again] = (await cli("--json", "dlq", "show", f"{billing.dlq}[0]@1")).json()
+    assert again["redriven_from"] == first
+    assert again["original"] == f"{billing.topic}[0]@1"
+    [original] = (await cli("--json", "dlq", "show", first)).json()
+    assert again["message_id"] == original["message_id"]
+    assert [k for k in again["headers"] if k.startswith("dlq_")] == [
+        k for k in original["headers"] if k.startswith("dlq_")
+    ]
+
+    billing.fixed = True
+    sent = await cli("dlq", "redrive", f"{billing.dlq}[0]@1")
+    assert sent.code == 0, sent.describe()
+    await wait_for(lambda: billing.consumer.stats.handled == 1, 60, "the redriven ping handled")
+    assert await applied(effects) == {("card-1", 1): 1}
+
+    for ref in (first, f"{billing.dlq}[0]@1"):
+        sent = await cli("dlq", "redrive", ref)
+        assert sent.code == 0, sent.describe()
+    await wait_for(lambda: billing.consumer.stats.duplicates == 2, 60, "both copies skipped by the inbox")
+    assert await applied(effects) == {("card-1", 1): 1}
+    assert (billing.consumer.stats.handled, billing.consumer.stats.dead_lettered) == (1, 2)
+    # Reading and redriving consumed nothing: the dead letters are still there.
+    assert (await cli("--json", "status")).json()["dead_letters"] == {billing.dlq: 2}
+
+
+async def test_dlq_redrive_all_and_dry_run(
+    cli: Cli, billing: Billing, kafka_bootstrap: str, effects: AsyncEngine
+) -> None:
+    await dead_letter(billing, kafka_bootstrap, Ping(key="card-1", seq=1), Ping(key="card-2", seq=2))
+    billing.fixed = True
+
+    dry = await cli("dlq", "redrive", "--all", billing.dlq, "--dry-run")
+    assert dry.code == 0, dry.describe()
+    assert dry.stdout.count("would redrive") == 2, dry.stdout
+    assert f"would redrive {billing.dlq}[0]@1 -> {billing.topic}[0]  (test.ping " in dry.stdout
+    async with DeadLetterReader(kafka_bootstrap) as reader:
+        assert (await reader.topic(billing.topic)).records == 2  # nothing sent
+
+    sent = (await cli("--json", "dlq", "redrive", "--all", billing.dlq)).json()
+    assert [(r["ref"], r["to"]) for r in sent] == [
+        (f"{billing.dlq}[0]@0", f"{billing.topic}[0]@2"),
+        (f"{billing.dlq}[0]@1", f"{billing.topic}[0]@3"),
+    ]
+    await wait_for(lambda: billing.consumer.stats.handled == 2, 60, "both redriven pings handled")
+    assert await applied(effects) == {("card-1", 1): 1, ("card-2", 2): 1}
+
+
+async def test_dlq_errors_are_one_clear_line(cli: Cli, billing: Billing, kafka_bootstrap: str) -> None:
+    await dead_letter(billing, kafka_bootstrap, Ping(key="card-1", seq=1))
+    missing = f"{billing.topic}.nope.dlq"
+    for args in (
+        ("dlq", "show", missing),
+        ("dlq", "redrive", f"{missing}[0]@0"),
+        ("dlq", "redrive", "--all", missing),
+    ):
+        assert_clean_error(await cli(*args), f"no topic {missing!r} on the broker")
+    assert_clean_error(
+        await cli("dlq", "show", f"{billing.dlq}[0]@5"),
+        f"offset 5 is past the end of {billing.dlq}[0]: it holds 0..0",
+    )
+    assert_clean_error(
+        await cli("dlq", "show", f"{billing.topic}[1]@0"), f"{billing.topic}[1] holds no records"
+    )
+    assert_clean_error(await cli("dlq", "show", f"{billing.dlq}[7]@0"), f"{billing.dlq} has no partition 7")
+    assert_clean_error(
+        await cli("dlq", "redrive", f"{billing.topic}[0]@0"),
+        f"{billing.topic}[0]@0 is not a dead letter",
+        "only records a consumer dead-lettered can be redriven",
+    )
+    # Usage mistakes: click's exit code 2, one line after the usage.
+    for args, message in (
+        (("dlq", "redrive"), "REF... (topic[partition]@offset) or --all TOPIC"),
+        (("dlq", "show", billing.dlq, "--offset", "0"), "an offset needs its partition"),
+        (("dlq", "redrive", "not-a-ref"), "'not-a-ref' is not a record reference"),
+    ):
+        result = await cli(*args)
+        assert result.code == 2, result.describe()
+        assert message in result.stderr.splitlines()[-1], result.describe()
+
+    unreachable = dataclasses.replace(cli, kafka_bootstrap="127.0.0.1:9")
+    for args in (("dlq", "ls"), ("dlq", "show", billing.dlq), ("dlq", "redrive", f"{billing.dlq}[0]@0")):
+        result = await unreachable(*args)
+        assert_clean_error(result, "Kafka at 127.0.0.1:9 did not answer")
+        assert len(result.stderr.strip().splitlines()) == 1, result.describe()
