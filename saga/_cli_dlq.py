@@ -58,7 +58,7 @@ def ls(ctx: Context) -> None:
 
     def render() -> None:
         if not held:
-            click.echo(f"no dead letters under {prefix}. ({len(topics)} dead-letter topic(s), all empty)")
+            click.echo(f"no dead letters under the prefix {prefix!r} ({len(topics)} dead-letter topic(s), all empty)")
             return
         width = max(len(t.topic) for t in held)
         click.echo(f"{'topic'.ljust(width)}  {'records':>7}  partition[oldest..newest]")

@@ -257,37 +257,34 @@ async def test_dlq_redrive_all_and_dry_run(
 async def test_dlq_errors_are_one_clear_line(cli: Cli, billing: Billing, kafka_bootstrap: str) -> None:
     await dead_letter(billing, kafka_bootstrap, Ping(key="card-1", seq=1))
     missing = f"{billing.topic}.nope.dlq"
-    for args in (
-        ("dlq", "show", missing),
-        ("dlq", "redrive", f"{missing}[0]@0"),
-        ("dlq", "redrive", "--all", missing),
-    ):
-        assert_clean_error(await cli(*args), f"no topic {missing!r} on the broker")
-    assert_clean_error(
-        await cli("dlq", "show", f"{billing.dlq}[0]@5"),
-        f"offset 5 is past the end of {billing.dlq}[0]: it holds 0..0",
-    )
-    assert_clean_error(
-        await cli("dlq", "show", f"{billing.topic}[1]@0"), f"{billing.topic}[1] holds no records"
-    )
-    assert_clean_error(await cli("dlq", "show", f"{billing.dlq}[7]@0"), f"{billing.dlq} has no partition 7")
-    assert_clean_error(
-        await cli("dlq", "redrive", f"{billing.topic}[0]@0"),
-        f"{billing.topic}[0]@0 is not a dead letter",
-        "only records a consumer dead-lettered can be redriven",
-    )
+    errors: list[tuple[tuple[str, ...], str]] = [
+        (("dlq", "show", missing), f"no topic {missing!r} on the broker"),
+        (("dlq", "redrive", f"{missing}[0]@0"), f"no topic {missing!r} on the broker"),
+        (("dlq", "redrive", "--all", missing), f"no topic {missing!r} on the broker"),
+        (
+            ("dlq", "show", f"{billing.dlq}[0]@5"),
+            f"offset 5 is past the end of {billing.dlq}[0]: it holds 0..0",
+        ),
+        (("dlq", "show", f"{billing.topic}[1]@0"), f"{billing.topic}[1] holds no records"),
+        (("dlq", "show", f"{billing.dlq}[7]@0"), f"{billing.dlq} has no partition 7"),
+        (("dlq", "redrive", f"{billing.topic}[0]@0"), f"{billing.topic}[0]@0 is not a dead letter"),
+    ]
+    for args, message in errors:
+        assert_clean_error(await cli(*args), message)
+
     # Usage mistakes: click's exit code 2, one line after the usage.
-    for args, message in (
+    usage: list[tuple[tuple[str, ...], str]] = [
         (("dlq", "redrive"), "REF... (topic[partition]@offset) or --all TOPIC"),
         (("dlq", "show", billing.dlq, "--offset", "0"), "an offset needs its partition"),
         (("dlq", "redrive", "not-a-ref"), "'not-a-ref' is not a record reference"),
-    ):
+    ]
+    for args, message in usage:
         result = await cli(*args)
         assert result.code == 2, result.describe()
         assert message in result.stderr.splitlines()[-1], result.describe()
 
     unreachable = dataclasses.replace(cli, kafka_bootstrap="127.0.0.1:9")
-    for args in (("dlq", "ls"), ("dlq", "show", billing.dlq), ("dlq", "redrive", f"{billing.dlq}[0]@0")):
+    for args in [("dlq", "ls"), ("dlq", "show", billing.dlq), ("dlq", "redrive", f"{billing.dlq}[0]@0")]:
         result = await unreachable(*args)
         assert_clean_error(result, "Kafka at 127.0.0.1:9 did not answer")
         assert len(result.stderr.strip().splitlines()) == 1, result.describe()
