@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from eventstore import Database
-from outbox import Consumer, DeadLetterReader, Envelope, MessageRegistry, Outbox
+from outbox import Consumer, DeadLetterReader, Envelope, MessageRegistry, Outbox, parse_ref
 from tests.cli.test_cli import Cli, assert_clean_error
 from tests.helpers import wait_for
 from tests.outbox.messages import Ping, make_registry
@@ -53,7 +53,7 @@ class Billing:
 
     async def handle(self, conn: AsyncConnection, message: Ping, envelope: Envelope) -> None:
         if not self.fixed:
-            raise Broken(f"billing cannot charge {message.key}: handler broken")
+            raise Broken(f"billing cannot charge {message.key}/{message.seq}: handler broken")
         await conn.execute(
             text(
                 "INSERT INTO effects (key, seq, applied) VALUES (:k, :s, 1) "
@@ -102,13 +102,19 @@ async def billing(
         await admin.close()
 
 
-async def dead_letter(billing: Billing, kafka_bootstrap: str, *pings: Ping) -> None:
-    """Send the pings to billing (partition 0) while its handler is broken: each is dead-lettered."""
+async def dead_letter(billing: Billing, kafka_bootstrap: str, *pings: Ping) -> str:
+    """Send the pings to billing's partition 0 while its handler is broken: each is
+    dead-lettered. They share a key, so their dead letters share a partition (the one that key
+    hashes to): returns it as `<dead-letter topic>[partition]`."""
+    assert len({ping.key for ping in pings}) == 1
     before = billing.consumer.stats.dead_lettered
     await send_pings(kafka_bootstrap, Outbox(make_registry()), billing.topic, list(pings), partition=0)
     await wait_for(
         lambda: billing.consumer.stats.dead_lettered == before + len(pings), 60, "the pings' dead letters"
     )
+    async with DeadLetterReader(kafka_bootstrap) as reader:
+        [held] = [p.partition for p in (await reader.topic(billing.dlq)).partitions if p.records]
+    return f"{billing.dlq}[{held}]"
 
 
 async def applied(engine: AsyncEngine) -> dict[tuple[str, int], int]:
@@ -118,7 +124,7 @@ async def applied(engine: AsyncEngine) -> dict[tuple[str, int], int]:
 
 
 async def test_item1_status_counts_dead_letters(cli: Cli, billing: Billing, kafka_bootstrap: str) -> None:
-    await dead_letter(billing, kafka_bootstrap, Ping(key="card-1", seq=1), Ping(key="card-2", seq=2))
+    dlq = await dead_letter(billing, kafka_bootstrap, Ping(key="card", seq=1), Ping(key="card", seq=2))
     report = (await cli("--json", "status")).json()
     assert report["dead_letters"] == {billing.dlq: 2}
     human = await cli("status")
@@ -127,7 +133,8 @@ async def test_item1_status_counts_dead_letters(cli: Cli, billing: Billing, kafk
     assert row.split("│")[2].strip() == "2", human.stdout
 
     # Records the topic's retention deleted are not counted (end minus beginning offsets).
-    await delete_records_before(kafka_bootstrap, TopicPartition(billing.dlq, 0), 1)
+    topic, partition, _ = parse_ref(f"{dlq}@0")
+    await delete_records_before(kafka_bootstrap, TopicPartition(topic, partition), 1)
     assert (await cli("--json", "status")).json()["dead_letters"] == {billing.dlq: 1}
 
 
@@ -142,27 +149,28 @@ async def delete_records_before(bootstrap: str, tp: TopicPartition, offset: int)
 
 
 async def test_dlq_ls_and_show_print_the_headers(cli: Cli, billing: Billing, kafka_bootstrap: str) -> None:
-    await dead_letter(billing, kafka_bootstrap, Ping(key="card-1", seq=1), Ping(key="card-2", seq=2))
+    dlq = await dead_letter(billing, kafka_bootstrap, Ping(key="card", seq=1), Ping(key="card", seq=2))
+    _, partition, _ = parse_ref(f"{dlq}@0")
 
     listed = (await cli("--json", "dlq", "ls")).json()
     assert listed == [
         {
             "topic": billing.dlq,
             "records": 2,
-            "partitions": [{"partition": 0, "records": 2, "oldest": 0, "newest": 1}],
+            "partitions": [{"partition": partition, "records": 2, "oldest": 0, "newest": 1}],
         }
     ]
     human = await cli("dlq", "ls")
     assert human.code == 0, human.describe()
-    assert f"{billing.dlq}        2  [0] 0..1" in human.stdout, human.stdout
+    assert f"{billing.dlq}        2  [{partition}] 0..1" in human.stdout, human.stdout
 
     records = (await cli("--json", "dlq", "show", billing.dlq)).json()
-    assert [r["ref"] for r in records] == [f"{billing.dlq}[0]@0", f"{billing.dlq}[0]@1"]
+    assert [r["ref"] for r in records] == [f"{dlq}@0", f"{dlq}@1"]
     first = records[0]
     assert first["original"] == f"{billing.topic}[0]@0"
     assert (
         first["reason"]
-        == "handler failed after 1 attempt(s): Broken('billing cannot charge card-1: handler broken')"
+        == "handler failed after 1 attempt(s): Broken('billing cannot charge card/1: handler broken')"
     )
     assert (first["error_type"], first["attempts"], first["consumer_group"]) == (
         "Broken",
@@ -171,22 +179,22 @@ async def test_dlq_ls_and_show_print_the_headers(cli: Cli, billing: Billing, kaf
     )
     assert first["message_type"] == "test.ping"
     assert first["message_id"] == first["headers"]["message_id"]
-    assert first["key"] == "card-1"
-    assert Ping.model_validate_json(first["value"]) == Ping(key="card-1", seq=1)
+    assert first["key"] == "card"
+    assert Ping.model_validate_json(first["value"]) == Ping(key="card", seq=1)
 
     text_out = await cli("dlq", "show", billing.dlq, "--limit", "1")
     assert text_out.code == 0, text_out.describe()
-    assert f"{billing.dlq}[0]@0  at " in text_out.stdout
+    assert f"{dlq}@0  at " in text_out.stdout
     assert f"message   test.ping {first['message_id']}" in text_out.stdout
     assert (
-        "reason    handler failed after 1 attempt(s): Broken('billing cannot charge card-1" in text_out.stdout
+        "reason    handler failed after 1 attempt(s): Broken('billing cannot charge card/1" in text_out.stdout
     )
     assert f"error     Broken  attempts 1  group {billing.consumer.group_id}" in text_out.stdout
     assert f"from      {billing.topic}[0]@0" in text_out.stdout
-    assert "card-2" not in text_out.stdout  # --limit 1
+    assert "card/2" not in text_out.stdout  # --limit 1
 
     # One record, by its reference or by topic, partition and offset.
-    [by_ref] = (await cli("--json", "dlq", "show", f"{billing.dlq}[0]@1")).json()
+    [by_ref] = (await cli("--json", "dlq", "show", f"{dlq}@1")).json()
     [by_args] = (await cli("--json", "dlq", "show", billing.dlq, "0", "1")).json()
     assert by_ref == by_args == records[1]
     assert by_ref["original"] == f"{billing.topic}[0]@1"
@@ -198,8 +206,8 @@ async def test_dlq_redrive_twice_applies_once(
     """The handler was broken: the message is dead-lettered; redriven while still broken it
     comes back (its dead letter names where it was redriven from); redriven once the handler
     works it is applied; redriven again, the inbox skips it."""
-    await dead_letter(billing, kafka_bootstrap, Ping(key="card-1", seq=1))
-    first = f"{billing.dlq}[0]@0"
+    dlq = await dead_letter(billing, kafka_bootstrap, Ping(key="card", seq=1))
+    first = f"{dlq}@0"
 
     sent = await cli("dlq", "redrive", first)
     assert sent.code == 0, sent.describe()
@@ -207,7 +215,7 @@ async def test_dlq_redrive_twice_applies_once(
     await wait_for(
         lambda: billing.consumer.stats.dead_lettered == 2, 60, "the redriven ping dead-lettered again"
     )
-    [again] = (await cli("--json", "dlq", "show", f"{billing.dlq}[0]@1")).json()
+    [again] = (await cli("--json", "dlq", "show", f"{dlq}@1")).json()
     assert again["redriven_from"] == first
     assert again["original"] == f"{billing.topic}[0]@1"
     [original] = (await cli("--json", "dlq", "show", first)).json()
@@ -217,16 +225,16 @@ async def test_dlq_redrive_twice_applies_once(
     ]
 
     billing.fixed = True
-    sent = await cli("dlq", "redrive", f"{billing.dlq}[0]@1")
+    sent = await cli("dlq", "redrive", f"{dlq}@1")
     assert sent.code == 0, sent.describe()
     await wait_for(lambda: billing.consumer.stats.handled == 1, 60, "the redriven ping handled")
-    assert await applied(effects) == {("card-1", 1): 1}
+    assert await applied(effects) == {("card", 1): 1}
 
-    for ref in (first, f"{billing.dlq}[0]@1"):
+    for ref in (first, f"{dlq}@1"):
         sent = await cli("dlq", "redrive", ref)
         assert sent.code == 0, sent.describe()
     await wait_for(lambda: billing.consumer.stats.duplicates == 2, 60, "both copies skipped by the inbox")
-    assert await applied(effects) == {("card-1", 1): 1}
+    assert await applied(effects) == {("card", 1): 1}
     assert (billing.consumer.stats.handled, billing.consumer.stats.dead_lettered) == (1, 2)
     # Reading and redriving consumed nothing: the dead letters are still there.
     assert (await cli("--json", "status")).json()["dead_letters"] == {billing.dlq: 2}
@@ -235,37 +243,39 @@ async def test_dlq_redrive_twice_applies_once(
 async def test_dlq_redrive_all_and_dry_run(
     cli: Cli, billing: Billing, kafka_bootstrap: str, effects: AsyncEngine
 ) -> None:
-    await dead_letter(billing, kafka_bootstrap, Ping(key="card-1", seq=1), Ping(key="card-2", seq=2))
+    dlq = await dead_letter(billing, kafka_bootstrap, Ping(key="card", seq=1), Ping(key="card", seq=2))
     billing.fixed = True
 
     dry = await cli("dlq", "redrive", "--all", billing.dlq, "--dry-run")
     assert dry.code == 0, dry.describe()
     assert dry.stdout.count("would redrive") == 2, dry.stdout
-    assert f"would redrive {billing.dlq}[0]@1 -> {billing.topic}[0]  (test.ping " in dry.stdout
+    assert f"would redrive {dlq}@1 -> {billing.topic}[0]  (test.ping " in dry.stdout
     async with DeadLetterReader(kafka_bootstrap) as reader:
         assert (await reader.topic(billing.topic)).records == 2  # nothing sent
 
     sent = (await cli("--json", "dlq", "redrive", "--all", billing.dlq)).json()
     assert [(r["ref"], r["to"]) for r in sent] == [
-        (f"{billing.dlq}[0]@0", f"{billing.topic}[0]@2"),
-        (f"{billing.dlq}[0]@1", f"{billing.topic}[0]@3"),
+        (f"{dlq}@0", f"{billing.topic}[0]@2"),
+        (f"{dlq}@1", f"{billing.topic}[0]@3"),
     ]
     await wait_for(lambda: billing.consumer.stats.handled == 2, 60, "both redriven pings handled")
-    assert await applied(effects) == {("card-1", 1): 1, ("card-2", 2): 1}
+    assert await applied(effects) == {("card", 1): 1, ("card", 2): 1}
 
 
 async def test_dlq_errors_are_one_clear_line(cli: Cli, billing: Billing, kafka_bootstrap: str) -> None:
-    await dead_letter(billing, kafka_bootstrap, Ping(key="card-1", seq=1))
+    dlq = await dead_letter(billing, kafka_bootstrap, Ping(key="card", seq=1))
+    other = f"{billing.dlq}[{1 - parse_ref(f'{dlq}@0')[1]}]"  # the dead-letter topic's empty partition
     missing = f"{billing.topic}.nope.dlq"
     errors: list[tuple[tuple[str, ...], str]] = [
         (("dlq", "show", missing), f"no topic {missing!r} on the broker"),
         (("dlq", "redrive", f"{missing}[0]@0"), f"no topic {missing!r} on the broker"),
         (("dlq", "redrive", "--all", missing), f"no topic {missing!r} on the broker"),
         (
-            ("dlq", "show", f"{billing.dlq}[0]@5"),
-            f"offset 5 is past the end of {billing.dlq}[0]: it holds 0..0",
+            ("dlq", "show", f"{dlq}@5"),
+            f"offset 5 is past the end of {dlq}: it holds 0..0",
         ),
         (("dlq", "show", f"{billing.topic}[1]@0"), f"{billing.topic}[1] holds no records"),
+        (("dlq", "show", f"{other}@0"), f"{other} holds no records"),
         (("dlq", "show", f"{billing.dlq}[7]@0"), f"{billing.dlq} has no partition 7"),
         (("dlq", "redrive", f"{billing.topic}[0]@0"), f"{billing.topic}[0]@0 is not a dead letter"),
     ]
@@ -284,7 +294,7 @@ async def test_dlq_errors_are_one_clear_line(cli: Cli, billing: Billing, kafka_b
         assert message in result.stderr.splitlines()[-1], result.describe()
 
     unreachable = dataclasses.replace(cli, kafka_bootstrap="127.0.0.1:9")
-    for args in [("dlq", "ls"), ("dlq", "show", billing.dlq), ("dlq", "redrive", f"{billing.dlq}[0]@0")]:
+    for args in [("dlq", "ls"), ("dlq", "show", billing.dlq), ("dlq", "redrive", f"{dlq}@0")]:
         result = await unreachable(*args)
         assert_clean_error(result, "Kafka at 127.0.0.1:9 did not answer")
         assert len(result.stderr.strip().splitlines()) == 1, result.describe()
