@@ -143,10 +143,12 @@ class DeadLetterReader:
                 yield
         except (KafkaError, TimeoutError, OSError) as exc:
             problem = str(exc) or type(exc).__name__
-            raise DeadLetterError(
+            error = DeadLetterError(
                 f"Kafka at {self.bootstrap_servers} did not answer ({doing}: {problem}): "
                 "check that it runs and that the bootstrap servers are right"
-            ) from exc
+            )
+            error.retriable = True
+            raise error from exc
 
     def _clients(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
         if self._admin is None or self._consumer is None:

@@ -4,7 +4,8 @@ OutboxError                   base; `retriable` says whether trying again can he
 ├── MessageTypeError          a message type is unknown or registered twice
 ├── MessageDecodeError        a record cannot be turned into a message (poison)
 ├── PublishError              Kafka did not acknowledge (retriable)
-└── DeadLetterError           a dead letter cannot be found, read or redriven (the message says why)
+└── DeadLetterError           a dead letter cannot be found, read or redriven (the message says why;
+                              retriable when Kafka did not answer)
 """
 
 from __future__ import annotations

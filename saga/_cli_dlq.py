@@ -58,7 +58,9 @@ def ls(ctx: Context) -> None:
 
     def render() -> None:
         if not held:
-            click.echo(f"no dead letters under the prefix {prefix!r} ({len(topics)} dead-letter topic(s), all empty)")
+            click.echo(
+                f"no dead letters under the prefix {prefix!r} ({len(topics)} dead-letter topic(s), all empty)"
+            )
             return
         width = max(len(t.topic) for t in held)
         click.echo(f"{'topic'.ljust(width)}  {'records':>7}  partition[oldest..newest]")
@@ -106,7 +108,7 @@ def show(
     """Records of a dead-letter topic, with why each was dead-lettered and where it came from.
 
     TARGET is a topic (`saga dlq show saga.flights.commands.dlq`, or with PARTITION and OFFSET)
-    or one record, `topic[partition]@offset` as `saga dlq ls` and the worker logs write it."""
+    or one record, `topic[partition]@offset` as this command prints it."""
     settings = ctx.settings()
     topic, partition, offset, one = _where(target, partition_arg, offset_arg, partition, offset)
     count = limit or (1 if one else 20)
