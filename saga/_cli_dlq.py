@@ -22,11 +22,6 @@ T = TypeVar("T")
 VALUE_SHOWN = 300  # characters of a record's value in the human output
 
 
-def topic_prefix(ctx: Context, settings: Settings) -> str:
-    """The prefix the dead-letter topics are listed under."""
-    return settings.topic_prefix
-
-
 def _with_reader(settings: Settings, work: Callable[[DeadLetterReader], Awaitable[T]]) -> T:
     # The reader turns Kafka's failures into one DeadLetterError; the client's own log lines
     # would repeat it on stderr (they still reach a handler the user configured).
@@ -52,7 +47,7 @@ def dlq() -> None:
 def ls(ctx: Context) -> None:
     """Dead-letter topics holding records: how many, and their offsets per partition."""
     settings = ctx.settings()
-    prefix = topic_prefix(ctx, settings)
+    prefix = ctx.topic_prefix(settings)
     topics = _with_reader(settings, lambda reader: reader.topics(prefix))
     held = [t for t in topics if t.records]
 
