@@ -2,9 +2,12 @@
 
 from outbox._broker import KafkaLogThrottle, quiet_kafka_logs
 from outbox._consumer import Consumer
+from outbox._dead_letter_reader import DeadLetterReader, DeadLetterTopic, PartitionRange, Redrive, parse_ref
+from outbox._dead_letter_record import DeadLetter
 from outbox._delivery import BatchHandler, ConsumerStats, Delivery, Handler
 from outbox._errors import (
     BrokerUnavailableError,
+    DeadLetterError,
     MessageDecodeError,
     MessageTypeError,
     OutboxError,
@@ -19,6 +22,10 @@ __all__ = [
     "BrokerUnavailableError",
     "Consumer",
     "ConsumerStats",
+    "DeadLetter",
+    "DeadLetterError",
+    "DeadLetterReader",
+    "DeadLetterTopic",
     "Delivery",
     "Envelope",
     "Handler",
@@ -29,13 +36,16 @@ __all__ = [
     "Outbox",
     "OutboxError",
     "Outgoing",
+    "PartitionRange",
     "PendingMessage",
     "PublishError",
+    "Redrive",
     "Relay",
     "RelayLag",
     "RelayStats",
     "child_traceparent",
     "new_traceparent",
     "outbox_migrations",
+    "parse_ref",
     "quiet_kafka_logs",
 ]

@@ -4,7 +4,9 @@ OutboxError                   base; `retriable` says whether trying again can he
 ├── MessageTypeError          a message type is unknown or registered twice
 ├── MessageDecodeError        a record cannot be turned into a message (poison)
 ├── PublishError              Kafka did not acknowledge (retriable)
-└── BrokerUnavailableError    no Kafka broker answers at the bootstrap address (retriable)
+├── BrokerUnavailableError    no Kafka broker answers at the bootstrap address (retriable)
+└── DeadLetterError           a dead letter cannot be found, read or redriven (the message says why;
+                              retriable when Kafka did not answer)
 """
 
 from __future__ import annotations
@@ -36,3 +38,7 @@ class BrokerUnavailableError(OutboxError):
         self.service = f"Kafka at {bootstrap_servers}"
         self.reason = reason
         super().__init__(f"{self.service} is unreachable: {reason}")
+
+
+class DeadLetterError(OutboxError):
+    pass

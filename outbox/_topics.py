@@ -85,8 +85,13 @@ async def create_missing(
     """Create each topic of `topics`' values that does not exist yet, with as many partitions
     as the topic it is keyed by (1 when that one is unknown). Returns the topics created, and
     why each one that is still missing could not be created."""
-    described = await admin.describe_topics([*topics, *topics.values()])
-    partitions = {t["topic"]: len(t["partitions"]) for t in described if t["error_code"] == 0}
+    # All topics' metadata, not the named ones': a broker that auto-creates topics creates a
+    # missing topic that a metadata request names, with its default partition count.
+    names = {*topics, *topics.values()}
+    described = await admin.describe_topics()
+    partitions = {
+        t["topic"]: len(t["partitions"]) for t in described if t["error_code"] == 0 and t["topic"] in names
+    }
     wanted = [
         NewTopic(new, num_partitions=partitions.get(topic) or 1, replication_factor=replication_factor)
         for topic, new in topics.items()

@@ -10,12 +10,12 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventstore import driver_connection
-from outbox import Outbox
+from outbox import DeadLetterReader, Outbox
 from saga import _repository as repo
 from saga._definition import LocalStep, RemoteStep, Saga, StepKind
 from saga._errors import SagaError, UnknownSagaError
 from saga._orchestrator import Orchestrator
-from saga._protocol import STREAM_PREFIX, saga_id_for, saga_id_of, stream_of
+from saga._protocol import DEAD_LETTER_SUFFIX, STREAM_PREFIX, saga_id_for, saga_id_of, stream_of
 from saga._state import SagaState, fold
 
 INSTANCE_COLUMNS = repo.INSTANCE_COLUMNS
@@ -276,21 +276,4 @@ async def status(engine: AsyncEngine) -> dict[str, Any]:
 
 
 async def dead_letter_counts(bootstrap_servers: str, prefix: str) -> dict[str, int]:
-    """Records in each dead-letter topic under the prefix (end offsets; nothing is consumed)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
-    try:
-        await consumer.start()  # inside: a start that fails or is cancelled is stopped too
-        topics = sorted(
-            t for t in await consumer.topics() if t.startswith(f"{prefix}.") and t.endswith(".dlq")
-        )
-        counts: dict[str, int] = {}
-        for topic in topics:
-            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-            begin = await consumer.beginning_offsets(partitions)
-            end = await consumer.end_offsets(partitions)
-            counts[topic] = sum(end[tp] - begin[tp] for tp in partitions)
-        return counts
-    finally:
-        await consumer.stop()
+from saga._protocol import DEAD_LETTER_SUFFIX, STREAM_PREFIX, saga_id_for, saga_id_of, stream_of

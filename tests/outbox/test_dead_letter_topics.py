@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventstore import Database
 from outbox import Consumer, MessageRegistry, Outbox
-from tests.conftest import load_services
+from tests.conftest import NewTopicFactory, load_services
 from tests.helpers import Collector, wait_for
 from tests.outbox.dead_letter_scenario import Scenario, errors
 from tests.outbox.messages import Ping
@@ -89,6 +89,27 @@ async def test_a_missing_dead_letter_topic_is_created_at_start_and_poison_lands_
         await wait_for(lambda: len(dead.records) == 1, 30, "the dead letter")
     assert dead.records[0].value == b"\x00garbage"
     assert dead.headers(0)["dlq_topic"] == "created"
+
+
+async def test_on_a_broker_that_creates_topics_itself_the_dead_letter_topic_has_its_topics_partitions(
+    database: Database, registry: MessageRegistry, kafka_bootstrap: str, new_topic: NewTopicFactory
+) -> None:
+    """The shared test broker auto-creates topics: asking it about the missing dead-letter topic
+    by name would create it with one partition."""
+    topic = await new_topic("autocreating", partitions=3)
+    consumer = Consumer(
+        database,
+        kafka_bootstrap,
+        group_id=topic,
+        topics=[topic],
+        registry=registry,
+        handlers={Ping: apply_ping},
+    )
+    await consumer.start()
+    try:
+        assert await partitions_of(kafka_bootstrap, f"{topic}.dlq") == 3
+    finally:
+        await consumer.stop()
 
 
 async def test_a_dead_letter_topic_that_cannot_be_created_holds_only_its_partition_until_it_exists(
