@@ -276,4 +276,7 @@ async def status(engine: AsyncEngine) -> dict[str, Any]:
 
 
 async def dead_letter_counts(bootstrap_servers: str, prefix: str) -> dict[str, int]:
-from saga._protocol import DEAD_LETTER_SUFFIX, STREAM_PREFIX, saga_id_for, saga_id_of, stream_of
+    """Records in each dead-letter topic under the prefix: end minus beginning offsets of each
+    partition, so records deleted by retention are not counted; nothing is consumed."""
+    async with DeadLetterReader(bootstrap_servers, suffix=DEAD_LETTER_SUFFIX) as reader:
+        return {t.topic: t.records for t in await reader.topics(prefix)}
