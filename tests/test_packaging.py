@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -12,21 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.checkout import clean_source
+
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY = {"saga", "eventstore", "outbox"}
 NOT_LIBRARY = ("examples/", "tests/", "chaos/", "bench/", "scripts/")
-
-
-def clean_source(dest: Path) -> Path:
-    """The checkout without build leftovers: a stale build/ folder would leak into a wheel."""
-    shutil.copytree(
-        ROOT,
-        dest,
-        ignore=shutil.ignore_patterns(
-            ".git", ".venv", ".cache", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"
-        ),
-    )
-    return dest
 
 
 def build_wheel(tmp_path: Path) -> list[str]:
