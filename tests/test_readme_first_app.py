@@ -20,6 +20,7 @@ section's app reads) a prefix of this run's own. Nothing else of the test run's 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -45,6 +46,7 @@ SECTION = "## Your first app"
 FENCE = re.compile(r"^```([^\n]*)\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 TITLE = re.compile(r'title="([^"]+)"')
 RUN_TIMEOUT_S = 300
+MARK = "+ README block"
 
 
 @dataclass(frozen=True)
@@ -73,25 +75,29 @@ def script_of(blocks: list[Block]) -> str:
     """One bash script: files written by here-documents, commands as they are, then the stop."""
     lines = [
         "set -euo pipefail",
-        # A failing command ends the script: stop what it left running, without waiting long.
+        # A failing command ends the script: it stops what it left running (the test then kills
+        # whatever is left of the session).
         "trap 'status=$?; [ $status -eq 0 ] || kill -TERM $(jobs -p) 2>/dev/null || true' EXIT",
     ]
     for n, block in enumerate(blocks):
         if block.path is not None:
             path = Path(block.path)
-            assert not path.is_absolute() and ".." not in path.parts, f"file block outside the folder: {path}"
+            if path.is_absolute() or ".." in path.parts:
+                raise ValueError(f"a README file block outside the project folder: {path}")
             delimiter = f"README_FILE_{n}"
             assert delimiter not in block.body
             quoted = shlex.quote(str(path))
             lines += [f"mkdir -p {shlex.quote(str(path.parent))}", f"cat > {quoted} <<'{delimiter}'"]
             lines += [block.body.rstrip("\n"), delimiter]
         elif block.is_shell:
-            lines += [f"echo '+ README sh block {n}' >&2", block.body]
+            first = block.body.strip().splitlines()[0]
+            lines += [f'echo {shlex.quote(f"{MARK} {n}: {first}")}" (at $SECONDS s)" >&2', block.body]
     lines += [
         "set +e",
+        'echo "+ stopping the background processes (at $SECONDS s)" >&2',
         "jobs -l >&2",
         "pids=$(jobs -p)",
-        "[ -n \"$pids\" ] && kill -TERM $pids",
+        '[ -n "$pids" ] && kill -TERM $pids',
         "failed=0",
         "for pid in $pids; do",
         '  wait "$pid"; code=$?',
@@ -132,12 +138,18 @@ async def topic_prefix(kafka_bootstrap: str) -> AsyncIterator[str]:
 
 
 def user_environment(tmp_path: Path) -> Path:
-    """A virtual environment that sees this one's packages (its dependencies), with the
-    library not installed: the section installs it."""
+    """A virtual environment without the library (the section installs it) that sees this
+    one's packages: the dependencies, and pip, whose own copy would cost half a minute to set
+    up (`pip` on PATH is this pip, installing into the new environment)."""
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
     [own] = venv.glob("lib/python*/site-packages")
     (own / "test-run-packages.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    pip = venv / "bin" / "pip"
+    pip.write_text(
+        f"#!{venv / 'bin' / 'python'}\nimport sys\nfrom pip._internal.cli.main import main\nsys.exit(main())\n"
+    )
+    pip.chmod(0o755)
     return venv
 
 
@@ -161,10 +173,17 @@ def run_section(tmp_path: Path, env: dict[str, str]) -> tuple[int, str]:
         try:
             code = process.wait(timeout=RUN_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
             code = -1
+        with contextlib.suppress(ProcessLookupError):  # nothing left: the usual case
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
     return code, log.read_text(errors="replace")
+
+
+def failing_part(log: str) -> str:
+    """From the last block that started (where `set -e` stopped) to the end, shortened."""
+    tail = log[log.rfind(MARK) :] if MARK in log else log
+    return tail if len(tail) < 10_000 else f"{tail[:6000]}\n...\n{tail[-3000:]}"
 
 
 def test_the_first_app_section_runs_from_an_empty_folder(
@@ -186,5 +205,5 @@ def test_the_first_app_section_runs_from_an_empty_folder(
         "BOOKINGS_TOPIC_PREFIX": topic_prefix,
     }
     code, log = run_section(tmp_path, env)
-    assert code == 0, f"the section's commands failed (exit {code}); their output:\n{log[-8000:]}"
+    assert code == 0, f"the section's commands failed (exit {code}):\n{failing_part(log)}"
     assert "1 passed" in log, log[-4000:]
