@@ -6,6 +6,8 @@ The CLI finds it by import path (`--app examples.orders.app:app` or `SAGA_APP`).
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -108,6 +110,7 @@ def load_app(path: str) -> App:
     module_name, _, attribute = path.partition(":")
     if not module_name or not attribute:
         raise AppLoadError(f"app path {path!r} must look like 'package.module:attribute'")
+    _importable_from_cwd()
     try:
         module = importlib.import_module(module_name)
     except DefinitionError as exc:
@@ -125,3 +128,11 @@ def load_app(path: str) -> App:
             "(point --app or SAGA_APP at the App instance)"
         )
     return app
+
+
+def _importable_from_cwd() -> None:
+    """The user's app lives in their project folder: `saga worker --app bookings.app:app` run
+    there imports it, although a console script's sys.path does not hold the cwd."""
+    cwd = os.getcwd()
+    if not any(os.path.abspath(entry or os.curdir) == cwd for entry in sys.path):
+        sys.path.insert(0, cwd)

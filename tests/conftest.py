@@ -64,6 +64,16 @@ def _kafka_problem() -> str | None:
     return None
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The processes tests start (`python -m saga` with the order example's app, the demo,
+    chaos) import `examples` from the checkout: the library's wheel does not hold it."""
+    paths = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+
+
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
