@@ -32,7 +32,7 @@ async def list_sagas(
     limit: int = 100,
 ) -> list[dict[str, Any]]:
     """Sagas from the read model, newest first. `stuck_after_s`: active and unchanged that long,
-    or stopped in compensation_failed / failed."""
+    or stopped in compensation_failed / failed / parked."""
     async with engine.connect() as conn:
         return await repo.list_instances(
             await driver_connection(conn),

@@ -46,7 +46,7 @@ from saga._definition import LocalStep, Refused, Saga
 from saga._errors import SagaError, UnknownSagaError
 from saga._protocol import Topics, saga_id_for, stream_of, with_saga_messages
 from saga._savepoint import StepSavepoint
-from saga._state import SagaState, fold, saga_event_registry
+from saga._state import SagaParked, SagaState, fold, saga_event_registry
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,8 @@ class Orchestrator:
 
     async def resume(self, saga_id: str, note: str, conn: AsyncConnection | None = None) -> SagaState:
         """Operator call: a saga stopped in compensation_failed or failed goes on, with fresh
-        retry budgets; one still waiting on a reply has its current step sent again."""
+        retry budgets; one still waiting on a reply has its current step sent again. A parked
+        saga goes on where it was parked once the definition has its steps (SagaError until then)."""
         if conn is None:
             async with self.engine.begin() as own:
                 return await self.resume(saga_id, note, own)
@@ -239,6 +240,7 @@ class Orchestrator:
             decision = decision.then(decide(entry.saga, decision.state, result, now))
         entry.decision = entry.decision.then(decision)
         entry.causes += [cause] * len(decision.commands)
+        _log_parked(decision)
 
     async def _run_local(
         self,
@@ -318,6 +320,16 @@ class Orchestrator:
             topic = self.topics.commands(command.participant)
             messages.append(Outgoing(command.message, topic, state.saga_id, envelope))
         return messages
+
+
+def _log_parked(decision: Decision) -> None:
+    """Once per parking: a parked saga takes no deadline, and ignores replies without a word."""
+    for event in decision.events:
+        if isinstance(event, SagaParked):
+            state = decision.state
+            log.warning(
+                "saga %s (%s) parked on %s: %s", state.saga_id, state.saga_type, event.cause, event.reason
+            )
 
 
 def _saga_of(envelope: Envelope) -> str:
