@@ -240,7 +240,8 @@ class Orchestrator:
             decision = decision.then(decide(entry.saga, decision.state, result, now))
         entry.decision = entry.decision.then(decision)
         entry.causes += [cause] * len(decision.commands)
-        _log_parked(decision)
+        if not isinstance(given, Resume):  # a resume's caller gets the parked state back
+            _log_parked(decision)
 
     async def _run_local(
         self,

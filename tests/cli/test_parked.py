@@ -81,6 +81,7 @@ async def test_item4_ls_stuck_and_show_print_why_a_saga_is_parked_and_resume_tak
     # A resume under the renamed definition parks a saga it cannot move, and says why.
     parked_now = await cli("resume", by_resume.saga_id, "--note", "go on", app=RENAMED_APP)
     assert_clean_error(parked_now, f"{by_resume.saga_id} is parked: {park_reason(by_resume.saga_id)}")
+    assert parked_now.stderr.count("is not in the deployed definition") == 1, parked_now.describe()
 
     stuck = {r["saga_id"]: r for r in (await cli("--json", "ls", "--stuck")).json()}
     assert set(stuck) == {by_reply.saga_id, by_resume.saga_id}  # the running one is not stuck
