@@ -29,11 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import _cpu
 from examples.orders.cluster import Cluster
 from examples.orders.demo import place
-from examples.orders.messages import ChargePayment, ReserveCredit, ReserveStock, messages
-from examples.orders.saga import OrderData, OrderSaga
+from examples.orders.messages import ChargePayment, ReserveCredit, ReserveStock
+from examples.orders.saga import OrderData
 from examples.orders.services import charge, reserve_credit, reserve_stock
 from outbox import Envelope
-from saga import Orchestrator
 from saga._process import run
 
 # A catalogue and a customer base, not one hot row: every reservation of one SKU updates the
@@ -64,7 +63,7 @@ async def saga_run(
     cluster = Cluster(server, bootstrap)
     database = await cluster.prepare(CUSTOMERS, Decimal(10**9), STOCK)
     engine = database.engine
-    orchestrator = Orchestrator(database, [OrderSaga], messages, topic_prefix=cluster.name)
+    orchestrator = cluster.app.orchestrator(database)
     cluster.start_all()
     try:
         # Warm up: processes started, consumer groups joined, a few sagas through.

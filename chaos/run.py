@@ -31,7 +31,6 @@ from chaos.services import ROOT, Broker, PrivatePostgres, private_broker
 from eventstore import Database
 from examples.orders.cluster import Cluster
 from examples.orders.invariants import check_invariants
-from examples.orders.messages import messages
 from examples.orders.saga import OrderData, OrderSaga
 from saga import Orchestrator
 
@@ -249,7 +248,7 @@ async def _run_on(
     records = RecordFaults(bootstrap, cluster.name)
     database = Database(cluster.url, pool_size=5, pool_pre_ping=True)
     engine = database.engine
-    orchestrator = Orchestrator(database, [OrderSaga], messages, topic_prefix=cluster.name)
+    orchestrator = cluster.app.orchestrator(database)
     env = {**cluster.env(), "SAGA_RELAY_UNPUBLISHABLE_AFTER_S": str(options.unpublishable_after_s)}
     supervisor = Supervisor(env, state / "logs")
     injector = Injector(supervisor, postgres, broker, bootstrap, records, time.monotonic())

@@ -41,9 +41,15 @@ class Context:
         if not settings.app:
             raise click.ClickException("no app: pass --app package.module:attribute or set SAGA_APP")
         try:
-            return load_app(settings.app)
+            app = load_app(settings.app)
         except AppLoadError as exc:
             raise click.ClickException(str(exc)) from None
+        check_topic_prefix(settings, app)
+        return app
+
+    def topic_prefix(self, settings: Settings) -> str:
+        """The app's prefix when there is an app, else SAGA_TOPIC_PREFIX (or its default)."""
+        return self.app(settings).topic_prefix if settings.app else settings.topic_prefix
 
     def emit(self, data: Any, render: Callable[[], None]) -> None:
         if self.as_json:
@@ -52,6 +58,17 @@ class Context:
             )
         else:
             render()
+
+
+def check_topic_prefix(settings: Settings, app: App) -> None:
+    """SAGA_TOPIC_PREFIX, when set, must agree with the app: a worker on other topics than
+    the orchestrator's would leave every command unanswered."""
+    if "topic_prefix" in settings.model_fields_set and settings.topic_prefix != app.topic_prefix:
+        raise click.ClickException(
+            f"SAGA_TOPIC_PREFIX (or --topic-prefix) is {settings.topic_prefix!r} but the app {settings.app} "
+            f"has topic_prefix {app.topic_prefix!r}: the prefix is set in one place, App(topic_prefix=...); "
+            "unset SAGA_TOPIC_PREFIX and --topic-prefix"
+        )
 
 
 def configure_logging(settings: Settings) -> None:
@@ -78,7 +95,7 @@ def run(coro: Awaitable[T]) -> T:
 
 async def with_orchestrator(settings: Settings, app: App, work: Callable[[Orchestrator], Awaitable[T]]) -> T:
     async with Database(settings.database_url) as database:
-        orchestrator = Orchestrator(database, app.sagas, app.messages, topic_prefix=settings.topic_prefix)
+        orchestrator = app.orchestrator(database)
         return await work(orchestrator)
 
 
@@ -108,7 +125,12 @@ def seconds(value: str | None) -> float | None:
     help="Kafka bootstrap servers [env KAFKA_BOOTSTRAP_SERVERS]",
 )
 @click.option("--app", default=None, help="The App's import path, package.module:attribute [env SAGA_APP]")
-@click.option("--topic-prefix", default=None, help="Prefix of every topic [env SAGA_TOPIC_PREFIX]")
+@click.option(
+    "--topic-prefix",
+    default=None,
+    help="Prefix of every topic when no app is given; with an app it must equal App(topic_prefix=...) "
+    "[env SAGA_TOPIC_PREFIX]",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables")
 @click.pass_context
 def cli(

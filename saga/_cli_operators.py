@@ -213,13 +213,14 @@ def graph(ctx: Context, saga_type: str) -> None:
 def status(ctx: Context) -> None:
     """Relay lag, sagas per status, the oldest active saga, dead-letter counts."""
     settings = ctx.settings()
+    prefix = ctx.topic_prefix(settings)
 
     async def go() -> dict[str, Any]:
         async with Database(settings.database_url) as database:
             result = await ops.status(database.engine)
         try:
             counts = await asyncio.wait_for(
-                ops.dead_letter_counts(settings.kafka_bootstrap_servers, settings.topic_prefix), timeout=20
+                ops.dead_letter_counts(settings.kafka_bootstrap_servers, prefix), timeout=20
             )
             # Consumers create every dead-letter topic at start: only those holding records count.
             result["dead_letters"] = {topic: n for topic, n in counts.items() if n}

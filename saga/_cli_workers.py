@@ -6,9 +6,9 @@ import click
 
 from eventstore import Database, upgrade
 from outbox import Relay
+from saga._app import AppLoadError
 from saga._cli_base import Context, cli, configure_logging, pass_ctx, run, with_orchestrator
 from saga._orchestrator import Orchestrator
-from saga._participant import Participant
 from saga._process import run as run_process
 from saga._process import run_until_signalled
 from saga._worker import OrchestratorWorker
@@ -107,20 +107,17 @@ def participant(ctx: Context, service: str) -> None:
     settings = ctx.settings()
     configure_logging(settings)
     app = ctx.app(settings)
-    if service not in app.participants:
-        raise click.ClickException(
-            f"the app has no participant {service!r} (it has: {', '.join(app.participants)})"
-        )
+    try:
+        app.handlers(service)
+    except AppLoadError as exc:
+        raise click.ClickException(str(exc)) from None
 
     async def go() -> None:
         async with Database(settings.database_url) as database:
-            p = Participant(
+            p = app.participant(
                 database,
                 settings.kafka_bootstrap_servers,
-                service=service,
-                messages=app.messages,
-                handlers=app.participants[service],
-                topic_prefix=settings.topic_prefix,
+                service,
                 slow_batch_s=settings.slow_batch_s,
                 inbox_retention_s=settings.inbox_retention_s,
             )

@@ -47,6 +47,7 @@ from saga._errors import SagaError, UnknownSagaError
 from saga._protocol import Topics, saga_id_for, stream_of, with_saga_messages
 from saga._savepoint import StepSavepoint
 from saga._state import SagaParked, SagaState, fold, saga_event_registry
+from saga._wiring import check_command, message_problems, raise_problems
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class Orchestrator:
         names = [s.name for s in sagas]
         if len(set(names)) != len(names):
             raise ValueError(f"two sagas share a name: {names}")
+        raise_problems(message_problems(sagas, messages), "Orchestrator")
         self.database = database
         self.engine = database.engine
         self.sagas = {s.name: s for s in sagas}
@@ -305,6 +307,7 @@ class Orchestrator:
     def _outgoing(self, entry: _Pending, state: SagaState) -> list[Outgoing]:
         messages = []
         for command, cause in zip(entry.decision.commands, entry.causes, strict=True):
+            check_command(entry.saga, command.step, command.message, self.messages)
             envelope = self.outbox.envelope(
                 command.message,
                 message_id=command.message_id,

@@ -8,11 +8,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventstore import Database
+from examples.orders.app import app
 from examples.orders.invariants import check_invariants, read_model_matches_events
-from examples.orders.messages import messages
 from examples.orders.saga import OrderData, OrderSaga
 from examples.orders.services import create_schema
-from saga import Orchestrator
 
 
 async def test_the_checker_flags_each_broken_invariant(engine: AsyncEngine) -> None:
@@ -53,7 +52,7 @@ async def test_the_checker_flags_a_read_model_row_that_is_not_the_fold_of_its_ev
     database: Database, engine: AsyncEngine
 ) -> None:
     await create_schema(engine)
-    orchestrator = Orchestrator(database, [OrderSaga], messages)
+    orchestrator = app.orchestrator(database)
     order = OrderData(order_id="o1", customer_id="c1", sku="widget", quantity=1, amount=Decimal(5))
     try:
         async with engine.begin() as conn:

@@ -7,4 +7,4 @@ from examples.orders.saga import OrderSaga
 from examples.orders.services import HANDLERS
 from saga import App
 
-app = App(sagas=[OrderSaga], messages=messages, participants=HANDLERS)
+app = App(sagas=[OrderSaga], messages=messages, participants=HANDLERS, topic_prefix="shop")

@@ -21,8 +21,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from eventstore import Database, libpq_url, upgrade
+from examples.orders.app import app as shop
 from examples.orders.services import create_schema
-from saga import all_migrations
+from saga import App, all_migrations
 
 ROLES = ("relay", "worker", "customers", "inventory", "payments")
 
@@ -39,13 +40,18 @@ class Cluster:
     def url(self) -> str:
         return make_url(self.server_url).set(database=self.name).render_as_string(hide_password=False)
 
+    @property
+    def app(self) -> App:
+        """The order app on this run's topics: what `examples.orders.run_app` gives its processes."""
+        return shop.with_topic_prefix(self.name)
+
     def env(self) -> dict[str, str]:
         return {
             **os.environ,
             "DATABASE_URL": self.url,
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
-            "SAGA_APP": "examples.orders.app:app",
-            "SAGA_TOPIC_PREFIX": self.name,
+            "SAGA_APP": "examples.orders.run_app:app",
+            "ORDERS_RUN": self.name,
             "SAGA_LOG_LEVEL": "WARNING",
             "SAGA_RELAY_POLL_INTERVAL_S": "0.5",
         }

@@ -26,7 +26,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from examples.orders.cluster import Cluster
 from examples.orders.invariants import check_invariants
-from examples.orders.messages import messages
 from examples.orders.saga import OrderData, OrderSaga
 from saga import Orchestrator
 
@@ -109,7 +108,7 @@ async def run(args: argparse.Namespace) -> int:
     cluster = Cluster(server, bootstrap)
     database = await cluster.prepare(CUSTOMERS, CREDIT, STOCK)
     engine = database.engine
-    orchestrator = Orchestrator(database, [OrderSaga], messages, topic_prefix=cluster.name)
+    orchestrator = cluster.app.orchestrator(database)
     print(f"database {cluster.name}; processes: relay, worker, customers, inventory, payments")
     cluster.start_all()
     started = time.monotonic()
@@ -163,7 +162,8 @@ async def run(args: argparse.Namespace) -> int:
         print(f"  [{'ok' if holds else 'FAILED'}] {name}")
     if args.keep:
         print(
-            f"kept database {cluster.name}: saga --database-url '{cluster.url}' --app examples.orders.app:app ls"
+            f"kept database {cluster.name}: ORDERS_RUN={cluster.name} saga --database-url '{cluster.url}' "
+            "--app examples.orders.run_app:app ls"
         )
     summary = {
         "completed": counts.get("completed", 0),

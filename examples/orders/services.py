@@ -12,7 +12,6 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from eventstore import Database
 from examples.orders.messages import (
     ChargePayment,
     CreditReleased,
@@ -24,10 +23,9 @@ from examples.orders.messages import (
     ReserveStock,
     StockReleased,
     StockReserved,
-    messages,
 )
 from outbox import Envelope
-from saga import Participant, Refused
+from saga import Refused
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
@@ -170,17 +168,3 @@ HANDLERS: dict[str, dict[type, Any]] = {
     "inventory": {ReserveStock: reserve_stock, ReleaseStock: release_stock},
     "payments": {ChargePayment: charge},
 }
-
-
-def participant(
-    service: str, database: Database, bootstrap: str, *, topic_prefix: str = "saga", **options: Any
-) -> Participant:
-    return Participant(
-        database,
-        bootstrap,
-        service=service,
-        messages=messages,
-        handlers=HANDLERS[service],
-        topic_prefix=topic_prefix,
-        **options,
-    )

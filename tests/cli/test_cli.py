@@ -29,20 +29,20 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventstore import Database, libpq_url
+from examples.orders.app import app as shop
 from examples.orders.messages import (
     CreditReleased,
     CreditReserved,
     PaymentCharged,
     StockReleased,
     StockReserved,
-    messages,
 )
 from examples.orders.saga import OrderData, OrderSaga
 from examples.orders.services import create_schema
 from saga import Orchestrator, SagaState, StepRefused, fire_due_deadlines, fold, stream_of
 
 ROOT = Path(__file__).resolve().parents[2]
-APP = "examples.orders.app:app"
+APP = "examples.orders.run_app:app"  # the order app on the topics ORDERS_RUN names
 CLI_TIMEOUT_S = 120.0
 # Stopped for good (terminal), or stopped until an operator acts.
 STOPPED = frozenset({"completed", "compensated", "compensation_failed", "failed"})
@@ -81,11 +81,12 @@ class Cli:
             **os.environ,
             "DATABASE_URL": database_url or self.database_url,
             "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
-            "SAGA_TOPIC_PREFIX": self.topic_prefix,
+            "ORDERS_RUN": self.topic_prefix,
             # Wide enough for rich to print whole saga ids in the tables read here (80 cuts them).
             "COLUMNS": "200",
         }
         env.pop("SAGA_APP", None)
+        env.pop("SAGA_TOPIC_PREFIX", None)
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -300,7 +301,7 @@ def cli(database_url: str, kafka_bootstrap: str, topic_prefix: str) -> Cli:
 @pytest.fixture
 async def orchestrator(database: Database, topic_prefix: str) -> AsyncIterator[Orchestrator]:
     await create_schema(database.engine)
-    orch = Orchestrator(database, [OrderSaga], messages, topic_prefix=topic_prefix)
+    orch = shop.with_topic_prefix(topic_prefix).orchestrator(database)
     try:
         yield orch
     finally:

@@ -20,8 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from examples.orders.cluster import Cluster
 from examples.orders.demo import ENDED, place
 from examples.orders.invariants import check_invariants
-from examples.orders.messages import messages
-from examples.orders.saga import OrderData, OrderSaga
+from examples.orders.saga import OrderData
 from saga import Orchestrator
 from tests.helpers import wait_for
 
@@ -112,7 +111,7 @@ async def orders_system(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[O
     cluster = Cluster(os.environ["DATABASE_URL"], kafka_bootstrap, log_dir=tmp_path)
     database = await cluster.prepare(CUSTOMERS, Decimal(400), STOCK)
     engine = database.engine
-    orchestrator = Orchestrator(database, [OrderSaga], messages, topic_prefix=cluster.name)
+    orchestrator = cluster.app.orchestrator(database)
     try:
         yield Orders(cluster, engine, orchestrator)
     finally:
