@@ -11,12 +11,13 @@ import orjson
 import pytest
 
 from eventstore import Database
-from examples.orders.messages import StockReserved, messages
-from examples.orders.saga import OrderSaga
+from examples.orders.app import app as shop
+from examples.orders.messages import StockReserved
 from examples.orders.services import create_schema
 from saga import Orchestrator
 from tests.cli.test_cli import APP, Cli, assert_clean_error, running_at, seed
-from tests.saga.renamed import RenamedOrderSaga, park_reason
+from tests.saga.renamed import app as renamed_app
+from tests.saga.renamed import park_reason
 
 RENAMED_APP = "tests.saga.renamed:app"
 
@@ -34,7 +35,7 @@ def cli(database_url: str, kafka_bootstrap: str, topic_prefix: str) -> Cli:
 @pytest.fixture
 async def orchestrator(database: Database, topic_prefix: str) -> AsyncIterator[Orchestrator]:
     await create_schema(database.engine)
-    orch = Orchestrator(database, [OrderSaga], messages, topic_prefix=topic_prefix)
+    orch = shop.with_topic_prefix(topic_prefix).orchestrator(database)
     try:
         yield orch
     finally:
@@ -62,7 +63,7 @@ def squeezed(text: str) -> str:
 
 async def park_by_reply(database: Database, topic_prefix: str, saga_id: str) -> None:
     """The reserve_stock reply reaches an orchestrator of the renamed definition."""
-    renamed = Orchestrator(database, [RenamedOrderSaga], messages, topic_prefix=topic_prefix)
+    renamed = renamed_app.with_topic_prefix(topic_prefix).orchestrator(database)
     reply = StockReserved(reservation_id="stock-1")
     envelope = renamed.outbox.envelope(
         reply, saga_id=saga_id, saga_type="OrderSaga", step="reserve_stock", phase="action", attempt=1

@@ -1,13 +1,16 @@
 """The order saga deployed with its second step renamed (reserve_stock -> reserve_inventory)
 while sagas wait on it: same saga name, same messages, same participants (issue 13 item 4).
 
-`app` is what the CLI loads for it (`--app tests.saga.renamed:app`);
-`examples.orders.app:app` is the definition that has the step.
+`app` is what the CLI loads for it (`--app tests.saga.renamed:app`, on the topics ORDERS_RUN
+names when set); `examples.orders.run_app:app` is the definition that has the step.
 """
 
 from __future__ import annotations
 
-from examples.orders.messages import messages
+import os
+from dataclasses import replace
+
+from examples.orders.app import app as shop
 from examples.orders.saga import (
     ApproveOrderStep,
     ChargePaymentStep,
@@ -15,14 +18,11 @@ from examples.orders.saga import (
     ReserveCreditStep,
     ReserveStockStep,
 )
-from examples.orders.services import HANDLERS
-from saga import App, Saga
-
-OLD_STEP, NEW_STEP = "reserve_stock", "reserve_inventory"
+from saga import Saga
 
 
 class ReserveInventoryStep(ReserveStockStep):
-    name = NEW_STEP
+    name = "reserve_inventory"
 
 
 class RenamedOrderSaga(Saga[OrderData]):
@@ -30,7 +30,9 @@ class RenamedOrderSaga(Saga[OrderData]):
     steps = (ReserveCreditStep, ReserveInventoryStep, ChargePaymentStep, ApproveOrderStep)
 
 
-app = App(sagas=[RenamedOrderSaga], messages=messages, participants=HANDLERS)
+app = replace(shop, sagas=[RenamedOrderSaga])
+if run := os.environ.get("ORDERS_RUN"):  # on a run's topics, as examples.orders.run_app
+    app = app.with_topic_prefix(run)
 
 
 def park_reason(saga_id: str) -> str:

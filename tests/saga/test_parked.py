@@ -17,14 +17,16 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventstore import Database
-from examples.orders.messages import CreditReserved, StockReserved, messages
+from examples.orders.app import app as shop
+from examples.orders.messages import CreditReserved, StockReserved
 from examples.orders.saga import OrderData, OrderSaga
 from examples.orders.services import create_schema
 from saga import Orchestrator, OrchestratorWorker, SagaError, SagaState, fire_due_deadlines
 from saga._operations import dead_letter_counts
 from tests.helpers import kafka_headers, wait_for
 from tests.saga.conftest import create_topics
-from tests.saga.renamed import RenamedOrderSaga, park_reason
+from tests.saga.renamed import app as renamed_app
+from tests.saga.renamed import park_reason
 
 
 @pytest.fixture
@@ -35,7 +37,7 @@ def prefix() -> str:
 @pytest.fixture
 async def original(database: Database, prefix: str) -> AsyncIterator[Orchestrator]:
     await create_schema(database.engine)
-    orchestrator = Orchestrator(database, [OrderSaga], messages, topic_prefix=prefix)
+    orchestrator = shop.with_topic_prefix(prefix).orchestrator(database)
     try:
         yield orchestrator
     finally:
@@ -44,7 +46,7 @@ async def original(database: Database, prefix: str) -> AsyncIterator[Orchestrato
 
 @pytest.fixture
 async def renamed(database: Database, prefix: str) -> AsyncIterator[Orchestrator]:
-    orchestrator = Orchestrator(database, [RenamedOrderSaga], messages, topic_prefix=prefix)
+    orchestrator = renamed_app.with_topic_prefix(prefix).orchestrator(database)
     try:
         yield orchestrator
     finally:
