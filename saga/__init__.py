@@ -3,7 +3,9 @@
 DefinitionError        a saga declared wrongly (raised when the class is created)
 Refused                a business refusal: a failure reply, never retried
 SagaError              base of the runtime's own errors
-└── UnknownSagaError   no such saga id or saga type
+├── UnknownSagaError   no such saga id or saga type
+├── SagaDataError      a saga's stored data no longer fits its data model
+└── HookFailed         a saga's end hook raised (the ending is not committed, and is tried again)
 """
 
 from eventstore import Migration, eventstore_migrations, load_migrations
@@ -32,13 +34,14 @@ from saga._definition import (
     Step,
     StepKind,
 )
-from saga._errors import SagaError, UnknownSagaError
+from saga._errors import HookFailed, SagaDataError, SagaError, UnknownSagaError
 from saga._orchestrator import Orchestrator
 from saga._participant import Participant
 from saga._protocol import StepRefused, Topics, command_id, saga_id_for, stream_of
 from saga._repository import instance_row
 from saga._settings import Settings, SettingsError
 from saga._state import SagaState, fold, saga_event_registry
+from saga._typed import TypedSagaState
 from saga._worker import OrchestratorWorker, fire_due_deadlines
 
 
@@ -54,6 +57,7 @@ __all__ = [
     "DeadlineDue",
     "Decision",
     "DefinitionError",
+    "HookFailed",
     "LocalDone",
     "LocalFailed",
     "LocalStep",
@@ -67,6 +71,7 @@ __all__ = [
     "RetryPolicy",
     "RunLocal",
     "Saga",
+    "SagaDataError",
     "SagaError",
     "SagaState",
     "SendCommand",
@@ -77,6 +82,7 @@ __all__ = [
     "StepKind",
     "StepRefused",
     "Topics",
+    "TypedSagaState",
     "UnknownSagaError",
     "all_migrations",
     "command_id",

@@ -111,7 +111,7 @@ def load_app(path: str) -> App:
     try:
         module = importlib.import_module(module_name)
     except DefinitionError as exc:
-        raise AppLoadError(f"{module_name!r} (from app path {path!r}) is wired wrongly: {exc}") from exc
+        raise AppLoadError(f"cannot load {module_name!r} (from app path {path!r}): {exc}") from exc
     except Exception as exc:
         raise AppLoadError(f"cannot import {module_name!r} (from app path {path!r}): {exc!r}") from exc
     app = getattr(module, attribute, None)

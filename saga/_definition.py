@@ -11,6 +11,7 @@ Step kinds (the usual saga vocabulary):
 from __future__ import annotations
 
 import enum
+import inspect
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -164,6 +165,16 @@ class Saga(Generic[D]):
                     cls.data_model = get_args(base)[0]
         check_definition(cls)
 
+    # End hooks: run in the transaction of the decision that ends the saga (see saga._hooks).
+    async def on_completed(self, conn: AsyncConnection, data: D) -> None:
+        """The saga completed."""
+
+    async def on_compensated(self, conn: AsyncConnection, data: D, reason: str) -> None:
+        """The saga was compensated; `reason` says why its compensation began."""
+
+    async def on_failed(self, conn: AsyncConnection, data: D, reason: str) -> None:
+        """The saga stopped in `failed` or `compensation_failed` (an operator may resume it)."""
+
     @classmethod
     def step_index(cls, name: str) -> int:
         for i, step in enumerate(cls.steps):
@@ -195,6 +206,7 @@ def check_definition(saga: type[Saga[Any]]) -> None:
         )
     if not saga.steps:
         raise DefinitionError(f"{who}: no steps declared")
+    _check_hooks(saga, who)
     for step in saga.steps:
         if not (isinstance(step, type) and issubclass(step, (LocalStep, RemoteStep))):
             raise DefinitionError(f"{who}: {step!r} is not a LocalStep or RemoteStep class")
@@ -256,3 +268,25 @@ def _check_replies(step: type[RemoteStep[Any]], where: str) -> None:
         raise DefinitionError(
             f"{where}: say which reply its compensation gets: set `compensation_reply = MyUndoneReply`"
         )
+
+
+_HOOK_PARAMETERS = {
+    "on_completed": ("conn", "data"),
+    "on_compensated": ("conn", "data", "reason"),
+    "on_failed": ("conn", "data", "reason"),
+}
+
+
+def _check_hooks(saga: type[Saga[Any]], who: str) -> None:
+    """An end hook is awaited with these arguments in the orchestrator's transaction."""
+    for name, parameters in _HOOK_PARAMETERS.items():
+        hook = getattr(saga, name)
+        if hook is getattr(Saga, name):
+            continue
+        wanted = f"`async def {name}(self, {', '.join(parameters)}) -> None`"
+        if not inspect.iscoroutinefunction(hook):
+            raise DefinitionError(f"{who}: hook {name} must be {wanted}, got {hook!r}")
+        try:
+            inspect.signature(hook).bind("self", *parameters)
+        except TypeError as exc:
+            raise DefinitionError(f"{who}: hook {name} must be {wanted}: {exc}") from None

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -42,11 +42,13 @@ from saga._decision import (
     RunLocal,
     Start,
 )
-from saga._definition import LocalStep, Refused, Saga
+from saga._definition import D, LocalStep, Refused, Saga
 from saga._errors import SagaError, UnknownSagaError
+from saga._hooks import run_end_hooks
 from saga._protocol import Topics, saga_id_for, stream_of, with_saga_messages
 from saga._savepoint import StepSavepoint
 from saga._state import SagaParked, SagaState, fold, saga_event_registry
+from saga._typed import TypedSagaState, typed_state, until_ended
 from saga._wiring import check_command, message_problems, raise_problems
 
 log = logging.getLogger(__name__)
@@ -102,11 +104,71 @@ class Orchestrator:
     def reply_topics(self) -> list[str]:
         return [self.topics.replies(name) for name in self.sagas]
 
-    async def load(self, saga_id: str, conn: AsyncConnection | None = None) -> SagaState:
+    @overload
+    async def load(
+        self, saga_id: str, saga: None = None, *, conn: AsyncConnection | None = None
+    ) -> TypedSagaState[Any]: ...
+    @overload
+    async def load(
+        self, saga_id: str, saga: type[Saga[D]], *, conn: AsyncConnection | None = None
+    ) -> TypedSagaState[D]: ...
+    async def load(
+        self, saga_id: str, saga: type[Saga[Any]] | None = None, *, conn: AsyncConnection | None = None
+    ) -> TypedSagaState[Any]:
+        """The saga's state, its `data` an instance of its data model. Pass the saga class
+        (`load(saga_id, TravelSaga)`) for a precise type; SagaDataError when the stored data
+        no longer fits the model."""
+        state = await self.load_raw(saga_id, conn)
+        return typed_state(self._class_for(state, saga), state)
+
+    async def load_raw(self, saga_id: str, conn: AsyncConnection | None = None) -> SagaState:
+        """The fold of the saga's events, its data as stored (JSON): what `saga show` prints."""
         events = await self.store.load(stream_of(saga_id), conn=conn)
         if not events:
             raise UnknownSagaError(f"no saga with id {saga_id!r}")
         return fold(saga_id, (e.event for e in events))
+
+    @overload
+    async def wait(
+        self, saga_id: str, saga: None = None, *, timeout_s: float = 30.0
+    ) -> TypedSagaState[Any]: ...
+    @overload
+    async def wait(
+        self, saga_id: str, saga: type[Saga[D]], *, timeout_s: float = 30.0
+    ) -> TypedSagaState[D]: ...
+    async def wait(
+        self, saga_id: str, saga: type[Saga[Any]] | None = None, *, timeout_s: float = 30.0
+    ) -> TypedSagaState[Any]:
+        """Wait until the saga has ended or stopped (completed, compensated, failed,
+        compensation_failed) and return its state as `load` does; TimeoutError, naming its
+        status then, after `timeout_s`."""
+
+        async def look() -> SagaState:
+            state = await self.load_raw(saga_id)
+            self._class_for(state, saga)  # a saga it cannot type fails now, not at the end
+            return state
+
+        state = await until_ended(look, timeout_s)
+        return typed_state(self._class_for(state, saga), state)
+
+    def _class_for(self, state: SagaState, saga: type[Saga[Any]] | None) -> type[Saga[Any]]:
+        if saga is None:
+            found = self.sagas.get(state.saga_type)
+            if found is None:
+                known = ", ".join(self.sagas) or "none"
+                raise UnknownSagaError(
+                    f"saga {state.saga_id} is a {state.saga_type!r}, which this orchestrator does not "
+                    f"know (it has: {known}); add its class to the app's sagas"
+                )
+            return found
+        if not (isinstance(saga, type) and issubclass(saga, Saga)):
+            raise TypeError(
+                f"load/wait(saga_id, saga): saga must be a Saga class, got {type(saga).__name__} "
+                "(pass a connection as conn=...)"
+            )
+        if state.saga_type != saga.name:
+            raise TypeError(f"saga {state.saga_id} is a {state.saga_type}, not a {saga.name}")
+        return saga
 
     # --- inputs ------------------------------------------------------------------------------
 
@@ -188,7 +250,7 @@ class Orchestrator:
             async with self.engine.begin() as own:
                 return await self.resume(saga_id, note, own)
         await self.decide_many(conn, [(saga_id, Resume(note), None)])
-        return await self.load(saga_id, conn)
+        return await self.load_raw(saga_id, conn)
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -240,6 +302,7 @@ class Orchestrator:
         while decision.local is not None:
             result = await self._run_local(conn, savepoint, entry.saga, decision.state, decision.local)
             decision = decision.then(decide(entry.saga, decision.state, result, now))
+        await run_end_hooks(conn, entry.saga, decision.events, decision.state)
         entry.decision = entry.decision.then(decision)
         entry.causes += [cause] * len(decision.commands)
         if not isinstance(given, Resume):  # a resume's caller gets the parked state back

@@ -164,12 +164,15 @@ class Parked(BaseModel):
     awaiting: Awaiting | None = None
 
 
-class SagaState(BaseModel):
+class StateFields(BaseModel):
+    """What a saga's state holds; `SagaState` keeps the data as stored (JSON), the state
+    `Orchestrator.load` returns holds it as the saga's data model."""
+
     saga_id: str
     saga_type: str = ""
     key: str | None = None
     status: Status = "running"
-    data: dict[str, Any] = {}
+    data: Any = None
     done: list[str] = []  # steps that took effect (or may have: a timed-out remote step), in order
     to_compensate: list[str] = []  # what compensation has left, next first
     awaiting: Awaiting | None = None
@@ -177,6 +180,7 @@ class SagaState(BaseModel):
     retry_base: dict[str, int] = {}  # attempts already spent when an operator last resumed
     last_step: str | None = None
     last_error: str | None = None
+    compensation_reason: str | None = None  # why the latest compensation began
     parked: Parked | None = None
     version: int = 0
 
@@ -186,6 +190,12 @@ class SagaState(BaseModel):
 
     def attempt_of(self, phase: Phase, step: str) -> int:
         return self.attempts.get(f"{phase}:{step}", 0)
+
+
+class SagaState(StateFields):
+    """The fold of a saga's events (see `fold`), its data as stored."""
+
+    data: dict[str, Any] = {}
 
 
 def _started(s: SagaState, e: SagaStarted) -> dict[str, Any]:
@@ -223,7 +233,13 @@ def _retry(s: SagaState, e: RetryScheduled) -> dict[str, Any]:
 
 
 def _compensation_started(s: SagaState, e: CompensationStarted) -> dict[str, Any]:
-    return {"status": "compensating", "to_compensate": e.steps, "awaiting": None, "last_error": e.reason}
+    return {
+        "status": "compensating",
+        "to_compensate": e.steps,
+        "awaiting": None,
+        "last_error": e.reason,
+        "compensation_reason": e.reason,
+    }
 
 
 def _compensated_step(s: SagaState, e: StepCompensated) -> dict[str, Any]:

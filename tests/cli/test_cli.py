@@ -200,7 +200,7 @@ async def _run_retry_now(orchestrator: Orchestrator, saga_id: str) -> None:
 async def drive(orchestrator: Orchestrator, saga_id: str, outcome: Outcome) -> SagaState:
     """Answer whatever the saga awaits, as `outcome` plans, until it stops (or pauses)."""
     for _ in range(50):
-        state = await orchestrator.load(saga_id)
+        state = await orchestrator.load_raw(saga_id)
         if state.status in STOPPED:
             return state
         waiting = state.awaiting
@@ -392,7 +392,7 @@ async def test_replay_at_a_version_is_the_fold_of_the_events_up_to_it(
 ) -> None:
     completed, compensated = await seed(orchestrator, [COMPLETED, refused_at(3)])
     saga_id = completed.saga_id
-    final = await orchestrator.load(saga_id)
+    final = await orchestrator.load_raw(saga_id)
     assert final.status == "completed"
 
     events = await orchestrator.store.load(stream_of(saga_id), to_version=3)
@@ -424,7 +424,7 @@ async def test_replay_at_a_version_is_the_fold_of_the_events_up_to_it(
     assert got["to_compensate"] == ["reserve_stock", "reserve_credit"]
     assert got["last_error"] == f"charge_payment failed: charge_payment refused for {got['data']['order_id']}"
     past = (await cli("--json", "replay", compensated.saga_id, "--at", str(len(events) + 5))).json()
-    assert past == (await orchestrator.load(compensated.saga_id)).model_dump(mode="json")
+    assert past == (await orchestrator.load_raw(compensated.saga_id)).model_dump(mode="json")
     assert past["status"] == "compensated"
 
 

@@ -287,7 +287,8 @@ def test_item2_worker_with_a_misspelled_participant_in_its_app_refuses_to_start(
     result = saga_cli("worker", SAGA_APP="tests.saga.miswired_app:app")
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
-    assert "is wired wrongly: MiswiredSaga step reserve_hotel: participant 'hotel' is not in the app" in (
-        result.stderr
-    )
+    assert (
+        "cannot load 'tests.saga.miswired_app' (from app path 'tests.saga.miswired_app:app'): "
+        "MiswiredSaga step reserve_hotel: participant 'hotel' is not in the app"
+    ) in result.stderr
     assert "did you mean 'hotels'?" in result.stderr

@@ -12,18 +12,18 @@ from eventstore import Database
 from examples.orders.messages import CreditReleased, CreditReserved, StockReserved, messages
 from examples.orders.saga import OrderData, OrderSaga
 from examples.orders.services import create_schema
-from saga import Orchestrator, SagaState, StepRefused
+from saga import Orchestrator, StepRefused, TypedSagaState
 
 
 async def answer(
     orchestrator: Orchestrator, saga_id: str, reply: BaseModel, step: str, phase: str = "action"
-) -> SagaState:
+) -> TypedSagaState[OrderData]:
     envelope = orchestrator.outbox.envelope(
         reply, saga_id=saga_id, saga_type="OrderSaga", step=step, phase=phase, attempt=1
     )
     async with orchestrator.engine.begin() as conn:
         await orchestrator.handle_reply(conn, reply, envelope)
-    return await orchestrator.load(saga_id)
+    return await orchestrator.load(saga_id, OrderSaga)
 
 
 async def test_a_reply_of_the_wrong_type_is_ignored_in_both_phases(
@@ -40,7 +40,7 @@ async def test_a_reply_of_the_wrong_type_is_ignored_in_both_phases(
         # Right step, phase and attempt, wrong type: a CreditReserved is no StockReserved.
         forged = await answer(orchestrator, saga_id, CreditReserved(reservation_id="forged"), "reserve_stock")
         assert forged.status == "running"
-        assert forged.data["stock_reservation"] is None
+        assert forged.data.stock_reservation is None
         assert forged.awaiting is not None
         assert forged.awaiting.step == "reserve_stock"
         events = [e.event for e in await orchestrator.store.load(f"saga:{saga_id}")]

@@ -90,7 +90,7 @@ async def test_start_many_starts_each_key_once(database: Database, engine: Async
         assert len(set(ids)) == 3
         assert await count(engine, "SELECT count(*) FROM es_events WHERE type = 'saga.started'") == 3
         assert await count(engine, "SELECT count(*) FROM outbox") == 3  # one first command each
-        assert (await orchestrator.load(ids[1])).data["order_id"] == "o-1"  # the first one wins
+        assert (await orchestrator.load(ids[1], OrderSaga)).data.order_id == "o-1"  # the first one wins
 
         async with engine.begin() as conn:
             unkeyed = await orchestrator.start_many(conn, OrderSaga, [data("u-1"), data("u-2")])
