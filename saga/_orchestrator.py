@@ -140,7 +140,7 @@ class Orchestrator:
         self, saga_id: str, saga: type[Saga[Any]] | None = None, *, timeout_s: float = 30.0
     ) -> TypedSagaState[Any]:
         """Wait until the saga has ended or stopped (completed, compensated, failed,
-        compensation_failed) and return its state as `load` does; TimeoutError, naming its
+        compensation_failed, parked) and return its state as `load` does; TimeoutError, naming its
         status then, after `timeout_s`."""
 
         async def look() -> SagaState:

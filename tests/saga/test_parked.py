@@ -10,6 +10,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -21,7 +22,7 @@ from examples.orders.app import app as shop
 from examples.orders.messages import CreditReserved, StockReserved
 from examples.orders.saga import OrderData, OrderSaga
 from examples.orders.services import create_schema
-from saga import Orchestrator, OrchestratorWorker, SagaError, SagaState, fire_due_deadlines
+from saga import Orchestrator, OrchestratorWorker, SagaError, TypedSagaState, fire_due_deadlines
 from saga._operations import dead_letter_counts
 from tests.helpers import kafka_headers, wait_for
 from tests.saga.conftest import create_topics
@@ -104,7 +105,7 @@ async def parked_cause(orchestrator: Orchestrator, saga_id: str) -> str:
     return str(parked.model_dump()["cause"])
 
 
-def assert_parked(state: SagaState, saga_id: str) -> None:
+def assert_parked(state: TypedSagaState[Any], saga_id: str) -> None:
     assert state.status == "parked"
     assert state.parked is not None
     assert state.parked.reason == park_reason(saga_id)
@@ -157,6 +158,7 @@ async def test_item4_renamed_step_parks_saga_with_reason(
 
     for saga_id in (by_reply, by_deadline):
         assert_parked(await renamed.load(saga_id), saga_id)
+        assert_parked(await renamed.wait(saga_id, timeout_s=30.0), saga_id)  # stopped for an operator
         row = await scalar(
             engine, "SELECT status || ' / ' || last_error FROM saga_instances WHERE saga_id = :s", s=saga_id
         )
