@@ -46,7 +46,7 @@ def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     default=None,
     is_flag=False,
     flag_value="5m",
-    help="Stopped, or active and unchanged for this long (default 5m)",
+    help="Stopped or parked, or active and unchanged for this long (default 5m)",
 )
 @click.option("--limit", type=click.IntRange(min=1, max=100_000), default=100, show_default=True)
 @pass_ctx
@@ -110,7 +110,9 @@ def show(ctx: Context, saga: str, saga_type: str | None) -> None:
         console.print(
             f"[bold]{s.saga_type}[/bold] {s.saga_id}{key}  status [bold]{s.status}[/bold]  version {s.version}"
         )
-        if s.last_error:
+        if s.parked is not None:
+            console.print(f"parked (was {s.parked.status}): {s.parked.reason}", markup=False)
+        elif s.last_error:
             console.print(f"last error: {s.last_error}", markup=False)
         for line in steps(s.done, s.timed_out):
             console.print(line, markup=False)
@@ -141,13 +143,16 @@ def show(ctx: Context, saga: str, saga_type: str | None) -> None:
 @pass_ctx
 def resume(ctx: Context, saga_id: str, note: str) -> None:
     """Resume a stopped saga (compensation_failed or failed) with fresh retry budgets, or
-    send a waiting saga's current step again. `saga retry` is the same command."""
+    send a waiting saga's current step again, or take up a parked one once the deployed
+    definition has its steps. `saga retry` is the same command."""
     settings = ctx.settings()
     state = run(with_orchestrator(settings, ctx.app(settings), lambda o: o.resume(saga_id, note)))
     ctx.emit(
         state.model_dump(mode="json"),
         lambda: click.echo(f"{saga_id}: {state.status} (version {state.version})"),
     )
+    if state.parked is not None:  # the resume found steps missing: recorded, and not resumed
+        raise click.ClickException(f"{saga_id} is parked: {state.parked.reason}")
 
 
 cli.add_command(resume, name="retry")

@@ -12,6 +12,11 @@ compensation began, one for a finished saga) is recorded as `ReplyIgnored` and c
 nothing else: a saga never moves twice on one outcome. A late success after a timeout is
 safe because the timed-out step is compensated anyway (its outcome was unknown), so
 compensations must accept "nothing to undo".
+
+A saga whose history names a step that the deployed definition lacks (a step renamed or
+removed while the saga ran) is parked rather than moved: `SagaParked` records why, its
+deadline is cleared, and only an operator's resume, under a definition with those steps,
+takes it up again. Moving it would guess (a renamed step looks like one not yet run).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from saga._decision import (
 )
 from saga._definition import LocalStep, RemoteStep, RetryPolicy, Saga, Step, StepKind
 from saga._errors import SagaError
+from saga._parking import missing_steps, park_reason
 from saga._protocol import StepRefused, command_id
 from saga._state import (
     CompensationFailed,
@@ -50,8 +56,10 @@ from saga._state import (
     SagaCompensated,
     SagaCompleted,
     SagaFailed,
+    SagaParked,
     SagaStarted,
     SagaState,
+    SagaUnparked,
     StepCompensated,
     StepFailed,
     StepRequested,
@@ -118,6 +126,16 @@ class _Decider:
 
     def data(self) -> Any:
         return self.saga.data_model.model_validate(self.state.data)
+
+    def parks(self, cause: str) -> bool:
+        """Park the saga if the definition lacks a step it needs; before anything else is decided."""
+        missing = missing_steps(self.saga, self.state)
+        if not missing:
+            return False
+        self.emit(
+            SagaParked(missing=missing, cause=cause, reason=park_reason(self.saga, self.state, missing))
+        )
+        return True
 
     # --- forward ---------------------------------------------------------------------------
 
@@ -255,6 +273,8 @@ def _reply(d: _Decider, given: Reply) -> None:
         reason = f"{given.message_type} while {d.state.status}, awaiting {now}{kind}"
         d.emit(ReplyIgnored(step=given.step, phase=given.phase, attempt=given.attempt, reason=reason))
         return
+    if d.parks(f"reply {given.message_type} to {waiting.step}/{waiting.phase} #{waiting.attempt}"):
+        return
     step = d.saga.step(waiting.step)
     if isinstance(given.message, StepRefused):
         d.failed(step, waiting.phase, waiting.attempt, given.message.reason)
@@ -280,6 +300,9 @@ def _deadline(d: _Decider, given: DeadlineDue) -> None:
         given.kind,
     ):
         return  # the saga moved on: a stale deadline changes nothing
+    what = "reply timeout" if given.kind == "reply" else "scheduled retry"
+    if d.parks(f"{what} of {given.step}/{given.phase} #{given.attempt}"):
+        return
     step = d.saga.step(given.step)
     if given.kind == "retry":
         d.run(step, given.phase, given.attempt)
@@ -307,6 +330,19 @@ def _local_failed(d: _Decider, given: LocalFailed) -> None:
 
 
 def _resume(d: _Decider, given: Resume) -> None:
+    """A parked saga is taken up again only once the definition has its steps; any other
+    saga is parked first if the definition lacks them."""
+    if d.state.status == "parked":
+        missing = missing_steps(d.saga, d.state)
+        if missing:
+            raise SagaError(f"saga {d.state.saga_id} stays parked: {park_reason(d.saga, d.state, missing)}")
+        d.emit(SagaUnparked())
+    elif not d.state.terminal and d.parks(f"operator resume: {given.note}"):
+        return
+    _take_up(d, given)
+
+
+def _take_up(d: _Decider, given: Resume) -> None:
     waiting = d.state.awaiting
     if d.state.status == "failed":
         d.emit(OperatorResumed(note=given.note))

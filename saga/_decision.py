@@ -61,7 +61,8 @@ class LocalFailed:
 
 @dataclass(frozen=True)
 class Resume:
-    """Operator: a stopped saga goes on with fresh retry budgets; a waiting one re-sends."""
+    """Operator: a stopped saga goes on with fresh retry budgets; a waiting one re-sends; a
+    parked one goes on where it was parked (refused while the definition still lacks its steps)."""
 
     note: str
 

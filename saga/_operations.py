@@ -33,7 +33,7 @@ async def list_sagas(
     key: str | None = None,
 ) -> list[dict[str, Any]]:
     """Sagas from the read model, newest first. `stuck_after_s`: active and unchanged that long,
-    or stopped in compensation_failed / failed. `key`: started with this key."""
+    or stopped in compensation_failed / failed / parked. `key`: started with this key."""
     async with engine.connect() as conn:
         return await repo.list_instances(
             await driver_connection(conn),

@@ -47,7 +47,7 @@ from saga._errors import SagaError, UnknownSagaError
 from saga._hooks import run_end_hooks
 from saga._protocol import Topics, saga_id_for, stream_of, with_saga_messages
 from saga._savepoint import StepSavepoint
-from saga._state import SagaState, fold, saga_event_registry
+from saga._state import SagaParked, SagaState, fold, saga_event_registry
 from saga._typed import TypedSagaState, typed_state, until_ended
 from saga._wiring import check_command, message_problems, raise_problems
 
@@ -140,7 +140,7 @@ class Orchestrator:
         self, saga_id: str, saga: type[Saga[Any]] | None = None, *, timeout_s: float = 30.0
     ) -> TypedSagaState[Any]:
         """Wait until the saga has ended or stopped (completed, compensated, failed,
-        compensation_failed) and return its state as `load` does; TimeoutError, naming its
+        compensation_failed, parked) and return its state as `load` does; TimeoutError, naming its
         status then, after `timeout_s`."""
 
         async def look() -> SagaState:
@@ -244,7 +244,8 @@ class Orchestrator:
 
     async def resume(self, saga_id: str, note: str, conn: AsyncConnection | None = None) -> SagaState:
         """Operator call: a saga stopped in compensation_failed or failed goes on, with fresh
-        retry budgets; one still waiting on a reply has its current step sent again."""
+        retry budgets; one still waiting on a reply has its current step sent again. A parked
+        saga goes on where it was parked once the definition has its steps (SagaError until then)."""
         if conn is None:
             async with self.engine.begin() as own:
                 return await self.resume(saga_id, note, own)
@@ -304,6 +305,8 @@ class Orchestrator:
         await run_end_hooks(conn, entry.saga, decision.events, decision.state)
         entry.decision = entry.decision.then(decision)
         entry.causes += [cause] * len(decision.commands)
+        if not isinstance(given, Resume):  # a resume's caller gets the parked state back
+            _log_parked(decision)
 
     async def _run_local(
         self,
@@ -384,6 +387,16 @@ class Orchestrator:
             topic = self.topics.commands(command.participant)
             messages.append(Outgoing(command.message, topic, state.saga_id, envelope))
         return messages
+
+
+def _log_parked(decision: Decision) -> None:
+    """Once per parking: a parked saga takes no deadline, and ignores replies without a word."""
+    for event in decision.events:
+        if isinstance(event, SagaParked):
+            state = decision.state
+            log.warning(
+                "saga %s (%s) parked on %s: %s", state.saga_id, state.saga_type, event.cause, event.reason
+            )
 
 
 def _saga_of(envelope: Envelope) -> str:

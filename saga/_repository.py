@@ -269,7 +269,7 @@ async def list_instances(
     key: str | None = None,
 ) -> list[dict[str, Any]]:
     """Sagas from the read model, newest first. `stuck_after_s`: active and unchanged that long,
-    or stopped in compensation_failed / failed."""
+    or stopped in compensation_failed / failed / parked."""
     where = ["true"]
     params: dict[str, Any] = {"limit": limit}
     if saga_type:
@@ -286,7 +286,7 @@ async def list_instances(
         params["older"] = older_than_s
     if stuck_after_s is not None:
         where.append(
-            "(i.status IN ('compensation_failed', 'failed') OR d.parked_at IS NOT NULL OR "
+            "(i.status IN ('compensation_failed', 'failed', 'parked') OR d.parked_at IS NOT NULL OR "
             "(i.status IN ('running', 'compensating') AND i.updated_at < now() - make_interval(secs => %(stuck)s)))"
         )
         params["stuck"] = stuck_after_s

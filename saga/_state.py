@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict
 from eventstore import EventRegistry
 
 Phase = Literal["action", "compensation"]
-Status = Literal["running", "compensating", "completed", "compensated", "compensation_failed", "failed"]
+Status = Literal[
+    "running", "compensating", "completed", "compensated", "compensation_failed", "failed", "parked"
+]
 TERMINAL: frozenset[str] = frozenset({"completed", "compensated"})
 
 
@@ -102,6 +104,19 @@ class OperatorResumed(_Event):
     note: str
 
 
+class SagaParked(_Event):
+    """The deployed definition lacks steps this saga needs: it stands still, with the reason,
+    until an operator resumes it under a definition that has them."""
+
+    missing: list[str]
+    cause: str  # what was to move the saga: a reply, a deadline, a resume
+    reason: str
+
+
+class SagaUnparked(_Event):
+    """An operator's resume found every step again: the saga is back where it was parked."""
+
+
 def saga_event_registry() -> EventRegistry:
     registry = EventRegistry()
     events: list[tuple[type[BaseModel], str]] = [
@@ -119,6 +134,8 @@ def saga_event_registry() -> EventRegistry:
         (CompensationFailed, "saga.compensation_failed"),
         (SagaFailed, "saga.failed"),
         (OperatorResumed, "saga.operator_resumed"),
+        (SagaParked, "saga.parked"),
+        (SagaUnparked, "saga.unparked"),
     ]
     for model, name in events:
         registry.register(model, name)
@@ -135,6 +152,16 @@ class Awaiting(BaseModel):
     attempt: int
     kind: Literal["reply", "retry"] = "reply"
     due_at: datetime | None = None  # when a retry runs
+
+
+class Parked(BaseModel):
+    """Why a saga is parked, and what it was doing then (restored when it is resumed)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    reason: str
+    status: Status
+    awaiting: Awaiting | None = None
 
 
 class StateFields(BaseModel):
@@ -155,6 +182,7 @@ class StateFields(BaseModel):
     last_step: str | None = None
     last_error: str | None = None
     compensation_reason: str | None = None  # why the latest compensation began
+    parked: Parked | None = None
     version: int = 0
 
     @property
@@ -257,6 +285,18 @@ def _resumed(s: SagaState, e: OperatorResumed) -> dict[str, Any]:
 _RESUMED_AS: dict[str, str] = {"compensation_failed": "compensating", "failed": "running"}
 
 
+def _parked(s: SagaState, e: SagaParked) -> dict[str, Any]:
+    # No deadline while parked: what it awaited waits in `parked`, for the resume.
+    parked = Parked(reason=e.reason, status=s.status, awaiting=s.awaiting)
+    return {"status": "parked", "parked": parked, "awaiting": None, "last_error": e.reason}
+
+
+def _unparked(s: SagaState, e: SagaUnparked) -> dict[str, Any]:
+    if s.parked is None:
+        return {}
+    return {"status": s.parked.status, "awaiting": s.parked.awaiting, "parked": None}
+
+
 # Each event's changes to the state; `apply` makes the new state in one copy.
 _FOLD: dict[type[BaseModel], Callable[[SagaState, Any], dict[str, Any]]] = {
     SagaStarted: _started,
@@ -273,6 +313,8 @@ _FOLD: dict[type[BaseModel], Callable[[SagaState, Any], dict[str, Any]]] = {
     CompensationFailed: _compensation_failed,
     SagaFailed: _saga_failed,
     OperatorResumed: _resumed,
+    SagaParked: _parked,
+    SagaUnparked: _unparked,
 }
 
 

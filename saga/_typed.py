@@ -18,7 +18,7 @@ from saga._errors import SagaDataError
 from saga._state import SagaState, StateFields
 
 # The statuses in which a saga waits for nobody: it ended, or it stopped for an operator.
-ENDED: frozenset[str] = frozenset({"completed", "compensated", "failed", "compensation_failed"})
+ENDED: frozenset[str] = frozenset({"completed", "compensated", "failed", "compensation_failed", "parked"})
 # `until_ended` looks again soon, then less often, at most this far apart.
 FIRST_PAUSE_S = 0.02
 MAX_PAUSE_S = 0.25
