@@ -111,9 +111,9 @@ def show(ctx: Context, saga: str, saga_type: str | None) -> None:
             f"[bold]{s.saga_type}[/bold] {s.saga_id}{key}  status [bold]{s.status}[/bold]  version {s.version}"
         )
         if s.parked is not None:
-            console.print(f"parked (was {s.parked.status}): {s.parked.reason}", markup=False)
+            console.print(f"parked (was {s.parked.status}): {s.parked.reason}", markup=False, soft_wrap=True)
         elif s.last_error:
-            console.print(f"last error: {s.last_error}", markup=False)
+            console.print(f"last error: {s.last_error}", markup=False, soft_wrap=True)
         for line in steps(s.done, s.timed_out):
             console.print(line, markup=False)
         _table(

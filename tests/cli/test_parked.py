@@ -42,19 +42,23 @@ async def orchestrator(database: Database, topic_prefix: str) -> AsyncIterator[O
         await orch.aclose()
 
 
-def table_rows(stdout: str) -> dict[str, list[str]]:
-    """A rich table's rows by saga id, each cell's lines joined (long cells are folded)."""
+def table_rows(stdout: str) -> dict[str, dict[str, str]]:
+    """A rich table's rows by saga id, cells by column name, each cell's lines joined (long
+    cells are folded)."""
+    header: list[str] = []
     rows: dict[str, list[str]] = {}
     current: list[str] | None = None
     for line in stdout.splitlines():
+        if line.startswith("┃") and not header:
+            header = [cell.strip() for cell in line.strip("┃").split("┃")]
         if not line.startswith("│"):
             continue
         cells = [cell.strip() for cell in line.strip("│").split("│")]
-        if cells[0] and cells[0] != "saga_id":
+        if cells[0]:
             current = rows.setdefault(cells[0], cells)
-        elif current is not None and not cells[0]:
+        elif current is not None:
             current[:] = [f"{have} {more}".strip() for have, more in zip(current, cells, strict=True)]
-    return rows
+    return {saga_id: dict(zip(header, cells, strict=True)) for saga_id, cells in rows.items()}
 
 
 def squeezed(text: str) -> str:
@@ -93,8 +97,8 @@ async def test_item4_ls_stuck_and_show_print_why_a_saga_is_parked_and_resume_tak
     assert "2 saga(s)" in table.stdout
     rows = table_rows(table.stdout)
     for saga_id in (by_reply.saga_id, by_resume.saga_id):
-        assert rows[saga_id][2] == "parked", table.describe()
-        assert squeezed(rows[saga_id][-1]) == squeezed(park_reason(saga_id)), table.describe()
+        assert rows[saga_id]["status"] == "parked", table.describe()
+        assert squeezed(rows[saga_id]["last_error"]) == squeezed(park_reason(saga_id)), table.describe()
 
     shown = await cli("show", by_reply.saga_id, app=RENAMED_APP)
     assert shown.code == 0, shown.describe()
