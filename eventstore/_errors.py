@@ -184,6 +184,9 @@ _REFUSALS: tuple[tuple[Literal["database", "login"], re.Pattern[str]], ...] = (
 )
 
 
+_REFUSED_CLASSES: dict[str, Literal["database", "login"]] = {"28": "login", "3D": "database"}
+
+
 def connection_refusal(exc: BaseException) -> ConnectionRefusal | None:
     """Whether `exc` is Postgres refusing the connection for good: no such database, a wrong
     user or password. `classify_error` counts these as CONNECTION_LOST (the client sees no
@@ -192,7 +195,12 @@ def connection_refusal(exc: BaseException) -> ConnectionRefusal | None:
     while isinstance(exc, StoreUnavailableError) and exc.__cause__ is not None:
         exc = exc.__cause__
     orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
-    if not isinstance(orig, psycopg.OperationalError) or orig.sqlstate is not None:
+    if not isinstance(orig, psycopg.Error):
+        return None
+    if orig.sqlstate is not None:  # rare on connect, where libpq gives none
+        what = _REFUSED_CLASSES.get(orig.sqlstate[:2])
+        return None if what is None else ConnectionRefusal(what, str(orig).strip())
+    if not isinstance(orig, psycopg.OperationalError):
         return None
     for line in str(orig).splitlines():
         said = line.rpartition("FATAL:")[2] if "FATAL:" in line else line.rpartition("failed: ")[2]

@@ -26,21 +26,11 @@ from eventstore._errors import (
     SchemaError,
     StoreUnavailableError,
     classify_error,
+    connection_refusal,
 )
 from eventstore._migrations import Migration, check_schema
 
 CHECK_TIMEOUT_S = 10.0
-
-# Postgres answers a connection with FATAL both for a refusal for good and for these passing
-# states; psycopg gives connection failures no SQLSTATE, so the message is all there is.
-_PASSING = (
-    "the database system is",  # starting up, shutting down, in recovery, not accepting connections
-    "too many clients",
-    "connection slots are reserved",
-    "administrator command",
-)
-# SQLSTATE classes of a refusal for good, when the driver does give one.
-_REFUSED = ("28", "3D")
 
 
 def database_service(database: Database) -> str:
@@ -69,32 +59,15 @@ async def check_database(
     except SchemaError as exc:
         raise SchemaError(f"{service}: {exc}") from None
     except (sa_exc.DBAPIError, psycopg.Error, OSError, StoreUnavailableError) as exc:
-        refusal = server_refusal(exc)
+        refusal = connection_refusal(exc)
         if refusal is not None:
             raise DatabaseConfigError(
-                f"{service} refused the connection: {refusal}; check the database URL "
+                f"{service} refused the connection: {refusal.reason}; check the database URL "
                 "(host, port, database name, user, password)"
             ) from None
         if classify_error(exc) is ErrorKind.CONNECTION_LOST:
             raise DatabaseUnreachableError(service, _reason(exc)) from None
         raise
-
-
-def server_refusal(exc: BaseException) -> str | None:
-    """What Postgres said when it refused a connection for good (wrong password, no such
-    database or role...), or None when the failure is not that (refused, timed out, starting up)."""
-    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
-    if isinstance(orig, StoreUnavailableError) and orig.__cause__ is not None:
-        return server_refusal(orig.__cause__)
-    if not isinstance(orig, psycopg.Error):
-        return None
-    message = str(orig)
-    if orig.sqlstate is not None:
-        return message.strip() if orig.sqlstate.startswith(_REFUSED) else None
-    said = message.partition("FATAL:")[2].strip()
-    if not said or any(passing in said for passing in _PASSING):
-        return None
-    return said.splitlines()[0]
 
 
 def _reason(exc: BaseException) -> str:

@@ -17,11 +17,11 @@ from eventstore import (
     OutageLog,
     SchemaError,
     check_database,
+    connection_refusal,
     eventstore_migrations,
     is_retriable,
     load_migrations,
 )
-from eventstore._preflight import server_refusal
 
 
 async def test_a_migrated_database_passes(database: Database) -> None:
@@ -95,4 +95,5 @@ def test_outage_log_says_it_three_times(caplog: pytest.LogCaptureFixture) -> Non
 )
 def test_a_refusal_for_good_is_told_from_a_passing_one(message: str, refusal: str | None) -> None:
     """psycopg gives a failed connection no SQLSTATE: what the server said decides."""
-    assert server_refusal(psycopg.OperationalError(message)) == refusal
+    found = connection_refusal(psycopg.OperationalError(message))
+    assert (found and found.reason) == refusal
