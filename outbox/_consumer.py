@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from pydantic import BaseModel
 
@@ -37,7 +36,7 @@ from outbox._dead_letters import DeadLetters
 from outbox._delivery import BatchHandler, ConsumerStats, Decoded, Handler, Record, handle_in_turn
 from outbox._errors import MessageDecodeError
 from outbox._inbox import keep_trimmed
-from outbox._lanes import Lanes
+from outbox._lanes import FinishBatchOnRevoke, Lanes
 from outbox._message import MessageRegistry
 from outbox._outbox import outbox_migrations
 
@@ -176,7 +175,7 @@ class Consumer(Worker):
                 bootstrap_servers=self.bootstrap_servers, group_id=self.group_id, **self.consumer_options
             )
             self._consumer.subscribe(
-                self.topics, listener=_FinishBatchOnRevoke(self._batch_lock, self._lanes, self._dead_letters)
+                self.topics, listener=FinishBatchOnRevoke(self._batch_lock, self._lanes, self._dead_letters)
             )
             await self._dead_letters.provide(self.topics)
             await self._consumer.start()
@@ -388,22 +387,3 @@ def _check_dead_letters_and_inbox(group_id: str, replication_factor: int, inbox_
         raise ValueError(
             f"consumer {group_id!r}: inbox_retention_s must be > 0 (seconds), got {inbox_retention_s}"
         )
-
-
-class _FinishBatchOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Before partitions go to another member, let their batches in flight finish and commit;
-    their dead letters still waiting are given up (the new owner meets their records again)."""
-
-    def __init__(self, lock: asyncio.Lock, lanes: Lanes, dead_letters: DeadLetters) -> None:
-        self._lock = lock
-        self._lanes = lanes
-        self._dead_letters = dead_letters
-
-    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        revoked = list(revoked)
-        async with self._lock:
-            self._dead_letters.abandon(revoked)
-            await self._lanes.close(revoked)
-
-    async def on_partitions_assigned(self, assigned: object) -> None:
-        pass

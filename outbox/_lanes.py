@@ -18,7 +18,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 
 from aiokafka import TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
 
+from outbox._dead_letters import DeadLetters
 from outbox._delivery import Decoded
 
 log = logging.getLogger(__name__)
@@ -168,3 +170,22 @@ class _Lane:
         await self._end()
         if self._ending is not None:  # the last task's own call may be the one that ends it
             await asyncio.gather(self._ending, return_exceptions=True)
+
+
+class FinishBatchOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Before partitions go to another member, let their batches in flight finish and commit;
+    their dead letters still waiting are given up (the new owner meets their records again)."""
+
+    def __init__(self, lock: asyncio.Lock, lanes: Lanes, dead_letters: DeadLetters) -> None:
+        self._lock = lock
+        self._lanes = lanes
+        self._dead_letters = dead_letters
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        revoked = list(revoked)
+        async with self._lock:
+            self._dead_letters.abandon(revoked)
+            await self._lanes.close(revoked)
+
+    async def on_partitions_assigned(self, assigned: object) -> None:
+        pass

@@ -48,7 +48,7 @@ from saga._hooks import run_end_hooks
 from saga._protocol import Topics, saga_id_for, stream_of, with_saga_messages
 from saga._savepoint import StepSavepoint
 from saga._state import SagaParked, SagaState, fold, saga_event_registry
-from saga._typed import TypedSagaState, typed_state, until_ended
+from saga._typed import TypedSagaState, class_for, typed_state, until_ended
 from saga._wiring import check_command, message_problems, raise_problems
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ class Orchestrator:
         (`load(saga_id, TravelSaga)`) for a precise type; SagaDataError when the stored data
         no longer fits the model."""
         state = await self.load_raw(saga_id, conn)
-        return typed_state(self._class_for(state, saga), state)
+        return typed_state(class_for(self.sagas, state, saga), state)
 
     async def load_raw(self, saga_id: str, conn: AsyncConnection | None = None) -> SagaState:
         """The fold of the saga's events, its data as stored (JSON): what `saga show` prints."""
@@ -145,30 +145,11 @@ class Orchestrator:
 
         async def look() -> SagaState:
             state = await self.load_raw(saga_id)
-            self._class_for(state, saga)  # a saga it cannot type fails now, not at the end
+            class_for(self.sagas, state, saga)  # a saga it cannot type fails now, not at the end
             return state
 
         state = await until_ended(look, timeout_s)
-        return typed_state(self._class_for(state, saga), state)
-
-    def _class_for(self, state: SagaState, saga: type[Saga[Any]] | None) -> type[Saga[Any]]:
-        if saga is None:
-            found = self.sagas.get(state.saga_type)
-            if found is None:
-                known = ", ".join(self.sagas) or "none"
-                raise UnknownSagaError(
-                    f"saga {state.saga_id} is a {state.saga_type!r}, which this orchestrator does not "
-                    f"know (it has: {known}); add its class to the app's sagas"
-                )
-            return found
-        if not (isinstance(saga, type) and issubclass(saga, Saga)):
-            raise TypeError(
-                f"load/wait(saga_id, saga): saga must be a Saga class, got {type(saga).__name__} "
-                "(pass a connection as conn=...)"
-            )
-        if state.saga_type != saga.name:
-            raise TypeError(f"saga {state.saga_id} is a {state.saga_type}, not a {saga.name}")
-        return saga
+        return typed_state(class_for(self.sagas, state, saga), state)
 
     # --- inputs ------------------------------------------------------------------------------
 

@@ -8,13 +8,13 @@ whose stored data no longer fits its model still shows and replays.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Generic, cast
 
 from pydantic import ValidationError
 
 from saga._definition import D, Saga
-from saga._errors import SagaDataError
+from saga._errors import SagaDataError, UnknownSagaError
 from saga._state import SagaState, StateFields
 
 # The statuses in which a saga waits for nobody: it ended, or it stopped for an operator.
@@ -28,6 +28,29 @@ class TypedSagaState(StateFields, Generic[D]):
     """`SagaState` with `data` an instance of the saga's data model."""
 
     data: D
+
+
+def class_for(
+    sagas: Mapping[str, type[Saga[Any]]], state: SagaState, saga: type[Saga[Any]] | None
+) -> type[Saga[Any]]:
+    """The class to type `state` with: `saga` when given and right, else its registered type."""
+    if saga is None:
+        found = sagas.get(state.saga_type)
+        if found is None:
+            known = ", ".join(sagas) or "none"
+            raise UnknownSagaError(
+                f"saga {state.saga_id} is a {state.saga_type!r}, which this orchestrator does not "
+                f"know (it has: {known}); add its class to the app's sagas"
+            )
+        return found
+    if not (isinstance(saga, type) and issubclass(saga, Saga)):
+        raise TypeError(
+            f"load/wait(saga_id, saga): saga must be a Saga class, got {type(saga).__name__} "
+            "(pass a connection as conn=...)"
+        )
+    if state.saga_type != saga.name:
+        raise TypeError(f"saga {state.saga_id} is a {state.saga_type}, not a {saga.name}")
+    return saga
 
 
 def typed_data(saga: type[Saga[D]], state: SagaState) -> D:
