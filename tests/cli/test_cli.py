@@ -14,7 +14,7 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -28,8 +28,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from eventstore import Database, libpq_url
-from examples.orders.app import app as shop
+from eventstore import libpq_url
 from examples.orders.messages import (
     CreditReleased,
     CreditReserved,
@@ -38,7 +37,6 @@ from examples.orders.messages import (
     StockReserved,
 )
 from examples.orders.saga import OrderData, OrderSaga
-from examples.orders.services import create_schema
 from saga import Orchestrator, SagaState, StepRefused, fire_due_deadlines, fold, stream_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -291,26 +289,6 @@ def ids(seeded: Sequence[Seeded], status: str) -> set[str]:
 
 
 # --- fixtures ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def topic_prefix() -> str:
-    return f"cli{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def cli(database_url: str, kafka_bootstrap: str, topic_prefix: str) -> Cli:
-    return Cli(database_url, kafka_bootstrap, topic_prefix)
-
-
-@pytest.fixture
-async def orchestrator(database: Database, topic_prefix: str) -> AsyncIterator[Orchestrator]:
-    await create_schema(database.engine)
-    orch = shop.with_topic_prefix(topic_prefix).orchestrator(database)
-    try:
-        yield orch
-    finally:
-        await orch.aclose()
 
 
 async def scalar(engine: AsyncEngine, sql: str, **params: Any) -> Any:

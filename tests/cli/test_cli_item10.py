@@ -19,22 +19,17 @@ from examples.orders.saga import OrderData, OrderSaga
 from saga import Orchestrator, fire_due_deadlines, stream_of
 from saga._cli import COMMAND_MODULES
 from saga._cli_base import cli as saga_cli
-from tests.cli.test_cli import (  # the fixtures, and the helpers that make sagas in-process
+from tests.cli.test_cli import (  # the helpers that make sagas in-process
     CLI_TIMEOUT_S,
     COMPLETED,
     ROOT,
     Cli,
     assert_clean_error,
-    cli,
-    orchestrator,
     running_at,
     seed,
     start_order,
-    topic_prefix,
 )
 from tests.cli.two_types_app import ReorderSaga
-
-__all__ = ["cli", "orchestrator", "topic_prefix"]  # fixtures used here by name
 
 TWO_TYPES_APP = "tests.cli.two_types_app:app"
 

@@ -69,11 +69,6 @@ def topic_prefix() -> str:
 
 
 @pytest.fixture
-def cli(database_url: str, kafka_bootstrap: str, topic_prefix: str) -> Cli:
-    return Cli(database_url, kafka_bootstrap, topic_prefix)
-
-
-@pytest.fixture
 async def effects(engine: AsyncEngine) -> AsyncEngine:
     async with engine.begin() as conn:
         await conn.execute(

@@ -4,42 +4,16 @@ reason; `saga resume` refuses while the step is missing and takes it up once it 
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
-
 import orjson
-import pytest
 
 from eventstore import Database
-from examples.orders.app import app as shop
 from examples.orders.messages import StockReserved
-from examples.orders.services import create_schema
 from saga import Orchestrator
 from tests.cli.test_cli import APP, Cli, assert_clean_error, running_at, seed
 from tests.saga.renamed import app as renamed_app
 from tests.saga.renamed import park_reason
 
 RENAMED_APP = "tests.saga.renamed:app"
-
-
-@pytest.fixture
-def topic_prefix() -> str:
-    return f"cli{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def cli(database_url: str, kafka_bootstrap: str, topic_prefix: str) -> Cli:
-    return Cli(database_url, kafka_bootstrap, topic_prefix)
-
-
-@pytest.fixture
-async def orchestrator(database: Database, topic_prefix: str) -> AsyncIterator[Orchestrator]:
-    await create_schema(database.engine)
-    orch = shop.with_topic_prefix(topic_prefix).orchestrator(database)
-    try:
-        yield orch
-    finally:
-        await orch.aclose()
 
 
 def table_rows(stdout: str) -> dict[str, dict[str, str]]:
