@@ -13,6 +13,7 @@ from outbox import outbox_migrations
 from saga._app import App, AppLoadError, load_app
 from saga._decide import decide
 from saga._decision import (
+    CompensateRequest,
     Deadline,
     DeadlineDue,
     Decision,
@@ -22,7 +23,9 @@ from saga._decision import (
     Resume,
     RunLocal,
     SendCommand,
+    Signal,
     Start,
+    StartChild,
 )
 from saga._definition import (
     DefinitionError,
@@ -35,12 +38,23 @@ from saga._definition import (
     StepKind,
 )
 from saga._errors import HookFailed, SagaDataError, SagaError, UnknownSagaError
+from saga._events import ParentRef, saga_event_registry
+from saga._language import ChildSaga, Delay, Parallel, TimerStep, Until, WaitFor, WaitForAny, WaitStep
 from saga._orchestrator import Orchestrator
 from saga._participant import Participant
-from saga._protocol import StepRefused, Topics, command_id, saga_id_for, stream_of
+from saga._protocol import (
+    ChildEnded,
+    CompensateSaga,
+    StepRefused,
+    Topics,
+    child_id_for,
+    command_id,
+    saga_id_for,
+    stream_of,
+)
 from saga._repository import instance_row
 from saga._settings import Settings, SettingsError
-from saga._state import SagaState, fold, saga_event_registry
+from saga._state import SagaState, fold
 from saga._typed import TypedSagaState
 from saga._worker import OrchestratorWorker, fire_due_deadlines
 
@@ -53,16 +67,23 @@ def all_migrations() -> list[Migration]:
 __all__ = [
     "App",
     "AppLoadError",
+    "ChildEnded",
+    "ChildSaga",
+    "CompensateRequest",
+    "CompensateSaga",
     "Deadline",
     "DeadlineDue",
     "Decision",
     "DefinitionError",
+    "Delay",
     "HookFailed",
     "LocalDone",
     "LocalFailed",
     "LocalStep",
     "Orchestrator",
     "OrchestratorWorker",
+    "Parallel",
+    "ParentRef",
     "Participant",
     "Refused",
     "RemoteStep",
@@ -77,14 +98,22 @@ __all__ = [
     "SendCommand",
     "Settings",
     "SettingsError",
+    "Signal",
     "Start",
+    "StartChild",
     "Step",
     "StepKind",
     "StepRefused",
+    "TimerStep",
     "Topics",
     "TypedSagaState",
     "UnknownSagaError",
+    "Until",
+    "WaitFor",
+    "WaitForAny",
+    "WaitStep",
     "all_migrations",
+    "child_id_for",
     "command_id",
     "decide",
     "fire_due_deadlines",

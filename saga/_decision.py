@@ -1,16 +1,18 @@
-"""What the decider takes and gives: inputs (start, reply, deadline, local-step result,
-operator resume) and the Decision (events, commands, deadline, local step to run)."""
+"""What the decider takes and gives: inputs (start, reply, signal, deadline, local-step result,
+operator resume, a parent's compensation request) and the Decision (events, commands,
+deadlines, local step to run, child sagas to start)."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel
 
-from saga._state import Phase, SagaState
+from saga._events import DeadlineKind, ParentRef, Phase
+from saga._state import SagaState
 
 # --- inputs ------------------------------------------------------------------------------
 
@@ -20,6 +22,7 @@ class Start:
     saga_type: str
     data: dict[str, Any]
     key: str | None = None
+    parent: ParentRef | None = None  # a child saga: the parent step it answers when it ends
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,26 @@ class DeadlineDue:
     step: str
     phase: Phase
     attempt: int
-    kind: Literal["reply", "retry"]
+    kind: DeadlineKind
+
+
+@dataclass(frozen=True)
+class Signal:
+    """A message sent to the saga from outside (`App.signal`): a wait takes it, or it is kept."""
+
+    message_type: str
+    message: BaseModel
+    message_id: str
+
+
+@dataclass(frozen=True)
+class CompensateRequest:
+    """A parent saga asks this child to undo itself (its step `step`/`phase` #`attempt`)."""
+
+    reason: str
+    step: str
+    phase: str
+    attempt: int
 
 
 @dataclass(frozen=True)
@@ -67,7 +89,7 @@ class Resume:
     note: str
 
 
-Input = Start | Reply | DeadlineDue | LocalDone | LocalFailed | Resume
+Input = Start | Reply | DeadlineDue | LocalDone | LocalFailed | Resume | Signal | CompensateRequest
 
 # --- outputs -----------------------------------------------------------------------------
 
@@ -80,6 +102,20 @@ class SendCommand:
     participant: str
     message: BaseModel
     message_id: uuid.UUID
+    to_saga: str | None = None  # set: to that saga type's reply topic, for the saga `saga_id`
+    saga_id: str | None = None
+
+
+@dataclass(frozen=True)
+class StartChild:
+    """Start a child saga in this decision's transaction."""
+
+    step: str
+    attempt: int
+    saga_type: str
+    child_id: str
+    data: dict[str, Any]
+    parent: ParentRef
 
 
 @dataclass(frozen=True)
@@ -94,30 +130,34 @@ class Deadline:
     step: str
     phase: Phase
     attempt: int
-    kind: Literal["reply", "retry"]
+    kind: DeadlineKind
     due_at: datetime
 
 
 @dataclass(frozen=True)
 class Decision:
-    """`events` fold into `state`; `deadline_changed` says whether the saga's deadline row is
-    to be replaced by `deadline` (None: cleared) or kept as it is."""
+    """`events` fold into `state`. `deadlines` are the saga's deadline rows to set (one per step,
+    replacing that step's row), `cleared` the steps whose row goes; other rows stay as they are."""
 
     state: SagaState
     events: tuple[BaseModel, ...] = ()
     commands: tuple[SendCommand, ...] = ()
-    deadline: Deadline | None = None
-    deadline_changed: bool = False
+    deadlines: tuple[Deadline, ...] = ()
+    cleared: tuple[str, ...] = ()
     local: RunLocal | None = None
+    children: tuple[StartChild, ...] = ()
 
     def then(self, later: Decision) -> Decision:
         """This decision followed by one taken on its state: one decision with both effects."""
-        changed = later.deadline_changed or self.deadline_changed
+        touched = {d.step for d in later.deadlines} | set(later.cleared)
+        deadlines = tuple(d for d in self.deadlines if d.step not in touched) + later.deadlines
+        cleared = tuple(s for s in self.cleared if s not in touched) + later.cleared
         return Decision(
             state=later.state,
             events=self.events + later.events,
             commands=self.commands + later.commands,
-            deadline=later.deadline if later.deadline_changed else self.deadline,
-            deadline_changed=changed,
+            deadlines=deadlines,
+            cleared=cleared,
             local=later.local,
+            children=self.children + later.children,
         )

@@ -19,7 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from eventstore import ErrorKind, classify_error, is_retriable
 from saga._definition import Saga
 from saga._errors import HookFailed
-from saga._state import CompensationFailed, SagaCompensated, SagaCompleted, SagaFailed, SagaState
+from saga._events import CompensationFailed, SagaCompensated, SagaCompleted, SagaFailed
+from saga._state import SagaState
 from saga._typed import typed_data
 
 _HOOK_OF: dict[type[BaseModel], str] = {

@@ -47,7 +47,8 @@ from saga._errors import SagaError, UnknownSagaError
 from saga._hooks import run_end_hooks
 from saga._protocol import Topics, saga_id_for, stream_of, with_saga_messages
 from saga._savepoint import StepSavepoint
-from saga._state import SagaParked, SagaState, fold, saga_event_registry
+from saga._events import SagaParked, saga_event_registry
+from saga._state import SagaState, fold
 from saga._typed import TypedSagaState, class_for, typed_state, until_ended
 from saga._wiring import check_command, message_problems, raise_problems
 

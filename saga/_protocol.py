@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -28,6 +29,31 @@ class StepRefused(BaseModel):
 
 
 STEP_REFUSED = "saga.step_refused"
+
+
+class ChildEnded(BaseModel):
+    """A child saga ended: sent to its parent, answering the parent's step request."""
+
+    model_config = ConfigDict(frozen=True)
+    child_id: str
+    saga_type: str
+    outcome: Literal["completed", "compensated"]
+    data: dict[str, Any]
+    reason: str | None = None
+
+
+class CompensateSaga(BaseModel):
+    """A parent asks its child saga to undo itself; the child answers with ChildEnded."""
+
+    model_config = ConfigDict(frozen=True)
+    reason: str
+    step: str
+    phase: Literal["action", "compensation"]
+    attempt: int
+
+
+CHILD_ENDED = "saga.child_ended"
+COMPENSATE_SAGA = "saga.compensate"
 
 
 def stream_of(saga_id: str) -> str:
@@ -56,9 +82,20 @@ def command_id(saga_id: str, step: str, phase: str, attempt: int) -> uuid.UUID:
     return uuid.uuid5(SAGA_ID_NAMESPACE, f"{saga_id}\x00{step}\x00{phase}\x00{attempt}")
 
 
+def child_id_for(parent_id: str, step: str, attempt: int) -> str:
+    """The id of the child saga a parent's step starts: the same however often the decision is
+    computed, another for each attempt."""
+    return str(uuid.uuid5(SAGA_ID_NAMESPACE, f"child\x00{parent_id}\x00{step}\x00{attempt}"))
+
+
 def with_saga_messages(registry: MessageRegistry) -> MessageRegistry:
-    if STEP_REFUSED not in registry:
-        registry.register(StepRefused, STEP_REFUSED)
+    for model, name in (
+        (StepRefused, STEP_REFUSED),
+        (ChildEnded, CHILD_ENDED),
+        (CompensateSaga, COMPENSATE_SAGA),
+    ):
+        if name not in registry:
+            registry.register(model, name)
     return registry
 
 

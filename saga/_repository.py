@@ -18,7 +18,8 @@ import psycopg
 
 from saga._decision import Deadline
 from saga._protocol import lock_key
-from saga._state import Phase, SagaState
+from saga._events import Phase
+from saga._state import SagaState
 
 Driver = psycopg.AsyncConnection[Any]
 INSTANCE_COLUMNS = ("saga_id", "saga_type", "key", "status", "step", "version", "data", "last_error")

@@ -13,145 +13,62 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from eventstore import EventRegistry
+from saga._events import (
+    CompensationAdded,
+    CompensationFailed,
+    CompensationRequested,
+    CompensationStarted,
+    DeadlineKind,
+    OperatorResumed,
+    ParentRef,
+    Phase,
+    ReplyIgnored,
+    RetryScheduled,
+    SagaCompensated,
+    SagaCompleted,
+    SagaFailed,
+    SagaParked,
+    SagaStarted,
+    SagaUnparked,
+    SignalConsumed,
+    SignalIgnored,
+    SignalReceived,
+    StepCompensated,
+    StepFailed,
+    StepRequested,
+    StepSucceeded,
+    StepTimedOut,
+    TimerSet,
+    WaitCancelled,
+)
 
-Phase = Literal["action", "compensation"]
 Status = Literal[
     "running", "compensating", "completed", "compensated", "compensation_failed", "failed", "parked"
 ]
 TERMINAL: frozenset[str] = frozenset({"completed", "compensated"})
 
 
-class _Event(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
-class SagaStarted(_Event):
-    saga_type: str
-    key: str | None
-    data: dict[str, Any]
-
-
-class StepRequested(_Event):
-    step: str
-    phase: Phase
-    attempt: int
-    message_id: str | None = None  # the command sent, for a remote step
-
-
-class StepSucceeded(_Event):
-    step: str
-    attempt: int
-    data: dict[str, Any]
-
-
-class StepFailed(_Event):
-    step: str
-    phase: Phase
-    attempt: int
-    reason: str
-
-
-class StepTimedOut(_Event):
-    step: str
-    phase: Phase
-    attempt: int
-
-
-class RetryScheduled(_Event):
-    step: str
-    phase: Phase
-    attempt: int  # the attempt that will run
-    due_at: datetime
-
-
-class CompensationStarted(_Event):
-    steps: list[str]  # to undo, in this order
-    reason: str
-
-
-class StepCompensated(_Event):
-    step: str
-    attempt: int
-
-
-class ReplyIgnored(_Event):
-    step: str | None
-    phase: str | None
-    attempt: int | None
-    reason: str
-
-
-class SagaCompleted(_Event):
-    pass
-
-
-class SagaCompensated(_Event):
-    pass
-
-
-class CompensationFailed(_Event):
-    step: str
-    reason: str
-
-
-class SagaFailed(_Event):
-    step: str
-    reason: str
-
-
-class OperatorResumed(_Event):
-    note: str
-
-
-class SagaParked(_Event):
-    """The deployed definition lacks steps this saga needs: it stands still, with the reason,
-    until an operator resumes it under a definition that has them."""
-
-    missing: list[str]
-    cause: str  # what was to move the saga: a reply, a deadline, a resume
-    reason: str
-
-
-class SagaUnparked(_Event):
-    """An operator's resume found every step again: the saga is back where it was parked."""
-
-
-def saga_event_registry() -> EventRegistry:
-    registry = EventRegistry()
-    events: list[tuple[type[BaseModel], str]] = [
-        (SagaStarted, "saga.started"),
-        (StepRequested, "saga.step_requested"),
-        (StepSucceeded, "saga.step_succeeded"),
-        (StepFailed, "saga.step_failed"),
-        (StepTimedOut, "saga.step_timed_out"),
-        (RetryScheduled, "saga.retry_scheduled"),
-        (CompensationStarted, "saga.compensation_started"),
-        (StepCompensated, "saga.step_compensated"),
-        (ReplyIgnored, "saga.reply_ignored"),
-        (SagaCompleted, "saga.completed"),
-        (SagaCompensated, "saga.compensated"),
-        (CompensationFailed, "saga.compensation_failed"),
-        (SagaFailed, "saga.failed"),
-        (OperatorResumed, "saga.operator_resumed"),
-        (SagaParked, "saga.parked"),
-        (SagaUnparked, "saga.unparked"),
-    ]
-    for model, name in events:
-        registry.register(model, name)
-    return registry
-
-
 class Awaiting(BaseModel):
-    """What the saga waits for: a reply to this step's attempt, or a retry to run."""
+    """What the saga waits for on one step: a reply (or a child's end, or a signal) to this
+    attempt, a retry to run, or a timer."""
 
     model_config = ConfigDict(frozen=True)
 
     step: str
     phase: Phase
     attempt: int
-    kind: Literal["reply", "retry"] = "reply"
-    due_at: datetime | None = None  # when a retry runs
+    kind: DeadlineKind = "reply"
+    due_at: datetime | None = None  # when a retry runs or a timer fires
+
+
+class KeptSignal(BaseModel):
+    """A signal that came before a wait took it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    message_type: str
+    message_id: str
+    data: dict[str, Any]
 
 
 class Parked(BaseModel):
@@ -161,7 +78,7 @@ class Parked(BaseModel):
 
     reason: str
     status: Status
-    awaiting: Awaiting | None = None
+    waiting: list[Awaiting] = []
 
 
 class StateFields(BaseModel):
@@ -176,18 +93,29 @@ class StateFields(BaseModel):
     done: list[str] = []  # steps that took effect (or may have: a timed-out remote step), in order
     timed_out: list[str] = []  # those of `done` that only may have: no reply came, none since
     to_compensate: list[str] = []  # what compensation has left, next first
-    awaiting: Awaiting | None = None
+    waiting: list[Awaiting] = []  # one per step in flight (several in a group), in request order
     attempts: dict[str, int] = {}  # "<phase>:<step>" -> attempts started
     retry_base: dict[str, int] = {}  # attempts already spent when an operator last resumed
     last_step: str | None = None
     last_error: str | None = None
     compensation_reason: str | None = None  # why the latest compensation began
     parked: Parked | None = None
+    signals: list[KeptSignal] = []  # signals no wait has taken yet, oldest first
+    parent: ParentRef | None = None  # a child saga's parent (and the request it answers)
+    children: dict[str, str] = {}  # step -> the child saga it started (its latest attempt)
     version: int = 0
 
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL
+
+    @property
+    def awaiting(self) -> Awaiting | None:
+        """The first of `waiting` (the only one outside a group)."""
+        return self.waiting[0] if self.waiting else None
+
+    def waiting_on(self, step: str) -> Awaiting | None:
+        return next((w for w in self.waiting if w.step == step), None)
 
     def attempt_of(self, phase: Phase, step: str) -> int:
         return self.attempts.get(f"{phase}:{step}", 0)
@@ -199,15 +127,35 @@ class SagaState(StateFields):
     data: dict[str, Any] = {}
 
 
+def _with(s: SagaState, waiting: Awaiting) -> list[Awaiting]:
+    """`waiting` replaces what the saga awaited on that step (if anything)."""
+    return [*(w for w in s.waiting if w.step != waiting.step), waiting]
+
+
+def _without(s: SagaState, step: str) -> list[Awaiting]:
+    return [w for w in s.waiting if w.step != step]
+
+
 def _started(s: SagaState, e: SagaStarted) -> dict[str, Any]:
-    return {"saga_type": e.saga_type, "key": e.key, "data": e.data, "status": "running"}
+    return {"saga_type": e.saga_type, "key": e.key, "data": e.data, "status": "running", "parent": e.parent}
 
 
 def _requested(s: SagaState, e: StepRequested) -> dict[str, Any]:
-    attempts = {**s.attempts, f"{e.phase}:{e.step}": e.attempt}
+    changes: dict[str, Any] = {
+        "waiting": _with(s, Awaiting(step=e.step, phase=e.phase, attempt=e.attempt)),
+        "attempts": {**s.attempts, f"{e.phase}:{e.step}": e.attempt},
+        "last_step": e.step,
+    }
+    if e.child_id is not None:
+        changes["children"] = {**s.children, e.step: e.child_id}
+    return changes
+
+
+def _timer_set(s: SagaState, e: TimerSet) -> dict[str, Any]:
+    waiting = Awaiting(step=e.step, phase="action", attempt=e.attempt, kind="timer", due_at=e.due_at)
     return {
-        "awaiting": Awaiting(step=e.step, phase=e.phase, attempt=e.attempt),
-        "attempts": attempts,
+        "waiting": _with(s, waiting),
+        "attempts": {**s.attempts, f"action:{e.step}": e.attempt},
         "last_step": e.step,
     }
 
@@ -215,11 +163,17 @@ def _requested(s: SagaState, e: StepRequested) -> dict[str, Any]:
 def _succeeded(s: SagaState, e: StepSucceeded) -> dict[str, Any]:
     done = s.done if e.step in s.done else [*s.done, e.step]
     timed_out = [step for step in s.timed_out if step != e.step]
-    return {"data": e.data, "done": done, "timed_out": timed_out, "awaiting": None, "last_step": e.step}
+    return {
+        "data": e.data,
+        "done": done,
+        "timed_out": timed_out,
+        "waiting": _without(s, e.step),
+        "last_step": e.step,
+    }
 
 
 def _failed(s: SagaState, e: StepFailed) -> dict[str, Any]:
-    return {"awaiting": None, "last_error": f"{e.step}: {e.reason}", "last_step": e.step}
+    return {"waiting": _without(s, e.step), "last_error": f"{e.step}: {e.reason}", "last_step": e.step}
 
 
 def _timed_out(s: SagaState, e: StepTimedOut) -> dict[str, Any]:
@@ -230,7 +184,7 @@ def _timed_out(s: SagaState, e: StepTimedOut) -> dict[str, Any]:
     else:
         done, timed_out = [*s.done, e.step], [*s.timed_out, e.step]
     return {
-        "awaiting": None,
+        "waiting": _without(s, e.step),
         "done": done,
         "timed_out": timed_out,
         "last_error": f"{e.step}: timed out (attempt {e.attempt})",
@@ -239,14 +193,14 @@ def _timed_out(s: SagaState, e: StepTimedOut) -> dict[str, Any]:
 
 def _retry(s: SagaState, e: RetryScheduled) -> dict[str, Any]:
     waiting = Awaiting(step=e.step, phase=e.phase, attempt=e.attempt, kind="retry", due_at=e.due_at)
-    return {"awaiting": waiting}
+    return {"waiting": _with(s, waiting)}
 
 
 def _compensation_started(s: SagaState, e: CompensationStarted) -> dict[str, Any]:
+    # What is still in flight (a group's other members) stays awaited: it is undone once it answers.
     return {
         "status": "compensating",
         "to_compensate": e.steps,
-        "awaiting": None,
         "last_error": e.reason,
         "compensation_reason": e.reason,
     }
@@ -254,27 +208,36 @@ def _compensation_started(s: SagaState, e: CompensationStarted) -> dict[str, Any
 
 def _compensated_step(s: SagaState, e: StepCompensated) -> dict[str, Any]:
     rest = [step for step in s.to_compensate if step != e.step]
-    return {"to_compensate": rest, "awaiting": None, "last_step": e.step}
+    return {"to_compensate": rest, "waiting": _without(s, e.step), "last_step": e.step}
 
 
-def _ignored(s: SagaState, e: ReplyIgnored) -> dict[str, Any]:
+def _compensation_added(s: SagaState, e: CompensationAdded) -> dict[str, Any]:
+    return {"to_compensate": [e.step, *(step for step in s.to_compensate if step != e.step)]}
+
+
+def _ignored(s: SagaState, e: BaseModel) -> dict[str, Any]:
     return {}
 
 
 def _completed(s: SagaState, e: SagaCompleted) -> dict[str, Any]:
-    return {"status": "completed", "awaiting": None}
+    return {"status": "completed", "waiting": []}
 
 
 def _compensated(s: SagaState, e: SagaCompensated) -> dict[str, Any]:
-    return {"status": "compensated", "awaiting": None}
+    return {"status": "compensated", "waiting": []}
 
 
 def _compensation_failed(s: SagaState, e: CompensationFailed) -> dict[str, Any]:
-    return {"status": "compensation_failed", "awaiting": None, "last_error": f"{e.step}: {e.reason}"}
+    return {
+        "status": "compensation_failed",
+        "waiting": _without(s, e.step),
+        "last_error": f"{e.step}: {e.reason}",
+    }
 
 
 def _saga_failed(s: SagaState, e: SagaFailed) -> dict[str, Any]:
-    return {"status": "failed", "awaiting": None, "last_error": f"{e.step}: {e.reason}"}
+    # Other members of a group still in flight stay awaited: their answers are still recorded.
+    return {"status": "failed", "waiting": _without(s, e.step), "last_error": f"{e.step}: {e.reason}"}
 
 
 def _resumed(s: SagaState, e: OperatorResumed) -> dict[str, Any]:
@@ -287,14 +250,33 @@ _RESUMED_AS: dict[str, str] = {"compensation_failed": "compensating", "failed": 
 
 def _parked(s: SagaState, e: SagaParked) -> dict[str, Any]:
     # No deadline while parked: what it awaited waits in `parked`, for the resume.
-    parked = Parked(reason=e.reason, status=s.status, awaiting=s.awaiting)
-    return {"status": "parked", "parked": parked, "awaiting": None, "last_error": e.reason}
+    parked = Parked(reason=e.reason, status=s.status, waiting=s.waiting)
+    return {"status": "parked", "parked": parked, "waiting": [], "last_error": e.reason}
 
 
 def _unparked(s: SagaState, e: SagaUnparked) -> dict[str, Any]:
     if s.parked is None:
         return {}
-    return {"status": s.parked.status, "awaiting": s.parked.awaiting, "parked": None}
+    return {"status": s.parked.status, "waiting": s.parked.waiting, "parked": None}
+
+
+def _signal_received(s: SagaState, e: SignalReceived) -> dict[str, Any]:
+    kept = KeptSignal(message_type=e.message_type, message_id=e.message_id, data=e.data)
+    return {"signals": [*s.signals, kept]}
+
+
+def _signal_gone(s: SagaState, e: SignalConsumed | SignalIgnored) -> dict[str, Any]:
+    return {"signals": [k for k in s.signals if k.message_id != e.message_id]}
+
+
+def _wait_cancelled(s: SagaState, e: WaitCancelled) -> dict[str, Any]:
+    return {"waiting": _without(s, e.step)}
+
+
+def _compensation_requested(s: SagaState, e: CompensationRequested) -> dict[str, Any]:
+    if s.parent is None:
+        return {}
+    return {"parent": s.parent.model_copy(update={"step": e.step, "phase": e.phase, "attempt": e.attempt})}
 
 
 # Each event's changes to the state; `apply` makes the new state in one copy.
@@ -315,6 +297,13 @@ _FOLD: dict[type[BaseModel], Callable[[SagaState, Any], dict[str, Any]]] = {
     OperatorResumed: _resumed,
     SagaParked: _parked,
     SagaUnparked: _unparked,
+    TimerSet: _timer_set,
+    SignalReceived: _signal_received,
+    SignalConsumed: _signal_gone,
+    SignalIgnored: _signal_gone,
+    WaitCancelled: _wait_cancelled,
+    CompensationAdded: _compensation_added,
+    CompensationRequested: _compensation_requested,
 }
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from examples.orders.invariants import check_invariants
 from examples.orders.saga import OrderData, OrderSaga
 from saga import OrchestratorWorker, stream_of
-from saga._state import StepRequested
+from saga._events import StepRequested
 from tests.helpers import wait_for
 from tests.saga.conftest import System
 
