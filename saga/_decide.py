@@ -158,7 +158,10 @@ def _awaited(state: SagaState) -> str:
 
 
 def _signal(d: Moves, given: Signal) -> None:
-    """Kept until a wait takes it; taken at once by a wait the saga is at."""
+    """Kept until a wait takes it; taken at once by a wait the saga is at. Like any input that
+    may move the saga, it parks one whose definition lacks a step it needs (and is kept)."""
+    if not d.state.terminal and d.state.status != "parked":
+        d.parks(f"signal {given.message_type} {given.message_id}")
     who = takers(d.saga, d.state, given.message)
     d.emit(
         SignalReceived(
@@ -280,6 +283,8 @@ def _take_up(d: Moves, given: Resume) -> None:
                 d.run(step, w.phase, w.attempt)
             elif w.kind == "reply" and issubclass(step, RemoteStep):
                 d.run(step, w.phase, w.attempt + 1)
+            elif w.kind == "reply" and issubclass(step, WaitStep) and kept_for(d.state, w.step):
+                d.take(step, kept_for(d.state, w.step)[0])  # kept while it was parked
     else:
         raise SagaError(f"saga {d.state.saga_id} is {status}: there is nothing to resume or retry")
     d.go_on()
