@@ -21,12 +21,14 @@ from pydantic import BaseModel
 from saga import (
     ChildEnded,
     ChildSaga,
+    CompensateRequest,
     Deadline,
     DeadlineDue,
     Decision,
     LocalDone,
     LocalFailed,
     LocalStep,
+    ParentRef,
     RemoteStep,
     Reply,
     Resume,
@@ -58,6 +60,7 @@ from tests.decider.definitions import (
 from tests.decider.invariants import check_deadline_row, check_decision, check_history
 
 SAGA_ID = "saga-1"
+PARENT = ParentRef(saga_id="parent-1", saga_type="Parent", step="fulfil", phase="action", attempt=1)
 EPOCH = datetime(2030, 1, 1, tzinfo=UTC)
 LocalAnswer = Callable[[SagaState, RunLocal], LocalDone | LocalFailed]
 STOPPED = ("completed", "compensated", "failed", "compensation_failed")
@@ -77,6 +80,7 @@ def local_fails(state: SagaState, run: RunLocal) -> LocalFailed:
 @dataclass
 class Run:
     saga: type[Saga[Any]]
+    parent: ParentRef | None = None  # set: the run is a child saga of this parent's step
     now: datetime = EPOCH
     state: SagaState = field(default_factory=lambda: SagaState(saga_id=SAGA_ID))
     events: list[BaseModel] = field(default_factory=list)
@@ -85,6 +89,7 @@ class Run:
     replies: list[Reply] = field(default_factory=list)
     signals: list[Signal] = field(default_factory=list)  # every signal sent, in order
     made_signals: int = 0
+    requests: int = 0  # a parent's requests to compensate
     deadlines: list[Deadline] = field(default_factory=list)  # every deadline row ever set
     rows: dict[str, Deadline] = field(default_factory=dict)  # the saga's deadline rows, by step
 
@@ -99,7 +104,13 @@ class Run:
         return decision
 
     def start_input(self) -> Start:
-        return Start(self.saga.name, Data().model_dump(mode="json"))
+        return Start(self.saga.name, Data().model_dump(mode="json"), parent=self.parent)
+
+    def compensate_request(self) -> CompensateRequest:
+        """The parent asks this child to undo itself (each time as a new attempt of its step)."""
+        assert self.parent is not None
+        self.requests += 1
+        return CompensateRequest("the parent compensates", self.parent.step, "compensation", self.requests)
 
     def feed(self, given: Any, answer_local: LocalAnswer = local_succeeds) -> Decision | None:
         """Decide on `given` and on every local step it asks for, like the orchestrator; None
@@ -260,7 +271,7 @@ def awaited_input(data: st.DataObject, run: Run) -> Any:
         makers.append((f"deadline {deadline.step} {deadline.kind}", _bind(run.fire, deadline)))
     if not makers:
         return None
-    label, make = data.draw(st.sampled_from(makers), label="awaited")
+    _, make = data.draw(st.sampled_from(makers), label="awaited")
     return make()
 
 
@@ -283,11 +294,14 @@ def noisy_input(data: st.DataObject, run: Run) -> Any:
         makers["late child end"] = lambda: _late_child_end(data, run)
     if run.deadlines:
         makers["stale deadline"] = lambda: run.fire(data.draw(st.sampled_from(run.deadlines)))
-    makers["any signal"] = lambda: run.signal(data.draw(st.sampled_from([*SIGNALS, Stray]), label="signal"))
+    any_type: list[type[BaseModel]] = [*SIGNALS, Stray]
+    makers["any signal"] = lambda: run.signal(data.draw(st.sampled_from(any_type), label="signal"))
     makers["wrong"] = lambda: _wrong_reply(data, run)
     makers["random deadline"] = lambda: _random_deadline(data, run)
     makers["resume"] = lambda: Resume("operator")
     makers["start again"] = run.start_input
+    if run.parent is not None:
+        makers["parent asks to compensate"] = run.compensate_request
     if any(issubclass(s, LocalStep) for s in run.saga.all_steps()):
         makers["stray local result"] = lambda: _stray_local_result(data, run)
     choice = data.draw(st.sampled_from(list(makers)), label="input")
@@ -311,7 +325,7 @@ def _late_child_end(data: st.DataObject, run: Run) -> Reply:
     """A child's end for any child started so far, answering any of its parent's requests;
     or the end of a saga that is no child of this one."""
     start = data.draw(st.sampled_from(run.children), label="late end of")
-    outcome = data.draw(st.sampled_from(["completed", "compensated"]), label="outcome")
+    outcome = data.draw(st.sampled_from(_OUTCOMES), label="outcome")
     phase = data.draw(st.sampled_from(_PHASES), label="phase")
     child = start.child_id if data.draw(st.booleans(), label="its child") else "not-a-child"
     return child_end(child, outcome, start.step, phase, start.attempt)
@@ -344,6 +358,7 @@ def _stray_local_result(data: st.DataObject, run: Run) -> LocalDone | LocalFaile
 
 
 _PHASES: list[Literal["action", "compensation"]] = ["action", "compensation"]
+_OUTCOMES: list[Literal["completed", "compensated"]] = ["completed", "compensated"]
 _KINDS: list[Literal["reply", "retry", "timer"]] = ["reply", "retry", "timer"]
 
 

@@ -152,6 +152,7 @@ def check_decision(
     _deadline_is_the_awaited_one(saga, decision, now)
     _each_command_is_requested_once(decision)
     _each_child_is_requested_once(decision)
+    _a_child_that_ends_tells_its_parent(before, given, decision)
     if not merged:
         _each_event_in_its_place(saga, before, given, decision, now)
     if isinstance(given, Reply) and not awaits_this_reply(saga, before, given):
@@ -232,6 +233,24 @@ def _each_child_is_requested_once(decision: Decision) -> None:
         ), c
 
 
+def _a_child_that_ends_tells_its_parent(before: SagaState, given: object, decision: Decision) -> None:
+    """A child saga that completes or is compensated (or is asked to undo itself once it was)
+    tells its parent, once, on the parent's reply topic, answering the parent's request."""
+    after, parent = decision.state, decision.state.parent
+    told = [c for c in decision.commands if _to_parent(c)]
+    ends = after.terminal and (after.status != before.status or isinstance(given, CompensateRequest))
+    if parent is None or not ends:
+        assert not told, f"told the parent {told} while {before.status} -> {after.status}"
+        return
+    [command] = told
+    assert isinstance(command.message, ChildEnded)
+    assert command.message.outcome == after.status, f"a {after.status} child told {command.message.outcome}"
+    assert (command.to_saga, command.saga_id) == (parent.saga_type, parent.saga_id), command
+    assert (command.step, command.phase, command.attempt) == (parent.step, parent.phase, parent.attempt), (
+        command
+    )
+
+
 def _to_parent(command: SendCommand) -> bool:
     return isinstance(command.message, ChildEnded)
 
@@ -287,25 +306,24 @@ def _succeeded_for_a_cause(at: _At, e: StepSucceeded) -> None:
     a child step on its child's completion, a remote step on its reply, a local step when run."""
     step, given = at.saga.step(e.step), at.given
     waiting = at.state.waiting_on(e.step)
-    assert waiting is not None and waiting.phase == "action", f"{e.step} succeeded awaiting {waiting}"
+    assert waiting is not None, f"{e.step} succeeded, awaiting nothing"
+    assert waiting.phase == "action", f"{e.step} succeeded awaiting {waiting}"
     if issubclass(step, WaitStep):
         consumed = isinstance(at.previous, SignalConsumed) and at.previous.step == e.step
         assert consumed, f"the wait {e.step} succeeded without a signal (after {at.previous})"
     elif issubclass(step, TimerStep):
-        assert waiting.kind == "timer" and waiting.due_at is not None and waiting.due_at <= at.now, (
-            f"the timer {e.step} succeeded at {at.now}, awaiting {waiting}"
-        )
+        due = waiting.due_at if waiting.kind == "timer" else None
+        assert due is not None, f"the timer {e.step} succeeded awaiting {waiting}"
+        assert due <= at.now, f"the timer {e.step} succeeded at {at.now}, due at {due}"
     elif issubclass(step, ChildSaga):
-        ended = given.message if isinstance(given, Reply) else None
-        assert isinstance(ended, ChildEnded) and ended.outcome == "completed", (
-            f"{e.step} succeeded on {given}"
-        )
-        assert ended.child_id == at.state.children[e.step], f"{e.step} succeeded on another saga's end"
+        _child_ended(at, e.step, "completed")
     elif issubclass(step, RemoteStep):
-        assert isinstance(given, Reply) and given.step == e.step, f"{e.step} succeeded on {given}"
+        assert isinstance(given, Reply), f"{e.step} succeeded on {given}"
+        assert given.step == e.step, f"{e.step} succeeded on a reply to {given.step}"
         assert not isinstance(given.message, StepRefused), f"{e.step} succeeded on a refusal"
     else:
-        assert isinstance(given, LocalDone) and given.step == e.step, f"{e.step} succeeded on {given}"
+        assert isinstance(given, LocalDone), f"{e.step} succeeded on {given}"
+        assert given.step == e.step, f"{e.step} succeeded on the result of {given.step}"
 
 
 def _failed_for_a_cause(at: _At, e: StepFailed) -> None:
@@ -314,13 +332,18 @@ def _failed_for_a_cause(at: _At, e: StepFailed) -> None:
     if e.phase != "action":
         return
     if issubclass(step, WaitStep):
-        assert isinstance(given, DeadlineDue) and (given.step, given.kind) == (e.step, "reply"), (
-            f"the wait {e.step} failed on {given}"
-        )
+        assert isinstance(given, DeadlineDue), f"the wait {e.step} failed on {given}"
+        assert (given.step, given.kind) == (e.step, "reply"), f"the wait {e.step} failed on {given}"
     elif issubclass(step, ChildSaga):
-        ended = given.message if isinstance(given, Reply) else None
-        assert isinstance(ended, ChildEnded) and ended.outcome == "compensated", f"{e.step} failed on {given}"
-        assert ended.child_id == at.state.children[e.step], f"{e.step} failed on another saga's end"
+        _child_ended(at, e.step, "compensated")
+
+
+def _child_ended(at: _At, step: str, outcome: str) -> None:
+    """The input is the end, with this outcome, of the child saga this step started."""
+    ended = at.given.message if isinstance(at.given, Reply) else None
+    assert isinstance(ended, ChildEnded), f"{step}: {outcome} on {at.given}"
+    assert ended.outcome == outcome, f"{step}: {outcome} on a child that {ended.outcome}"
+    assert ended.child_id == at.state.children[step], f"{step}: {outcome} on another saga's end"
 
 
 def _ahead(saga: type[Saga[Any]], state: SagaState, model: str) -> list[str]:
@@ -335,7 +358,8 @@ def _ahead(saga: type[Saga[Any]], state: SagaState, model: str) -> list[str]:
 
 def _received(at: _At, e: SignalReceived) -> None:
     given = at.given
-    assert isinstance(given, Signal) and given.message_id == e.message_id, f"{e} on {given}"
+    assert isinstance(given, Signal), f"{e} on {given}"
+    assert given.message_id == e.message_id, f"{e} on {given}"
     ahead = _ahead(at.saga, at.state, type(given.message).__name__)
     assert set(e.takers) <= set(ahead), f"{e.message_type} kept for {e.takers}; the waits ahead: {ahead}"
     if at.state.status == "running":
@@ -355,9 +379,8 @@ def _consumed(at: _At, e: SignalConsumed) -> None:
     assert kept[0].message_id == e.message_id, f"{e.step} took {e.message_id}, not the oldest kept {kept[0]}"
     assert kept[0].model in (m.__name__ for m in step.signals), f"{e.step} took a {kept[0].model}"
     following = at.following
-    assert isinstance(following, StepSucceeded) and following.step == e.step, (
-        f"{e.step} took it, then {following}"
-    )
+    assert isinstance(following, StepSucceeded), f"{e.step} took it, then {following}"
+    assert following.step == e.step, f"{e.step} took it, then {following}"
 
 
 def _signal_ignored(at: _At, e: SignalIgnored) -> None:
@@ -513,7 +536,8 @@ def _compensations_undo_what_took_effect(saga: type[Saga[Any]], history: Sequenc
             _one_compensation(event, plan, pivot_succeeded, undone)
         elif event.type == "saga.compensated":
             assert plan is not None, "compensated without compensating"
-            assert sorted(undone) == sorted(took_effect) and not plan.left, (
+            assert not plan.left, f"compensated, yet {plan.left} are left to undo"
+            assert sorted(undone) == sorted(took_effect), (
                 f"compensated after undoing {undone}; these took effect: {took_effect}"
             )
     assert late is None, f"{late} took effect while compensating: it is not undone"

@@ -43,6 +43,7 @@ from hypothesis import strategies as st
 from saga import Resume, Saga
 from tests.decider.definitions import sagas
 from tests.decider.driver import (
+    PARENT,
     STOPPED,
     Run,
     awaited_input,
@@ -62,9 +63,12 @@ MAX_INPUTS = 300
 @settings(max_examples=2 * settings().max_examples)
 @given(saga=sagas(), data=st.data())
 def test_any_input_sequence_keeps_every_invariant(saga: type[Saga[Any]], data: st.DataObject) -> None:
-    """Awaited replies and deadlines mixed with duplicates, late and stale-attempt replies,
-    replies for the wrong step or phase, stale deadlines, resumes, second starts."""
-    run = Run(saga)
+    """Awaited replies, child ends, signals and deadlines mixed with duplicates, late and
+    stale-attempt replies, late child ends, replies for the wrong step or phase, signals of
+    any type, stale deadlines, resumes, second starts; a saga without a pivot may run as a
+    child saga, whose parent asks it to compensate at any time."""
+    as_child = saga.pivot_index() is None and data.draw(st.booleans(), label="a child saga")
+    run = Run(saga, parent=PARENT if as_child else None)
     run.start(drawn_local(data))
     for _ in range(data.draw(st.integers(1, 40), label="inputs")):
         tick(data, run)
