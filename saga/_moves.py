@@ -47,7 +47,6 @@ from saga._signals import kept_for, taken
 from saga._state import Awaiting, KeptSignal, SagaState, apply
 from saga._timing import deadline_changes, jitter
 
-
 # A member that answers late is undone too, even while a sibling's undo waits for an operator.
 _GOING_BACK = ("compensating", "compensation_failed")
 

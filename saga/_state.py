@@ -146,7 +146,7 @@ def _requested(s: SagaState, e: StepRequested) -> dict[str, Any]:
     changes: dict[str, Any] = {
         "waiting": _with(s, Awaiting(step=e.step, phase=e.phase, attempt=e.attempt)),
         "attempts": {**s.attempts, f"{e.phase}:{e.step}": e.attempt},
-        "last_step": e.step,
+        "last_step": _last_step(s, e.step),
     }
     if e.child_id is not None:
         changes["children"] = {**s.children, e.step: e.child_id}
@@ -175,8 +175,8 @@ def _succeeded(s: SagaState, e: StepSucceeded) -> dict[str, Any]:
 
 
 def _last_step(s: SagaState, step: str) -> str | None:
-    # A failed saga's last step is the one that stopped it (a resume runs it again), whatever
-    # members of its group answer after.
+    # A failed saga's last step is the one that stopped it, whatever members of its group
+    # answer or retry after (a definition that lacks it parks the saga).
     return s.last_step if s.status == "failed" else step
 
 

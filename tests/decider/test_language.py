@@ -446,3 +446,49 @@ def test_a_signal_to_a_failed_saga_is_kept_for_the_wait_ahead() -> None:
     run.feed(Resume("ship again"))
     run.feed(success(sent(run, "ship")))
     assert status(run) == "completed"
+
+
+def test_resume_of_a_failed_group_runs_again_every_member_that_did_not_succeed() -> None:
+    """Found by the properties (deep profile): a member timed out for good, the saga was
+    resumed, failed again on that member's refusal while a sibling's retry ran; the next resume
+    ran nothing, and the saga completed though the member never succeeded."""
+    run = Run(
+        saga_of(
+            remote("pay", kind=PIVOT),
+            group(remote("ship", kind=RETRIABLE), remote("invoice", kind=RETRIABLE, timeout_s=5.0)),
+        )
+    )
+    run.start()
+    run.feed(success(run.commands[-1]))
+    assert run.row is not None
+    run.feed(run.fire(run.row))  # invoice: no reply, no tries left
+    run.feed(Resume("invoice again"))
+    run.feed(refusal(sent(run, "ship")))  # a retry is scheduled
+    run.feed(refusal(sent(run, "invoice")))  # failed again
+    assert status(run) == "failed"
+    assert run.row is not None
+    run.feed(run.fire(run.row))  # ship's retry goes out
+    decision = run.feed(Resume("invoice once more"))
+    assert decision is not None
+    assert [(c.step, c.attempt) for c in decision.commands] == [("invoice", 3)]
+    run.feed(success(sent(run, "ship")))
+    assert status(run) == "running"
+    run.feed(success(sent(run, "invoice")))
+    assert status(run) == "completed"
+
+
+def test_resume_of_a_failed_group_runs_again_a_member_that_timed_out_after_the_failure() -> None:
+    run = Run(
+        saga_of(
+            remote("pay", kind=PIVOT),
+            group(remote("ship", kind=RETRIABLE), remote("invoice", kind=RETRIABLE, timeout_s=5.0)),
+        )
+    )
+    run.start()
+    run.feed(success(run.commands[-1]))
+    run.feed(refusal(sent(run, "ship")))  # no tries left: failed
+    assert run.row is not None
+    run.feed(run.fire(run.row))  # invoice: no reply either (it may have acted)
+    decision = run.feed(Resume("both again"))
+    assert decision is not None
+    assert [(c.step, c.attempt) for c in decision.commands] == [("ship", 2), ("invoice", 2)]
