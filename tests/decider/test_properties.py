@@ -1,11 +1,35 @@
-"""Properties of the decider: random valid definitions, random input sequences, every
-invariant (tests/decider/invariants.py) checked after every input.
+"""Properties of the decider: random valid definitions (steps local and remote, parallel
+groups, waits for signals, timers, child sagas; tests/decider/definitions.py), random input
+sequences, every invariant (tests/decider/invariants.py) checked after every input.
 
-Examples (the `ci` profile, see conftest.py): 1,000 for the first property, 500 for each of
-the other two, 2,000 in all, the same on every run.
+Examples (the `ci` profile, see conftest.py): 600 for the first property, 300 for each of
+the other two (and for the parking property), the same on every run; the whole of
+tests/decider takes well under a minute. HYPOTHESIS_PROFILE=deep runs 5,000 a property.
 
-Mutations tried to see these fail (never committed), and what caught each (all three
-properties unless said):
+Mutations of the saga language tried to see these fail (never committed), and what caught
+each (the first property and tests/decider/test_language.py):
+- compensate earlier steps while a member of the group is in flight (`may_undo_now` always
+  true): "s0 undone while ['s1b'] are in flight" (all four properties).
+- a signal taken twice (the fold keeps a consumed signal, so the next wait of its type takes
+  it again): "signal signal-1: consumed or ignored 1x, kept 1x".
+- a member that answers while its group is compensated not undone (no `CompensationAdded`):
+  "s0b took effect while compensating: it is not undone".
+- a signal for a wait the saga has not reached yet ignored (only a waiting wait takes it):
+  "test.Sig1 kept for ['s0']; the waits ahead: ['s0', 's1']".
+- a timer that succeeds when set: "the timer s0 succeeded at ... due at ...".
+- a child step that succeeds on its child's compensation: "s0: completed on a child that
+  compensated".
+- waits and timers of a group being compensated not cancelled: "['s1b'] still wait while
+  their group is compensated" (before that invariant, no property saw it: the saga still
+  ended compensated, only later; the example test did).
+Bugs these found in the decider (fixed, each with an example test in test_language.py): a
+signal moved a saga whose definition lacks a step it needs (it ran a renamed step again);
+a failed saga dropped a signal for a wait ahead; a member that answered while a sibling's
+undo had failed for good was never undone; a resumed failed saga skipped a member that
+timed out after the failure and completed without it.
+
+Mutations tried before the saga language, and what caught each (all three properties unless
+said):
 - compensate in forward order: "compensating ['s0', 's1']; what took effect, latest first".
 - compensate the pivot (in the plan when it took effect): NotImplementedError, the remote
   pivot's missing compensation called (only a remote pivot can take effect without success).
