@@ -182,7 +182,7 @@ def _signal(d: Moves, given: Signal) -> None:
             step is not None
             and issubclass(step, WaitStep)
             and waiting.step in who
-            and d.state.status == "running"
+            and d.state.status in ("running", "failed")  # failed: a group member still waits
         ):
             d.take(step, kept_for(d.state, step.name)[-1])
             d.go_on()
@@ -279,10 +279,12 @@ def _take_up(d: Moves, given: Resume) -> None:
                 d.run(step, w.phase, w.attempt)
             elif w.kind == "reply" and issubclass(step, RemoteStep):
                 d.run(step, w.phase, w.attempt + 1)
-            elif w.kind == "reply" and issubclass(step, WaitStep) and kept_for(d.state, w.step):
-                d.take(step, kept_for(d.state, w.step)[0])  # kept while it was parked
     else:
         raise SagaError(f"saga {d.state.saga_id} is {status}: there is nothing to resume or retry")
+    for w in list(d.state.waiting):  # a wait takes what was kept while the saga was parked
+        step = d.saga.step(w.step)
+        if w.kind == "reply" and issubclass(step, WaitStep) and kept_for(d.state, w.step):
+            d.take(step, kept_for(d.state, w.step)[0])
     d.go_on()
 
 

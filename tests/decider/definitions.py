@@ -260,7 +260,7 @@ def saga_specs(draw: st.DrawFn, groups: bool = True) -> SagaSpec:
     node is a step (remote, local, wait, timer, child) or a group of 2-3 members (mostly
     remote; at most one wait, timer or child); a pivot is a remote, local or child step."""
     count = draw(st.integers(1, 5))
-    grouped = [groups and draw(st.integers(0, 3)) == 0 for _ in range(count)]
+    grouped = [groups and draw(st.integers(0, 2)) == 0 for _ in range(count)]
     shapes = [draw(_shapes()) for _ in range(count)]
     may_pivot = [i for i in range(count) if not grouped[i] and shapes[i].what in ("step", "child")]
     pivot = draw(st.none() | st.sampled_from(may_pivot)) if may_pivot else None

@@ -160,7 +160,7 @@ def check_decision(
         _only_ignored(before, decision, f"{what}, awaiting {before.waiting}")
     if isinstance(given, DeadlineDue) and not awaits_this_deadline(before, given):
         assert decision == Decision(before), f"a stale deadline {given} changed the saga: {decision}"
-    if isinstance(given, Signal) and before.status != "running":
+    if isinstance(given, Signal) and before.status not in ("running", "failed"):
         _only_ignored(before, decision, f"a signal to a {before.status} saga", _SIGNAL_KEPT)
     if before.terminal and not (isinstance(given, CompensateRequest) and before.parent is not None):
         _only_ignored(before, decision, f"an input {type(given).__name__} to a {before.status} saga")
@@ -284,7 +284,7 @@ def _each_event_in_its_place(
     if state.status == "compensating":
         stay = [w.step for w in state.waiting if issubclass(saga.step(w.step), WaitStep | TimerStep)]
         assert not stay, f"{stay} still wait while their group is compensated"
-    if state.status == "running":
+    if state.status in ("running", "failed"):
         for waiting in state.waiting:
             kept = [k.message_id for k in state.signals if waiting.step in k.takers]
             assert not kept, f"{waiting.step} waits while the signals it takes are kept: {kept}"

@@ -492,3 +492,25 @@ def test_resume_of_a_failed_group_runs_again_a_member_that_timed_out_after_the_f
     decision = run.feed(Resume("both again"))
     assert decision is not None
     assert [(c.step, c.attempt) for c in decision.commands] == [("ship", 2), ("invoice", 2)]
+
+
+def test_a_wait_in_a_failed_group_takes_its_signal() -> None:
+    """Found by the properties (deep profile): a sibling failed the saga while a wait of its
+    group waited; the wait's signal was kept but not taken, and after the resume the wait
+    still waited with its signal kept."""
+    run = Run(
+        saga_of(
+            remote("pay", kind=PIVOT),
+            group(wait("delivered", 1, kind=RETRIABLE), remote("ship", kind=RETRIABLE)),
+        )
+    )
+    run.start()
+    run.feed(success(run.commands[-1]))
+    run.feed(refusal(sent(run, "ship")))
+    assert status(run) == "failed"
+    decision = run.feed(run.signal(Sig1))
+    assert decision is not None
+    assert names(decision.events) == ["saga.signal_received", "saga.signal_consumed", "saga.step_succeeded"]
+    run.feed(Resume("ship again"))
+    run.feed(success(sent(run, "ship")))
+    assert status(run) == "completed"

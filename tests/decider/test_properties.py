@@ -19,9 +19,9 @@ each (the first property and tests/decider/test_language.py):
 - a timer that succeeds when set: "the timer s0 succeeded at ... due at ...".
 - a child step that succeeds on its child's compensation: "s0: completed on a child that
   compensated".
-- waits and timers of a group being compensated not cancelled: "['s1b'] still wait while
-  their group is compensated" (before that invariant, no property saw it: the saga still
-  ended compensated, only later; the example test did).
+- waits and timers of a group being compensated not cancelled: "['s0b'] still wait while
+  their group is compensated" (before that invariant no property saw it: the saga still ends
+  compensated, only later; and only once the driver drew what is awaited as often as noise).
 Bugs these found in the decider (fixed, each with an example test in test_language.py): a
 signal moved a saga whose definition lacks a step it needs (it ran a renamed step again);
 a failed saga dropped a signal for a wait ahead; a member that answered while a sibling's
