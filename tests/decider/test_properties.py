@@ -2,7 +2,7 @@
 groups, waits for signals, timers, child sagas; tests/decider/definitions.py), random input
 sequences, every invariant (tests/decider/invariants.py) checked after every input.
 
-Examples (the `ci` profile, see conftest.py): 600 for the first property, 300 for each of
+Examples (the `ci` profile, see conftest.py): 800 for the first property, 400 for each of
 the other two (and for the parking property), the same on every run; the whole of
 tests/decider takes well under a minute. HYPOTHESIS_PROFILE=deep runs 5,000 a property.
 
