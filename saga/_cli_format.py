@@ -40,3 +40,34 @@ def steps(done: list[str], timed_out: list[str]) -> list[str]:
     if timed_out:
         lines.append(f"timed out, may have acted (compensation undoes them too): {', '.join(timed_out)}")
     return lines
+
+
+def _words(status: str | None) -> str:
+    return "unknown" if status is None else status.replace("_", " ")
+
+
+def language_lines(view: dict[str, Any]) -> list[str]:
+    """The lines about a saga's groups, waits, timers, kept signals, children and parent
+    (`saga._show.language_view`)."""
+    lines = []
+    for group in view["groups"]:
+        members = ", ".join(f"{m['step']} {_words(m['status'])}" for m in group["members"])
+        lines.append(f"group {group['group']}: {members}")
+    for wait in view["waits"]:
+        until = f"until {wait['until']}" if wait["until"] else "no timeout"
+        lines.append(f"waiting on {wait['step']} for signal {' or '.join(wait['signals'])}, {until}")
+    lines += [f"timer {timer['step']} until {timer['until']}" for timer in view["timers"]]
+    for kept in view["kept_signals"]:
+        data = orjson.dumps(kept["data"]).decode()
+        lines.append(f"kept signal {kept['message_type']} (id {kept['message_id']}) for a later wait: {data}")
+    for child in view["children"]:
+        lines.append(
+            f"child saga of step {child['step']}: {child['saga_type'] or '?'} {child['saga_id']} "
+            f"({_words(child['status'])})"
+        )
+    if (parent := view["parent"]) is not None:
+        lines.append(
+            f"parent: {parent['saga_type']} {parent['saga_id']}, its step {parent['step']} "
+            f"({parent['phase']}, attempt {parent['attempt']})"
+        )
+    return lines

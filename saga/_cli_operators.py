@@ -16,7 +16,8 @@ from eventstore import Database
 from saga import _operations as ops
 from saga._app import AppLoadError
 from saga._cli_base import Context, cli, console, pass_ctx, run, seconds, with_orchestrator
-from saga._cli_format import event_details, steps
+from saga._cli_format import event_details, language_lines, steps
+from saga._graph import graph as graph_of
 from saga._orchestrator import Orchestrator
 from saga._state import Status
 
@@ -89,7 +90,8 @@ TYPE_OPTION = click.option(
 @TYPE_OPTION
 @pass_ctx
 def show(ctx: Context, saga: str, saga_type: str | None) -> None:
-    """A saga's timeline of events, its folded state and data, and its messages in flight.
+    """A saga's timeline of events, its folded state and data, its parallel groups, waits,
+    timers, kept signals, child sagas and parent, and its messages in flight.
     SAGA is a saga id or the key the saga was started with."""
     settings = ctx.settings()
 
@@ -102,6 +104,7 @@ def show(ctx: Context, saga: str, saga_type: str | None) -> None:
         "timeline": details.timeline,
         "in_flight": details.in_flight,
         "deadline": details.deadline,
+        **details.language,
     }
 
     def render() -> None:
@@ -114,8 +117,8 @@ def show(ctx: Context, saga: str, saga_type: str | None) -> None:
             console.print(f"parked (was {s.parked.status}): {s.parked.reason}", markup=False, soft_wrap=True)
         elif s.last_error:
             console.print(f"last error: {s.last_error}", markup=False, soft_wrap=True)
-        for line in steps(s.done, s.timed_out):
-            console.print(line, markup=False)
+        for line in [*steps(s.done, s.timed_out), *language_lines(details.language)]:
+            console.print(line, markup=False, soft_wrap=True)
         _table(
             "timeline",
             ["v", "at", "event", "details"],
@@ -225,13 +228,14 @@ def rebuild(ctx: Context, verify: bool) -> None:
 @click.argument("saga_type")
 @pass_ctx
 def graph(ctx: Context, saga_type: str) -> None:
-    """A Mermaid diagram of a saga: steps, compensations, the pivot and timeouts."""
+    """A Mermaid diagram of a saga: its steps, parallel groups (fork and join), waits and their
+    signals, timers, child sagas, compensations, the pivot and timeouts."""
     settings = ctx.settings()
     try:
         saga = ctx.app(settings).saga(saga_type)
     except AppLoadError as exc:
         raise click.ClickException(str(exc)) from None
-    diagram = ops.graph(saga)
+    diagram = graph_of(saga)
     ctx.emit({"saga_type": saga_type, "mermaid": diagram}, lambda: click.echo(diagram))
 
 
