@@ -16,13 +16,16 @@ def _value(value: Any) -> str:
 
 def event_details(event: dict[str, Any], wide: bool) -> str:
     """`field=value` pairs. Whole fields only: a value (an id, a key) is never cut; fields
-    past the width, or too long alone, are left out and counted, and --wide shows them all."""
+    past the width, or too long alone, are left out and counted, and --wide shows them all.
+    A field that is null (a saga with no parent, a step with no child) is not shown."""
     if wide:
         return orjson.dumps(event).decode()
     shown: list[str] = []
     left_out = 0
     used = 0
     for name, value in event.items():
+        if value is None:
+            continue
         pair = f"{name}={_value(value)}"
         if used + len(pair) > DETAILS_WIDTH:
             left_out += 1

@@ -151,7 +151,7 @@ def resume(ctx: Context, saga_id: str, note: str) -> None:
     settings = ctx.settings()
     state = run(with_orchestrator(settings, ctx.app(settings), lambda o: o.resume(saga_id, note)))
     ctx.emit(
-        state.model_dump(mode="json"),
+        ops.state_json(state),
         lambda: click.echo(f"{saga_id}: {state.status} (version {state.version})"),
     )
     if state.parked is not None:  # the resume found steps missing: recorded, and not resumed

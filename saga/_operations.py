@@ -73,10 +73,16 @@ async def _exists(orchestrator: Orchestrator, saga_id: str) -> bool:
     return bool(await orchestrator.store.load(stream_of(saga_id), to_version=1))
 
 
+def state_json(state: SagaState) -> dict[str, Any]:
+    """The state as JSON, with `awaiting` (the first of `waiting`) for the scripts that read it."""
+    awaiting = state.awaiting.model_dump(mode="json") if state.awaiting is not None else None
+    return {**state.model_dump(mode="json"), "awaiting": awaiting}
+
+
 def state_view(state: SagaState) -> dict[str, Any]:
     """The state as operators read it: `done` holds the steps that succeeded, `timed_out` the
     remote steps whose reply never came (they may have acted; compensation undoes them too)."""
-    view = state.model_dump(mode="json")
+    view = state_json(state)
     view["done"] = [step for step in state.done if step not in state.timed_out]
     return view
 
