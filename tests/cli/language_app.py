@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from saga import App
-from tests.cli.language_sagas import PackSaga, PaymentSaga, ShopSaga, messages
+from tests.cli.language_sagas import CrateSaga, PackSaga, PaymentSaga, ShopSaga, messages
 
 app = App(
-    sagas=[ShopSaga, PackSaga, PaymentSaga],
+    sagas=[ShopSaga, PackSaga, CrateSaga, PaymentSaga],
     messages=messages,
     external_participants=["stock", "warehouse", "labels", "payments", "billing"],
 )

@@ -2,8 +2,9 @@
 
 `ShopSaga` has them all: a wait with a timeout, a parallel group of two remote steps, a
 wait for any of two signals and a child saga, the pivot, a group after it with a timer, a
-timer until a date and a local step. `PackSaga` is small enough to drive by hand in a test: a
-group of a remote step, a child saga and a wait, then a wait for a second signal.
+timer until a date and a local step. `PackSaga` and `CrateSaga` are small enough to drive by
+hand in a test: a group of a remote step, a child saga and a wait, then a wait for a second
+signal; a group of two remote steps and a wait.
 """
 
 from __future__ import annotations
@@ -186,3 +187,7 @@ class ShopSaga(Saga[ShopData]):
 
 class PackSaga(Saga[ShopData]):
     steps = (Parallel(Pack, Pay, WaitFor(Picked, timeout_s=600)), WaitFor(Approved))
+
+
+class CrateSaga(Saga[ShopData]):
+    steps = (Parallel(Pack, Label, WaitFor(Picked, timeout_s=600)),)
