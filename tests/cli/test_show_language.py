@@ -18,8 +18,9 @@ from sqlalchemy import text
 
 from eventstore import Database
 from saga import Orchestrator, Saga, StepRefused
+from saga._graph import graph
 from tests.cli.language_app import app
-from tests.cli.language_sagas import Approved, CrateSaga, Done, PackSaga, ShopData, Undone
+from tests.cli.language_sagas import Approved, CrateSaga, Done, PackSaga, ShopData, ShopSaga, Undone
 from tests.cli.test_cli import Cli
 
 APP = "tests.cli.language_app:app"
@@ -151,3 +152,13 @@ async def test_show_names_a_kept_signal_the_child_saga_and_from_the_child_its_pa
     assert shown["groups"] == []  # the child's own saga has none
     human = await cli("show", child_id, app=APP)
     assert f"parent: PackSaga {parent_id}, its step pay (action, attempt 1)" in human.stdout
+
+
+async def test_saga_graph_prints_the_language_drawing(cli: Cli) -> None:
+    drawn = await cli("graph", "ShopSaga", app=APP)
+    assert drawn.code == 0, drawn.describe()
+    assert drawn.stdout.rstrip("\n") == graph(ShopSaga)
+    assert (await cli("--json", "graph", "ShopSaga", app=APP)).json() == {
+        "saga_type": "ShopSaga",
+        "mermaid": graph(ShopSaga),
+    }
