@@ -17,8 +17,8 @@ import orjson
 import psycopg
 
 from saga._decision import Deadline
-from saga._protocol import lock_key
 from saga._events import Phase
+from saga._protocol import lock_key
 from saga._state import SagaState
 
 Driver = psycopg.AsyncConnection[Any]
