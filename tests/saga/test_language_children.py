@@ -1,0 +1,92 @@
+"""Child sagas on the real services (issue 14, must-show 1): a completed child's data moves
+the parent on; the parent failing later has the completed child undo itself; a child that
+compensates fails the parent's step."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from eventstore import Database
+from saga import child_id_for
+from saga._events import (
+    CompensationRequested,
+    SagaCompensated,
+    SagaCompleted,
+    StepCompensated,
+    StepFailed,
+)
+from tests.saga.language_app import HotelTrip, ParentTrip, Trips, running
+
+ENDED = ("completed", "compensated", "failed", "compensation_failed")
+
+
+@pytest.fixture
+async def trips(database: Database, kafka_bootstrap: str) -> AsyncIterator[Trips]:
+    async with running(database, kafka_bootstrap) as system:
+        yield system
+
+
+async def test_f_a_completed_child_moves_the_parent_on_with_its_data(trips: Trips) -> None:
+    trip = "family"
+    parent_id = await trips.start(ParentTrip, trip)
+    final = await trips.wait_status(parent_id, *ENDED)
+    assert final.status == "completed"
+    child_id = child_id_for(parent_id, "book_hotel", 1)
+    child = await trips.wait_status(child_id, *ENDED)
+    assert child.status == "completed"
+    assert final.data.refs == {"flight": "flight-family", "hotel": "hotel-family", "tour": "tour-family"}
+    # The tour's command was made from the data the child gave back.
+    assert await trips.effects(trip) == [
+        ("flight", "reserve", ""),
+        ("hotel", "reserve", ""),
+        ("tour", "reserve", "flight=flight-family,hotel=hotel-family"),
+    ]
+    raw = await trips.orchestrator.load_raw(child_id)
+    assert (raw.saga_type, raw.parent and (raw.parent.saga_id, raw.parent.step)) == (
+        HotelTrip.name,
+        (parent_id, "book_hotel"),
+    )
+    assert (await trips.orchestrator.load_raw(parent_id)).children == {"book_hotel": child_id}
+
+
+async def test_f_the_parent_failing_later_has_its_completed_child_undo_itself_first(trips: Trips) -> None:
+    trip = "family-refuse-tour"
+    parent_id = await trips.start(ParentTrip, trip)
+    final = await trips.wait_status(parent_id, *ENDED)
+    assert final.status == "compensated"
+    child_id = child_id_for(parent_id, "book_hotel", 1)
+    child = await trips.orchestrator.load_raw(child_id)
+    assert child.status == "compensated"
+    # The child ran its own compensation (the hotel cancelled) before the parent's flight was.
+    assert [(s, a) for s, a, _ in await trips.effects(trip)] == [
+        ("flight", "reserve"),
+        ("hotel", "reserve"),
+        ("hotel", "cancel"),
+        ("flight", "cancel"),
+    ]
+    child_events = [e.event for e in await trips.events(child_id)]
+    assert sum(isinstance(e, SagaCompleted) for e in child_events) == 1  # it had completed first
+    (asked,) = [e for e in child_events if isinstance(e, CompensationRequested)]
+    assert asked.step == "book_hotel"
+    assert [e.step for e in child_events if isinstance(e, StepCompensated)] == ["reserve_hotel"]
+    parent_events = [e.event for e in await trips.events(parent_id)]
+    assert [e.step for e in parent_events if isinstance(e, StepCompensated)] == [
+        "book_hotel",
+        "reserve_flight",
+    ]
+    assert sum(isinstance(e, SagaCompensated) for e in parent_events) == 1
+
+
+async def test_f_a_child_that_compensates_fails_the_parents_step(trips: Trips) -> None:
+    trip = "family-refuse-hotel"
+    parent_id = await trips.start(ParentTrip, trip)
+    final = await trips.wait_status(parent_id, *ENDED)
+    assert final.status == "compensated"
+    child = await trips.orchestrator.load_raw(child_id_for(parent_id, "book_hotel", 1))
+    assert child.status == "compensated"
+    parent_events = [e.event for e in await trips.events(parent_id)]
+    assert [e.step for e in parent_events if isinstance(e, StepFailed)] == ["book_hotel"]
+    assert [e.step for e in parent_events if isinstance(e, StepCompensated)] == ["reserve_flight"]
+    assert [(s, a) for s, a, _ in await trips.effects(trip)] == [("flight", "reserve"), ("flight", "cancel")]
