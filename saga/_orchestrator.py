@@ -369,7 +369,7 @@ class Orchestrator:
                 continue
             state = decision.state
             outgoing += outbox_rows(entry, self.outbox, self.topics, self.messages)
-            writes.add(state, decision.deadline_changed, decision.deadline)
+            writes.add(state, decision.deadlines, decision.cleared)
             expected = entry.before if entry.before else NO_STREAM
             appends.append(
                 NewEvents(
