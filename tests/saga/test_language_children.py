@@ -17,6 +17,7 @@ from saga._events import (
     StepCompensated,
     StepFailed,
 )
+from tests.helpers import Collector, wait_for
 from tests.saga.language_app import HotelTrip, ParentTrip, Trips, running
 
 ENDED = ("completed", "compensated", "failed", "compensation_failed")
@@ -77,6 +78,33 @@ async def test_f_the_parent_failing_later_has_its_completed_child_undo_itself_fi
         "reserve_flight",
     ]
     assert sum(isinstance(e, SagaCompensated) for e in parent_events) == 1
+    assert await between_the_sagas(trips, parent_id, child_id) == [
+        ("HotelTrip", child_id, "saga.compensate", child_id, "HotelTrip", "book_hotel", "compensation"),
+        ("ParentTrip", parent_id, "saga.child_ended", parent_id, "ParentTrip", "book_hotel", "action"),
+        ("ParentTrip", parent_id, "saga.child_ended", parent_id, "ParentTrip", "book_hotel", "compensation"),
+    ]
+
+
+async def between_the_sagas(trips: Trips, parent_id: str, child_id: str) -> list[tuple[str | None, ...]]:
+    """The messages the two sagas sent each other, as published: (reply topic's saga, record
+    key, type, envelope saga id, saga type, step, phase). Each goes to the reply topic of the
+    saga it is for, keyed and addressed to that saga, answering the parent's step request."""
+    topics = trips.orchestrator.topics
+    names = {topics.replies(s.name): s.name for s in (ParentTrip, HotelTrip)}
+    fields = ("message_type", "saga_id", "saga_type", "step", "phase")
+    async with Collector(trips.bootstrap, list(names)) as seen:
+
+        def found() -> list[tuple[str | None, ...]]:
+            rows = []
+            for record in seen.records:
+                headers = {k: v.decode() for k, v in record.headers}
+                if headers["message_type"] in ("saga.compensate", "saga.child_ended"):
+                    key = record.key.decode()
+                    rows.append((names[record.topic], key, *(headers.get(f) for f in fields)))
+            return sorted(rows, key=lambda row: tuple(str(v) for v in row))
+
+        await wait_for(lambda: len(found()) >= 3, 60, "the three messages between parent and child")
+        return found()
 
 
 async def test_f_a_child_that_compensates_fails_the_parents_step(trips: Trips) -> None:
