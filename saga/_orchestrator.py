@@ -21,10 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from eventstore import (
     NO_STREAM,
     Database,
-    ErrorKind,
     EventStore,
     NewEvents,
-    classify_error,
     driver_connection,
 )
 from outbox import Delivery, Envelope, MessageRegistry, Outbox, Outgoing
@@ -34,17 +32,15 @@ from saga._decision import (
     DeadlineDue,
     Decision,
     Input,
-    LocalDone,
-    LocalFailed,
     Resume,
-    RunLocal,
     Start,
     StartChild,
 )
-from saga._definition import D, LocalStep, Refused, Saga
+from saga._definition import D, Saga
 from saga._errors import SagaError, UnknownSagaError
 from saga._events import SagaParked, saga_event_registry
 from saga._hooks import run_end_hooks
+from saga._local import run_local
 from saga._outgoing import Pending, input_of, outbox_rows, saga_of
 from saga._protocol import Topics, saga_id_for, stream_of, with_saga_messages
 from saga._savepoint import StepSavepoint
@@ -299,7 +295,7 @@ class Orchestrator:
         now = datetime.now(UTC)
         decision = decide(entry.saga, entry.decision.state, given, now)
         while decision.local is not None:
-            result = await self._run_local(conn, savepoint, entry.saga, decision.state, decision.local)
+            result = await run_local(conn, savepoint, entry.saga, decision.state, decision.local)
             decision = decision.then(decide(entry.saga, decision.state, result, now))
         await run_end_hooks(conn, entry.saga, decision.events, decision.state)
         entry.decision = entry.decision.then(decision)
@@ -326,36 +322,6 @@ class Orchestrator:
         entry = pending[child.child_id] = Pending(saga, 0, Decision(SagaState(saga_id=child.child_id)))
         given = Start(child.saga_type, child.data, parent=child.parent)
         await self._decide(conn, savepoint, pending, entry, given, cause)
-
-    async def _run_local(
-        self,
-        conn: AsyncConnection,
-        savepoint: StepSavepoint,
-        saga: type[Saga[Any]],
-        state: SagaState,
-        run: RunLocal,
-    ) -> LocalDone | LocalFailed:
-        step = saga.step(run.step)
-        assert issubclass(step, LocalStep)
-        data = saga.data_model.model_validate(state.data)
-        await savepoint.take()  # a failing step leaves none of its writes
-        try:
-            if run.phase == "action":
-                new = await step().action(conn, data)
-            else:
-                await step().compensate(conn, data)
-                new = None
-        except Exception as exc:
-            # A collision with another transaction or a lost connection is not the step's
-            # failure: the whole decision reruns (the consumer or the caller retries it).
-            if classify_error(exc) in (ErrorKind.CONTENTION, ErrorKind.CONNECTION_LOST):
-                raise
-            await savepoint.roll_back()
-            reason = exc.reason if isinstance(exc, Refused) else f"{type(exc).__name__}: {exc}"
-            return LocalFailed(run.step, run.phase, run.attempt, reason)
-        return LocalDone(
-            run.step, run.phase, run.attempt, None if new is None else new.model_dump(mode="json")
-        )
 
     async def _flush(self, conn: AsyncConnection, pending: Iterable[Pending]) -> None:
         """Pipelined: the statements go out together, one round trip. A failed expectation
