@@ -182,6 +182,12 @@ class ParentTrip(Saga[TripData]):
     steps = (ReserveFlight, BookHotel, ReserveTour)
 
 
+class HotelFirstTrip(Saga[TripData]):
+    """Starts its child in the transaction that starts it."""
+
+    steps = (BookHotel, ReserveTour)
+
+
 SAGAS: Sequence[type[Saga[Any]]] = (
     ParallelTrip,
     PickedTrip,
@@ -190,6 +196,7 @@ SAGAS: Sequence[type[Saga[Any]]] = (
     DelayedTrip,
     HotelTrip,
     ParentTrip,
+    HotelFirstTrip,
 )
 
 SCHEMA = """

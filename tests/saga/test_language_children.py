@@ -7,9 +7,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from sqlalchemy import text
 
 from eventstore import Database
-from saga import child_id_for
+from saga import child_id_for, saga_id_for, stream_of
 from saga._events import (
     CompensationRequested,
     SagaCompensated,
@@ -18,7 +19,7 @@ from saga._events import (
     StepFailed,
 )
 from tests.helpers import Collector, wait_for
-from tests.saga.language_app import HotelTrip, ParentTrip, Trips, running
+from tests.saga.language_app import HotelFirstTrip, HotelTrip, ParentTrip, TripData, Trips, build_app, running
 
 ENDED = ("completed", "compensated", "failed", "compensation_failed")
 
@@ -118,3 +119,38 @@ async def test_f_a_child_that_compensates_fails_the_parents_step(trips: Trips) -
     assert [e.step for e in parent_events if isinstance(e, StepFailed)] == ["book_hotel"]
     assert [e.step for e in parent_events if isinstance(e, StepCompensated)] == ["reserve_flight"]
     assert [(s, a) for s, a, _ in await trips.effects(trip)] == [("flight", "reserve"), ("flight", "cancel")]
+
+
+async def test_f_a_child_starts_in_the_transaction_that_starts_its_parent(database: Database) -> None:
+    """No worker runs: what the start committed is all there is. Rolled back, neither exists."""
+    orchestrator = build_app(prefix="kin").orchestrator(database)
+    async with database.begin() as conn:
+        await orchestrator.start(conn, HotelFirstTrip, TripData(trip="gone"), key="gone")
+        await conn.rollback()
+    async with database.begin() as conn:
+        parent_id = await orchestrator.start(conn, HotelFirstTrip, TripData(trip="kin"), key="kin")
+    child_id = child_id_for(parent_id, "book_hotel", 1)
+    parent = await orchestrator.load_raw(parent_id)
+    child = await orchestrator.load_raw(child_id)
+    assert (parent.status, parent.children) == ("running", {"book_hotel": child_id})
+    assert (child.saga_type, child.status, child.data) == (
+        "HotelTrip",
+        "running",
+        {"trip": "kin", "refs": {}, "picked_by": None, "decision": None},
+    )
+    assert child.parent is not None
+    assert (child.parent.saga_id, child.parent.saga_type, child.parent.step) == (
+        parent_id,
+        "HotelFirstTrip",
+        "book_hotel",
+    )
+    async with database.connect() as conn:
+        rows = (await conn.execute(text("SELECT topic, key FROM outbox ORDER BY id"))).all()
+        instances = (
+            await conn.execute(text("SELECT saga_id, saga_type FROM saga_instances ORDER BY saga_type"))
+        ).all()
+    assert [tuple(r) for r in rows] == [("kin.hotel.commands", child_id)]
+    assert [tuple(r) for r in instances] == [(parent_id, "HotelFirstTrip"), (child_id, "HotelTrip")]
+    gone = child_id_for(saga_id_for("HotelFirstTrip", "gone"), "book_hotel", 1)
+    async with database.connect() as conn:
+        assert await orchestrator.store.stream_versions([stream_of(gone)], conn=conn) == {stream_of(gone): 0}
