@@ -155,7 +155,7 @@ class ImpatientTrip(Saga[TripData]):
     steps = (ReserveFlight, WaitFor(Picked, timeout_s=0.5, name="wait_briefly"))
 
 
-DELAY_S = 3
+DELAY_S = 5  # room for the test to kill the worker after it set the timer, before it is due
 
 
 class DelayedTrip(Saga[TripData]):
