@@ -47,7 +47,7 @@ async def fire_due_deadlines(
     max_failures: int = DEADLINE_MAX_FAILURES,
     backoff_s: float = DEADLINE_BACKOFF_S,
 ) -> int:
-    """Act on deadlines that are due (timeouts, scheduled retries, timers), each in a transaction of
+    """Act on deadlines that are due (timeouts, scheduled retries), each in a transaction of
     its own. Safe from many workers: a saga another worker is deciding on is skipped. A
     firing that fails backs off and is counted; after `DEADLINE_MAX_FAILURES` it is parked
     (`saga ls --stuck` shows it; `saga resume` takes it up again)."""
@@ -90,7 +90,7 @@ async def _unpublished(orchestrator: Orchestrator, conn: AsyncConnection, due: r
     if not any(m.message_id == sent for m in await Outbox.pending(conn, due.saga_id)):
         return False
     saga = orchestrator.sagas.get(due.saga_type)
-    timeout = next((s.timeout_s for s in saga.all_steps() if s.name == due.step), None) if saga else None
+    timeout = saga.step(due.step).timeout_s if saga and saga.has_step(due.step) else None
     if timeout is None:
         return False
     await repo.postpone_deadline(await driver_connection(conn), due, timeout)
