@@ -15,7 +15,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from eventstore import Database, driver_connection, upgrade
 from outbox import MessageRegistry
-from saga import Orchestrator, RemoteStep, Saga, all_migrations, fire_due_deadlines
+from saga import (
+    Delay,
+    Orchestrator,
+    Parallel,
+    RemoteStep,
+    RetryPolicy,
+    Saga,
+    all_migrations,
+    fire_due_deadlines,
+)
 from saga import _repository as repo
 from saga._decision import Deadline, DeadlineDue
 from saga._state import Awaiting, SagaState, Status
@@ -61,6 +70,21 @@ class TwoSteps(Saga[Data]):
     (a parallel group's members, a timer after a step...)."""
 
     steps = (Left, Right)
+
+
+class Twice(Left):
+    name = "twice"
+    participant = "twice"
+    retry = RetryPolicy(attempts=2)
+
+
+class AlsoTwice(Twice):
+    name = "also_twice"
+    participant = "also_twice"
+
+
+class GroupSaga(Saga[Data]):
+    steps = (Parallel(Twice, AlsoTwice, Delay(60)),)
 
 
 class Recording(Orchestrator):
@@ -147,6 +171,46 @@ async def test_two_steps_keep_two_deadlines_that_fire_one_by_one(
     assert orchestrator.fired[1:] == [(saga_id, DeadlineDue("right", "action", 1, "reply"))]
     assert await rows(engine, saga_id) == []
     assert await fire_due_deadlines(orchestrator) == 0
+
+
+async def test_a_group_member_times_out_and_a_timer_fires_each_on_its_own_row(
+    database: Database, engine: AsyncEngine
+) -> None:
+    """The real decider: a group of two remote steps and a timer starts three rows; each
+    firing changes its own step's row only."""
+    orchestrator = Orchestrator(database, [GroupSaga], messages, topic_prefix=f"rows{uuid.uuid4().hex[:8]}")
+    async with engine.begin() as conn:
+        saga_id = await orchestrator.start(conn, GroupSaga, Data(n=3))
+        await conn.execute(text("DELETE FROM outbox"))  # as the relay would: the commands went out
+    started = {r["step"]: r for r in await rows(engine, saga_id)}
+    assert {s: (r["kind"], r["attempt"]) for s, r in started.items()} == {
+        "twice": ("reply", 1),
+        "also_twice": ("reply", 1),
+        "delay_60s": ("timer", 1),
+    }
+
+    async def make_due(step: str) -> None:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text("UPDATE saga_deadlines SET due_at = now() - interval '1 second' WHERE step = :s"),
+                {"s": step},
+            )
+
+    await make_due("twice")
+    assert await fire_due_deadlines(orchestrator) == 1  # timed out: sent again, attempt 2
+    after = {r["step"]: r for r in await rows(engine, saga_id)}
+    assert after["twice"]["attempt"] == 2
+    assert after["also_twice"] == started["also_twice"]
+    assert after["delay_60s"] == started["delay_60s"]
+
+    await make_due("delay_60s")
+    assert await fire_due_deadlines(orchestrator) == 1  # the timer is done: its row goes
+    assert {r["step"]: r for r in await rows(engine, saga_id)} == {
+        "twice": after["twice"],
+        "also_twice": started["also_twice"],
+    }
+    state = await orchestrator.load(saga_id)
+    assert {(w.step, w.attempt) for w in state.waiting} == {("twice", 2), ("also_twice", 1)}
 
 
 async def test_a_step_is_set_replaced_and_cleared_without_touching_the_others(engine: AsyncEngine) -> None:
