@@ -40,7 +40,7 @@ _UPSERT_INSTANCES = """
 """
 _DELETE_INSTANCES = "DELETE FROM saga_instances WHERE saga_id = ANY(%b::text[])"
 # A decision's deadlines, for any number of sagas: one row per (saga, step), replacing what that
-# step had (a fresh row: its failures and parking are those of the deadline it replaced).
+# step had (a fresh row: the failures and parking of the one it replaces are forgotten).
 _SET_DEADLINES = """
     INSERT INTO saga_deadlines (saga_id, saga_type, step, phase, attempt, kind, due_at)
     SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::int[], %b::text[], %b::timestamptz[])
