@@ -92,7 +92,7 @@ class SagaDetails:
     state: SagaState
     timeline: list[dict[str, Any]]
     in_flight: list[dict[str, Any]]
-    deadline: dict[str, Any] | None
+    deadlines: list[dict[str, Any]]  # one per step waited on, soonest first
     language: dict[str, Any]  # groups, waits, timers, kept signals, children, parent (saga._show)
 
 
@@ -107,11 +107,9 @@ async def show(orchestrator: Orchestrator, saga_id: str) -> SagaDetails:
     state = fold(saga_id, (e.event for e in events))
     async with orchestrator.engine.connect() as conn:
         in_flight = await Outbox.pending(conn, saga_id)
-        deadline = await repo.deadline_row(await driver_connection(conn), saga_id)
+        deadlines = await repo.deadline_rows(await driver_connection(conn), saga_id)
         children = await _children(await driver_connection(conn), state)
-    read = Read(
-        deadlines=[deadline] if deadline else [], children=children, signal_name=_signal_name(orchestrator)
-    )
+    read = Read(deadlines=deadlines, children=children, signal_name=_signal_name(orchestrator))
     return SagaDetails(
         state=state,
         timeline=timeline,
@@ -125,7 +123,7 @@ async def show(orchestrator: Orchestrator, saga_id: str) -> SagaDetails:
             }
             for m in in_flight
         ],
-        deadline=deadline,
+        deadlines=deadlines,
         language=language_view(orchestrator.sagas.get(state.saga_type), state, timeline, read),
     )
 
