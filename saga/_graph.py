@@ -164,7 +164,7 @@ def _backward(saga: type[Saga[Any]]) -> list[str]:
             if _can_fail(step):
                 how = "times out" if issubclass(step, WaitStep) else "fails"
                 lines.append(f"    {step.name} -. {how} .-> {undo.on_failure(index, step)}")
-    for index, undoable in enumerate(undo.undoable):
+    for index, undoable in reversed(list(enumerate(undo.undoable))):  # latest first, as they run
         lines += [f"    undo_{s.name} -.-> {undo.before(index)}" for s in undoable]
     return lines
 
