@@ -43,11 +43,14 @@ class TimerSet(_Event):
 
 
 class SignalReceived(_Event):
-    """A signal came; it is kept until a wait takes it (or ignored, by the next event)."""
+    """A signal came; it is kept until a wait takes it (or ignored, by the next event).
+    `takers` are the waits ahead that take its type; `model` its class name among theirs."""
 
     message_type: str
     message_id: str
     data: dict[str, Any]
+    model: str = ""
+    takers: list[str] = []
 
 
 class SignalConsumed(_Event):

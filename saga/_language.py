@@ -90,14 +90,14 @@ class ChildSaga(Step[D]):
         return cls.kind is StepKind.COMPENSATABLE
 
 
-def WaitFor(  # noqa: N802 - reads as a step in `steps`
+def WaitFor(
     signal: type[BaseModel], *, timeout_s: float | None = None, name: str | None = None
 ) -> type[WaitStep[Any]]:
     """A step that waits for one signal type: `WaitFor(Picked, timeout_s=600)`."""
     return _wait((signal,), timeout_s, name or f"wait_for_{snake(_named(signal, 'WaitFor'))}")
 
 
-def WaitForAny(  # noqa: N802
+def WaitForAny(
     *signals: type[BaseModel], timeout_s: float | None = None, name: str | None = None
 ) -> type[WaitStep[Any]]:
     """A step that takes the first signal of any of these types; kept signals of the others
@@ -110,7 +110,7 @@ def WaitForAny(  # noqa: N802
     return _wait(signals, timeout_s, name or f"wait_for_any_{'_'.join(names)}")
 
 
-def Delay(seconds: float, *, name: str | None = None) -> type[TimerStep[Any]]:  # noqa: N802
+def Delay(seconds: float, *, name: str | None = None) -> type[TimerStep[Any]]:
     """A step that waits `seconds` after the saga reaches it."""
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
         raise DefinitionError(f"Delay(seconds): seconds must be a number > 0, got {seconds!r}")
@@ -123,7 +123,7 @@ def Delay(seconds: float, *, name: str | None = None) -> type[TimerStep[Any]]:  
     return type(f"Delay{seconds:g}s".replace(".", "_"), (TimerStep,), body)
 
 
-def Until(when: Callable[[Any], datetime], *, name: str | None = None) -> type[TimerStep[Any]]:  # noqa: N802
+def Until(when: Callable[[Any], datetime], *, name: str | None = None) -> type[TimerStep[Any]]:
     """A step that waits until `when(data)`, a timezone-aware datetime (one in the past: no wait)."""
     if not callable(when):
         raise DefinitionError(f"Until(when): when must be a function of the saga's data, got {when!r}")

@@ -230,31 +230,32 @@ def graph(saga: type[Saga[Any]]) -> str:
             extra.append(f"{step.retry.attempts} attempts")
         return f"{step.name}<br/>{' · '.join(extra)}"
 
+    flat = saga.all_steps()  # groups drawn in sequence until the graph knows them
     previous = "start"
-    for step in saga.steps:
+    for step in flat:
         shape = ("{{", "}}") if step.kind is StepKind.PIVOT else ("[", "]")
         lines.append(f'    {step.name}{shape[0]}"{label(step)}"{shape[1]}')
         lines.append(f"    {previous} --> {step.name}")
         previous = step.name
     lines.append("    completed([completed])")
     lines.append(f"    {previous} --> completed")
-    undoable = [s for s in saga.steps if s.has_compensation()]
+    undoable = [s for s in flat if s.has_compensation()]
     if undoable:
         lines.append("    compensated([compensated])")
     for step in undoable:
         how = f"remote: {step.participant}" if issubclass(step, RemoteStep) else "local"
         lines.append(f'    undo_{step.name}["undo {step.name}<br/>{how}"]')
     pivot = saga.pivot_index()
-    last_undoable = len(saga.steps) if pivot is None else pivot + 1
-    for i, step in enumerate(saga.steps[:last_undoable]):
-        before = [s for s in saga.steps[:i] if s.has_compensation()]
+    last_undoable = len(flat) if pivot is None else pivot + 1
+    for i, step in enumerate(flat[:last_undoable]):
+        before = [s for s in flat[:i] if s.has_compensation()]
         target = f"undo_{before[-1].name}" if before else "compensated"
         lines.append(f"    {step.name} -. fails .-> {target}")
     for later, earlier in zip(undoable[::-1], undoable[::-1][1:], strict=False):
         lines.append(f"    undo_{later.name} -.-> undo_{earlier.name}")
     if undoable:
         lines.append(f"    undo_{undoable[0].name} -.-> compensated")
-    local = [s.name for s in saga.steps if issubclass(s, LocalStep)]
+    local = [s.name for s in flat if issubclass(s, LocalStep)]
     if local:
         lines.append(f"    classDef local stroke-dasharray: 4 2\n    class {','.join(local)} local")
     return "\n".join(lines)

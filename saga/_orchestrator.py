@@ -44,10 +44,10 @@ from saga._decision import (
 )
 from saga._definition import D, LocalStep, Refused, Saga
 from saga._errors import SagaError, UnknownSagaError
+from saga._events import SagaParked, saga_event_registry
 from saga._hooks import run_end_hooks
 from saga._protocol import Topics, saga_id_for, stream_of, with_saga_messages
 from saga._savepoint import StepSavepoint
-from saga._events import SagaParked, saga_event_registry
 from saga._state import SagaState, fold
 from saga._typed import TypedSagaState, class_for, typed_state, until_ended
 from saga._wiring import check_command, message_problems, raise_problems
@@ -332,7 +332,7 @@ class Orchestrator:
                 continue
             state = decision.state
             outgoing += self._outgoing(entry, state)
-            writes.add(state, decision.deadline_changed, decision.deadline)
+            writes.add(state, decision.deadlines, decision.cleared)
             expected = entry.before if entry.before else NO_STREAM
             appends.append(
                 NewEvents(

@@ -15,20 +15,19 @@ from saga._state import SagaState
 def missing_steps(saga: type[Saga[Any]], state: SagaState) -> list[str]:
     """The steps this saga awaits, has done, must undo or must run again that `saga` lacks."""
     before = state.parked
-    waiting = before.awaiting if before is not None else state.awaiting
+    waiting = before.waiting if before is not None else state.waiting
     status = before.status if before is not None else state.status
-    wanted = [waiting.step] if waiting is not None else []
+    wanted = [w.step for w in waiting]
     wanted += [*state.done, *state.to_compensate]
     if status == "failed" and state.last_step is not None:
         wanted.append(state.last_step)
-    known = {step.name for step in saga.steps}
-    return list(dict.fromkeys(name for name in wanted if name not in known))
+    return list(dict.fromkeys(name for name in wanted if not saga.has_step(name)))
 
 
 def park_reason(saga: type[Saga[Any]], state: SagaState, missing: list[str]) -> str:
     names = ", ".join(repr(name) for name in missing)
     which = f"step {names} of {saga.name} is" if len(missing) == 1 else f"steps {names} of {saga.name} are"
-    has = ", ".join(step.name for step in saga.steps)
+    has = ", ".join(step.name for step in saga.all_steps())
     them = "it" if len(missing) == 1 else "them"
     return (
         f"{which} not in the deployed definition (it has: {has}); "

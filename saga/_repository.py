@@ -17,8 +17,8 @@ import orjson
 import psycopg
 
 from saga._decision import Deadline
-from saga._protocol import lock_key
 from saga._events import Phase
+from saga._protocol import lock_key
 from saga._state import SagaState
 
 Driver = psycopg.AsyncConnection[Any]
@@ -179,14 +179,11 @@ class SagaWrites:
     def empty(cls) -> SagaWrites:
         return cls([], [], [])
 
-    def add(self, state: SagaState, deadline_changed: bool, deadline: Deadline | None) -> None:
+    def add(self, state: SagaState, deadlines: Sequence[Deadline], cleared: Sequence[str]) -> None:
         self.instances.append(instance_row(state))
-        if not deadline_changed:
-            return
-        if deadline is None:
+        if cleared and not deadlines:
             self.cleared.append(state.saga_id)
-        else:
-            d = deadline
+        for d in deadlines:
             self.deadlines.append(
                 (state.saga_id, state.saga_type, d.step, d.phase, d.attempt, d.kind, d.due_at)
             )

@@ -69,6 +69,8 @@ class KeptSignal(BaseModel):
     message_type: str
     message_id: str
     data: dict[str, Any]
+    model: str = ""
+    takers: list[str] = []  # the waits that take it
 
 
 class Parked(BaseModel):
@@ -261,7 +263,9 @@ def _unparked(s: SagaState, e: SagaUnparked) -> dict[str, Any]:
 
 
 def _signal_received(s: SagaState, e: SignalReceived) -> dict[str, Any]:
-    kept = KeptSignal(message_type=e.message_type, message_id=e.message_id, data=e.data)
+    kept = KeptSignal(
+        message_type=e.message_type, message_id=e.message_id, data=e.data, model=e.model, takers=e.takers
+    )
     return {"signals": [*s.signals, kept]}
 
 

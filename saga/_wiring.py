@@ -60,7 +60,7 @@ def step_messages(step: type[RemoteStep[Any]]) -> list[tuple[str, type[BaseModel
 
 
 def _remote_steps(saga: type[Saga[Any]]) -> Iterable[type[RemoteStep[Any]]]:
-    return (s for s in saga.steps if issubclass(s, RemoteStep))
+    return (s for s in saga.all_steps() if issubclass(s, RemoteStep))
 
 
 def _unregistered(model: type[BaseModel]) -> str:

@@ -90,7 +90,7 @@ async def _unpublished(orchestrator: Orchestrator, conn: AsyncConnection, due: r
     if not any(m.message_id == sent for m in await Outbox.pending(conn, due.saga_id)):
         return False
     saga = orchestrator.sagas.get(due.saga_type)
-    timeout = next((s.timeout_s for s in saga.steps if s.name == due.step), None) if saga else None
+    timeout = saga.step(due.step).timeout_s if saga and saga.has_step(due.step) else None
     if timeout is None:
         return False
     await repo.postpone_deadline(await driver_connection(conn), due, timeout)

@@ -63,7 +63,12 @@ class Run:
     commands: list[SendCommand] = field(default_factory=list)
     replies: list[Reply] = field(default_factory=list)
     deadlines: list[Deadline] = field(default_factory=list)  # every deadline row ever set
-    row: Deadline | None = None  # the saga's deadline row, as the orchestrator keeps it
+    rows: dict[str, Deadline] = field(default_factory=dict)  # the saga's deadline rows, by step
+
+    @property
+    def row(self) -> Deadline | None:
+        """The earliest of the saga's deadline rows."""
+        return min(self.rows.values(), key=lambda d: d.due_at, default=None)
 
     def start(self, answer_local: LocalAnswer = local_succeeds) -> Decision:
         decision = self.feed(self.start_input(), answer_local)
@@ -91,11 +96,12 @@ class Run:
         self.state = decision.state
         self.events += decision.events
         self.commands += decision.commands
-        if decision.deadline_changed:
-            self.row = decision.deadline
-            if decision.deadline is not None:
-                self.deadlines.append(decision.deadline)
-        check_deadline_row(self.saga, self.state, self.row)
+        for step in decision.cleared:
+            self.rows.pop(step, None)
+        for deadline in decision.deadlines:
+            self.rows[deadline.step] = deadline
+            self.deadlines.append(deadline)
+        check_deadline_row(self.saga, self.state, self.rows)
         check_history(self.saga, self.state, self.events, self.commands)
         return decision
 
@@ -128,12 +134,8 @@ def may_refuse(state: SagaState, given: Any) -> bool:
     if isinstance(given, Start):
         return state.version > 0
     if isinstance(given, LocalDone | LocalFailed):
-        waiting = state.awaiting
-        return waiting is None or (waiting.step, waiting.phase, waiting.attempt) != (
-            given.step,
-            given.phase,
-            given.attempt,
-        )
+        waiting = state.waiting_on(given.step)
+        return waiting is None or (waiting.phase, waiting.attempt) != (given.phase, given.attempt)
     return False
 
 
@@ -219,7 +221,7 @@ def _late_reply(data: st.DataObject, run: Run) -> Reply:
 
 
 def _wrong_reply(data: st.DataObject, run: Run) -> Reply:
-    steps = [s.name for s in run.saga.steps]
+    steps = [s.name for s in run.saga.all_steps()]
     step = data.draw(st.sampled_from([*steps, "no_such_step", None]), label="step")
     phase = data.draw(st.sampled_from(["action", "compensation", "sideways", None]), label="phase")
     attempt = data.draw(st.none() | st.integers(0, 4), label="attempt")
@@ -240,7 +242,7 @@ _KINDS: list[Literal["reply", "retry"]] = ["reply", "retry"]
 
 
 def _random_deadline(data: st.DataObject, run: Run) -> DeadlineDue:
-    step = data.draw(st.sampled_from([s.name for s in run.saga.steps]), label="step")
+    step = data.draw(st.sampled_from([s.name for s in run.saga.all_steps()]), label="step")
     phase = data.draw(st.sampled_from(_PHASES), label="phase")
     kind = data.draw(st.sampled_from(_KINDS), label="kind")
     return DeadlineDue(step, phase, data.draw(st.integers(1, 4), label="attempt"), kind)

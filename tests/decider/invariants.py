@@ -28,6 +28,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from saga import (
+    ChildEnded,
     Deadline,
     DeadlineDue,
     Decision,
@@ -42,6 +43,7 @@ from saga import (
     fold,
     saga_event_registry,
 )
+from saga._state import Awaiting
 
 _REGISTRY = saga_event_registry()
 
@@ -72,10 +74,10 @@ def names(events: Sequence[BaseModel]) -> list[str]:
 
 def awaits_this_reply(saga: type[Saga[Any]], state: SagaState, reply: Reply) -> bool:
     """The reply answers the attempt the saga awaits, with a refusal or the expected type."""
-    waiting = state.awaiting
+    waiting = state.waiting_on(reply.step) if reply.step is not None else None
     if state.terminal or waiting is None or waiting.kind != "reply":
         return False
-    if (reply.step, reply.phase, reply.attempt) != (waiting.step, waiting.phase, waiting.attempt):
+    if (reply.phase, reply.attempt) != (waiting.phase, waiting.attempt):
         return False
     step = saga.step(waiting.step)
     expected = step.expected_reply(waiting.phase) if issubclass(step, RemoteStep) else None
@@ -85,23 +87,19 @@ def awaits_this_reply(saga: type[Saga[Any]], state: SagaState, reply: Reply) -> 
 
 
 def awaits_this_deadline(state: SagaState, due: DeadlineDue) -> bool:
-    waiting = state.awaiting
-    return waiting is not None and (waiting.step, waiting.phase, waiting.attempt, waiting.kind) == (
-        due.step,
+    waiting = state.waiting_on(due.step)
+    return waiting is not None and (waiting.phase, waiting.attempt, waiting.kind) == (
         due.phase,
         due.attempt,
         due.kind,
     )
 
 
-def expected_deadline(saga: type[Saga[Any]], state: SagaState, now: datetime) -> Deadline | None:
-    """A scheduled retry is due when scheduled; a reply is due a step's timeout from now."""
-    waiting = state.awaiting
-    if waiting is None:
-        return None
-    if waiting.kind == "retry":
+def expected_deadline(saga: type[Saga[Any]], waiting: Awaiting, now: datetime) -> Deadline | None:
+    """A scheduled retry or a timer is due when set; a reply is due a step's timeout from now."""
+    if waiting.kind != "reply":
         assert waiting.due_at is not None
-        return Deadline(waiting.step, waiting.phase, waiting.attempt, "retry", waiting.due_at)
+        return Deadline(waiting.step, waiting.phase, waiting.attempt, waiting.kind, waiting.due_at)
     timeout = saga.step(waiting.step).timeout_s
     if timeout is None:
         return None
@@ -134,16 +132,25 @@ def _only_ignored(before: SagaState, decision: Decision, what: str) -> None:
     assert set(kinds) <= {"saga.reply_ignored"}, f"{what} emitted {kinds}"
     assert not decision.commands, f"{what} sent {decision.commands}"
     assert decision.local is None, f"{what} asked to run {decision.local}"
-    assert not decision.deadline_changed, f"{what} changed the deadline to {decision.deadline}"
+    assert not decision.deadlines, f"{what} set deadlines {decision.deadlines}"
+    assert not decision.cleared, f"{what} cleared deadlines {decision.cleared}"
     assert unchanged_but_version(before, decision.state, len(decision.events)), (
         f"{what} changed the state:\n{before}\n{decision.state}"
     )
 
 
 def _deadline_is_the_awaited_one(saga: type[Saga[Any]], decision: Decision, now: datetime) -> None:
-    if decision.deadline_changed:
-        expected = expected_deadline(saga, decision.state, now)
-        assert decision.deadline == expected, f"deadline {decision.deadline}, but the state awaits {expected}"
+    """Each deadline set is the one its step now awaits; a cleared one awaits none with a time."""
+    state = decision.state
+    for deadline in decision.deadlines:
+        waiting = state.waiting_on(deadline.step)
+        expected = None if waiting is None else expected_deadline(saga, waiting, now)
+        assert deadline == expected, f"deadline {deadline}, but the state awaits {expected}"
+    for step in decision.cleared:
+        waiting = state.waiting_on(step)
+        assert waiting is None or expected_deadline(saga, waiting, now) is None, (
+            f"the deadline of {step} cleared while the saga awaits {waiting}"
+        )
 
 
 def _each_command_is_requested_once(decision: Decision) -> None:
@@ -152,22 +159,26 @@ def _each_command_is_requested_once(decision: Decision) -> None:
         for e in map(stored, decision.events)
         if e.type == "saga.step_requested" and e.fields["message_id"] is not None
     }
-    sent = {(c.step, c.phase, c.attempt, str(c.message_id)) for c in decision.commands}
+    sent = {(c.step, c.phase, c.attempt, str(c.message_id)) for c in decision.commands if not _to_parent(c)}
     assert sent == requested, f"commands {sorted(sent)} but requests {sorted(requested)}"
     for c in decision.commands:
-        assert c.message_id == command_id(decision.state.saga_id, c.step, c.phase, c.attempt), c
+        if not _to_parent(c):
+            assert c.message_id == command_id(decision.state.saga_id, c.step, c.phase, c.attempt), c
 
 
-def check_deadline_row(saga: type[Saga[Any]], state: SagaState, row: Deadline | None) -> None:
-    """The deadline row, as the orchestrator keeps it, names what the saga awaits."""
-    waiting = state.awaiting
-    times_out = waiting is not None and (waiting.kind == "retry" or saga.step(waiting.step).timeout_s)
-    if waiting is None or not times_out:
-        assert row is None, f"deadline {row} kept while the saga awaits {waiting}"
-        return
-    assert row is not None, f"no deadline while the saga awaits {waiting}"
-    named = (row.step, row.phase, row.attempt, row.kind)
-    assert named == (waiting.step, waiting.phase, waiting.attempt, waiting.kind), f"{row} vs {waiting}"
+def _to_parent(command: SendCommand) -> bool:
+    return isinstance(command.message, ChildEnded)
+
+
+def check_deadline_row(saga: type[Saga[Any]], state: SagaState, rows: dict[str, Deadline]) -> None:
+    """The deadline rows, as the orchestrator keeps them, name what the saga awaits: one for
+    each wait that has a time, none for anything else."""
+    timed = {w.step: w for w in state.waiting if w.kind != "reply" or saga.step(w.step).timeout_s}
+    assert set(rows) == set(timed), f"deadline rows {sorted(rows)} while the saga awaits {state.waiting}"
+    for step, row in rows.items():
+        waiting = timed[step]
+        named = (row.phase, row.attempt, row.kind)
+        assert named == (waiting.phase, waiting.attempt, waiting.kind), f"{row} vs {waiting}"
 
 
 # --- the whole run -----------------------------------------------------------------------
@@ -273,5 +284,5 @@ def _completes_only_when_every_step_succeeded(saga: type[Saga[Any]], history: Se
         if event.type == "saga.step_succeeded":
             succeeded.add(event.step)
         elif event.type == "saga.completed":
-            missing = [s.name for s in saga.steps if s.name not in succeeded]
+            missing = [s.name for s in saga.all_steps() if s.name not in succeeded]
             assert not missing, f"completed, yet these steps never succeeded: {missing}"

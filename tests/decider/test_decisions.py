@@ -59,8 +59,7 @@ def test_start_sends_the_first_command() -> None:
     assert command.participant == PARTICIPANT
     assert command.message == Do(step="reserve", phase="action")
     assert command.message_id == command_id(SAGA_ID, "reserve", "action", 1)
-    assert decision.deadline_changed
-    assert decision.deadline == Deadline("reserve", "action", 1, "reply", EPOCH + timedelta(seconds=30))
+    assert decision.deadlines == (Deadline("reserve", "action", 1, "reply", EPOCH + timedelta(seconds=30)),)
 
 
 def test_a_success_reply_moves_to_the_next_step() -> None:
@@ -132,7 +131,7 @@ def test_a_timeout_with_retries_left_sends_again_with_the_next_attempt() -> None
     [again] = decision.commands
     assert (again.step, again.attempt) == ("reserve", 2)
     assert again.message_id == command_id(SAGA_ID, "reserve", "action", 2) != run.commands[0].message_id
-    assert decision.deadline == Deadline("reserve", "action", 2, "reply", run.now + timedelta(seconds=5))
+    assert decision.deadlines == (Deadline("reserve", "action", 2, "reply", run.now + timedelta(seconds=5)),)
 
 
 def test_a_pivot_that_times_out_for_good_fails_the_saga() -> None:
@@ -146,8 +145,8 @@ def test_a_pivot_that_times_out_for_good_fails_the_saga() -> None:
     assert names(decision.events) == ["saga.step_timed_out", "saga.failed"]
     assert decision.commands == ()
     assert decision.state.status == "failed"
-    assert decision.deadline_changed
-    assert decision.deadline is None
+    assert decision.deadlines == ()
+    assert decision.cleared == ("charge",)
 
 
 def test_a_refused_retriable_step_after_the_pivot_is_retried_after_a_delay() -> None:
@@ -158,8 +157,7 @@ def test_a_refused_retriable_step_after_the_pivot_is_retried_after_a_delay() -> 
     assert refused is not None
     assert names(refused.events) == ["saga.step_failed", "saga.retry_scheduled"]
     assert refused.commands == ()
-    retry = refused.deadline
-    assert retry is not None
+    [retry] = refused.deadlines
     assert (retry.step, retry.phase, retry.attempt, retry.kind) == ("ship", "action", 2, "retry")
     # backoff_s=1.0 with the default jitter of 20%
     assert run.now + timedelta(seconds=0.8) <= retry.due_at <= run.now + timedelta(seconds=1.2)
@@ -215,12 +213,14 @@ def test_then_merges_two_decisions_into_one() -> None:
     assert both.events == first.events + later.events
     assert both.commands == first.commands + later.commands
     assert both.local is None
-    assert both.deadline_changed
-    assert both.deadline == later.deadline
+    # The local step's row was set, then cleared; the pivot's set: only the latter remains.
+    assert first.deadlines == (Deadline("note", "action", 1, "reply", EPOCH + timedelta(seconds=5)),)
+    assert later.cleared == ("note",)
+    assert both.deadlines == later.deadlines
+    assert both.cleared == ("note",)
 
     unchanged = Decision(later.state)
-    assert first.then(unchanged).deadline == first.deadline  # kept: the later one did not touch it
-    assert first.then(unchanged).deadline_changed
+    assert first.then(unchanged).deadlines == first.deadlines  # kept: the later one did not touch it
 
 
 def test_resume_sends_again_the_step_that_timed_out_for_good() -> None:

@@ -70,8 +70,10 @@ def under(saga: type[Saga[Any]], run: Run, given_: Any) -> Decision:
     run.state = decision.state
     run.events += decision.events
     run.commands += decision.commands
-    if decision.deadline_changed:
-        run.row = decision.deadline
+    for step in decision.cleared:
+        run.rows.pop(step, None)
+    for deadline in decision.deadlines:
+        run.rows[deadline.step] = deadline
     return decision
 
 
@@ -79,17 +81,17 @@ def assert_parked(decision: Decision, before: SagaState, reason: str, cause: str
     assert names(decision.events) == ["saga.parked"]
     assert not decision.commands
     assert decision.local is None
-    assert decision.deadline_changed
-    assert decision.deadline is None
+    assert decision.deadlines == ()
+    assert decision.cleared == tuple(w.step for w in before.waiting)
     state = decision.state
     assert state.status == "parked"
     assert state.awaiting is None
     assert state.last_error == reason
     assert state.parked is not None
-    assert (state.parked.reason, state.parked.status, state.parked.awaiting) == (
+    assert (state.parked.reason, state.parked.status, state.parked.waiting) == (
         reason,
         before.status,
-        before.awaiting,
+        before.waiting,
     )
     [parked] = decision.events
     assert parked.model_dump() == {"missing": ["reserve_hotel"], "cause": cause, "reason": reason}
@@ -118,7 +120,8 @@ def test_item4_a_parked_saga_ignores_replies_and_deadlines_and_parks_once() -> N
     again = under(HOTEL_RENAMED, run, success(hotel))
     assert names(again.events) == ["saga.reply_ignored"]
     assert not again.commands
-    assert not again.deadline_changed
+    assert not again.deadlines
+    assert not again.cleared
     assert again.state == parked.model_copy(update={"version": parked.version + 1})
     stale = under(HOTEL_RENAMED, run, run.fire(deadline))
     assert stale == Decision(again.state)
@@ -157,7 +160,7 @@ def test_item4_a_renamed_step_that_is_done_parks_rather_than_runs_again_under_it
     assert not decision.commands  # book_flight would book a second flight
     assert decision.events[0].model_dump()["missing"] == ["reserve_flight"]
     assert decision.state.parked is not None
-    assert decision.state.parked.awaiting == before.awaiting
+    assert decision.state.parked.waiting == before.waiting
 
 
 def test_item4_a_compensation_of_a_renamed_step_parks_and_resumes_where_it_was() -> None:
@@ -220,10 +223,9 @@ def test_item4_a_scheduled_retry_of_a_renamed_step_parks_and_runs_that_retry_on_
 
 def needs(state: SagaState, step: str) -> bool:
     """The saga's history names the step: awaited, done, to undo, or to run again."""
-    waiting = state.awaiting
     return (
         step in {*state.done, *state.to_compensate}
-        or (waiting is not None and waiting.step == step)
+        or state.waiting_on(step) is not None
         or (state.status == "failed" and state.last_step == step)
     )
 

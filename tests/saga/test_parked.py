@@ -110,8 +110,7 @@ def assert_parked(state: TypedSagaState[Any], saga_id: str) -> None:
     assert state.parked is not None
     assert state.parked.reason == park_reason(saga_id)
     assert state.parked.status == "running"
-    assert state.parked.awaiting is not None
-    assert state.parked.awaiting.step == "reserve_stock"
+    assert [w.step for w in state.parked.waiting] == ["reserve_stock"]
 
 
 async def test_item4_renamed_step_parks_saga_with_reason(

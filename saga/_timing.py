@@ -1,0 +1,51 @@
+"""The deadline rows a decision sets or clears, and the jitter of retries. Pure."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from saga._decision import Deadline
+from saga._definition import Saga
+from saga._state import Awaiting
+
+
+def deadline_for(saga: type[Saga[Any]], waiting: Awaiting, now: datetime) -> Deadline | None:
+    """The deadline of one wait: a scheduled retry, a timer, or a reply with a timeout."""
+    if waiting.kind != "reply":
+        assert waiting.due_at is not None
+        due = waiting.due_at
+    else:
+        timeout = saga.step(waiting.step).timeout_s if saga.has_step(waiting.step) else None
+        if timeout is None:
+            return None
+        due = now + timedelta(seconds=timeout)
+    return Deadline(waiting.step, waiting.phase, waiting.attempt, waiting.kind, due)
+
+
+def deadline_changes(
+    saga: type[Saga[Any]], before: Sequence[Awaiting], after: Sequence[Awaiting], now: datetime
+) -> tuple[tuple[Deadline, ...], tuple[str, ...]]:
+    """The rows to set (a wait that is new or changed) and the steps whose row goes; a wait
+    that did not change keeps its row as it is (with any outage credit it got)."""
+    old = {w.step: w for w in before}
+    new = {w.step: w for w in after}
+    deadlines: list[Deadline] = []
+    cleared = [step for step in old if step not in new]
+    for step, waiting in new.items():
+        if old.get(step) == waiting:
+            continue
+        deadline = deadline_for(saga, waiting, now)
+        if deadline is not None:
+            deadlines.append(deadline)
+        elif step in old:
+            cleared.append(step)
+    return tuple(deadlines), tuple(cleared)
+
+
+def jitter(saga_id: str, step: str, phase: str, attempt: int) -> float:
+    """A number in [0, 1) fixed by the retry it spreads: pure, yet different per saga."""
+    digest = hashlib.blake2b(f"{saga_id}\x00{step}\x00{phase}\x00{attempt}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest()) / 2**64
