@@ -13,7 +13,8 @@ made up itself (poison, commands for `chaos-none`).
   attempt), plus extra outcome events in one saga's stream for one (step, phase, attempt)
   (`saga.step_succeeded`, `saga.step_failed`, `saga.step_compensated`).
 - `timeouts_due_to_outage`: `saga.step_timed_out` events (each one; a retried pivot can time
-  out more than once) for which all of these hold:
+  out more than once), and the wait for the warehouse's Picked signal failing (it fails only
+  by its timeout), for which all of these hold:
     1. the order is not one the plan made slow on purpose (the `slow` SKU, answered after 6 s
        against a 5 s timeout) or never picked on purpose (the `lost` SKU, whose wait for the
        warehouse's signal times out): those timeouts are the design's;
@@ -46,21 +47,21 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chaos.faults import Injected
-from examples.orders.saga import OrderData, OrderSaga
+from examples.orders.saga import OrderData, OrderSaga, WaitForPicked
 from examples.orders.shop import LOST_SKUS
 from saga import RemoteStep, saga_id_for, stream_of
 
 SETTLE_S = 10.0
 TERMINAL = ("completed", "compensated")
 
-_TIMEOUTS = """
+_TIMEOUTS = f"""
 SELECT t.stream_id, t.data->>'step', t.data->>'phase', t.data->>'attempt',
        min(r.recorded_at), t.recorded_at
 FROM es_events t
 JOIN es_events r ON r.stream_id = t.stream_id AND r.type = 'saga.step_requested'
     AND r.data->>'step' = t.data->>'step' AND r.data->>'phase' = t.data->>'phase'
     AND r.data->>'attempt' = t.data->>'attempt'
-WHERE t.type = 'saga.step_timed_out'
+WHERE t.type = 'saga.step_timed_out' OR (t.type = 'saga.step_failed' AND t.data->>'step' = '{WaitForPicked.name}')
 GROUP BY t.position, t.stream_id, t.data, t.recorded_at
 """
 _TWICE_HANDLED = """

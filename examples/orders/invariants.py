@@ -149,7 +149,7 @@ async def check_invariants(
 
 
 # Per saga: when (stream version) a signal first came, the saga reached the wait (its stock
-# reserved), a signal was taken, and whether the wait timed out.
+# reserved), a signal was taken, and whether the wait timed out (a wait's only way to fail).
 _PICKS = """
 SELECT count(*) FILTER (WHERE received < reached),
        count(*) FILTER (WHERE taken IS NOT NULL AND NOT coalesce(received < reached, false)),
@@ -158,7 +158,7 @@ FROM (
     SELECT min(version) FILTER (WHERE type = 'saga.signal_received') AS received,
            min(version) FILTER (WHERE type = 'saga.step_succeeded' AND data->>'step' = :before) AS reached,
            min(version) FILTER (WHERE type = 'saga.signal_consumed' AND data->>'step' = :wait) AS taken,
-           bool_or(type = 'saga.step_timed_out' AND data->>'step' = :wait) AS timed_out
+           bool_or(type = 'saga.step_failed' AND data->>'step' = :wait) AS timed_out
     FROM es_events WHERE stream_id IN (SELECT 'saga:' || saga_id FROM saga_instances WHERE saga_type = :saga)
     GROUP BY stream_id
 ) s
