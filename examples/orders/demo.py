@@ -21,6 +21,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -31,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from examples.orders.cluster import Cluster
 from examples.orders.invariants import check_invariants, pick_counts
 from examples.orders.saga import PICK_TIMEOUT_S, OrderData
-from examples.orders.shop import Warehouse, place_orders
+from examples.orders.shop import Warehouse, picked_at_once, place_orders
 from saga import Orchestrator
 
 CUSTOMERS = 50
@@ -66,10 +67,15 @@ def plan(orders: int, slow: int, rng: random.Random, lost: int = 0) -> list[Orde
     return planned
 
 
-async def place(engine: AsyncEngine, orchestrator: Orchestrator, orders: list[OrderData]) -> None:
+async def place(
+    engine: AsyncEngine,
+    orchestrator: Orchestrator,
+    orders: list[OrderData],
+    pick_at_once: Callable[[OrderData], bool] = picked_at_once,
+) -> None:
     """The orders, their sagas and the signals of those picked at once, in one transaction."""
     async with engine.begin() as conn:
-        await place_orders(conn, orchestrator, orders)
+        await place_orders(conn, orchestrator, orders, pick_at_once=pick_at_once)
 
 
 ENDED = "SELECT count(*) FROM saga_instances WHERE status IN ('completed', 'compensated', 'failed', 'compensation_failed')"
