@@ -101,7 +101,7 @@ def show(ctx: Context, saga: str, saga_type: str | None) -> None:
         "state": ops.state_view(details.state),
         "timeline": details.timeline,
         "in_flight": details.in_flight,
-        "deadline": details.deadline,
+        "deadlines": details.deadlines,
     }
 
     def render() -> None:
@@ -131,8 +131,8 @@ def show(ctx: Context, saga: str, saga_type: str | None) -> None:
                 ["topic", "message_type", "step", "attempt", "queued_at"],
                 [list(m.values()) for m in details.in_flight],
             )
-        if details.deadline:
-            console.print("deadline: " + ", ".join(f"{k} {v}" for k, v in details.deadline.items()))
+        for deadline in details.deadlines:
+            console.print("deadline: " + ", ".join(f"{k} {v}" for k, v in deadline.items()), markup=False)
 
     ctx.emit(data, render)
 

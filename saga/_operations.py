@@ -84,7 +84,7 @@ class SagaDetails:
     state: SagaState
     timeline: list[dict[str, Any]]
     in_flight: list[dict[str, Any]]
-    deadline: dict[str, Any] | None
+    deadlines: list[dict[str, Any]]  # one per step waited on, soonest first
 
 
 async def show(orchestrator: Orchestrator, saga_id: str) -> SagaDetails:
@@ -97,7 +97,7 @@ async def show(orchestrator: Orchestrator, saga_id: str) -> SagaDetails:
     ]
     async with orchestrator.engine.connect() as conn:
         in_flight = await Outbox.pending(conn, saga_id)
-        deadline = await repo.deadline_row(await driver_connection(conn), saga_id)
+        deadlines = await repo.deadline_rows(await driver_connection(conn), saga_id)
     return SagaDetails(
         state=fold(saga_id, (e.event for e in events)),
         timeline=timeline,
@@ -111,7 +111,7 @@ async def show(orchestrator: Orchestrator, saga_id: str) -> SagaDetails:
             }
             for m in in_flight
         ],
-        deadline=deadline,
+        deadlines=deadlines,
     )
 
 

@@ -47,7 +47,11 @@ def deadline_changes(
 
 def _had_row(saga: type[Saga[Any]], waiting: Awaiting) -> bool:
     """Whether a wait had a deadline row (a step the definition lacks may have had one)."""
-    return waiting.kind != "reply" or not saga.has_step(waiting.step) or saga.step(waiting.step).timeout_s is not None
+    return (
+        waiting.kind != "reply"
+        or not saga.has_step(waiting.step)
+        or saga.step(waiting.step).timeout_s is not None
+    )
 
 
 def jitter(saga_id: str, step: str, phase: str, attempt: int) -> float:
