@@ -158,7 +158,10 @@ def _awaited(state: SagaState) -> str:
 
 
 def _signal(d: Moves, given: Signal) -> None:
-    """Kept until a wait takes it; taken at once by a wait the saga is at."""
+    """Kept until a wait takes it; taken at once by a wait the saga is at. Like any input that
+    may move the saga, it parks one whose definition lacks a step it needs (and is kept)."""
+    if not d.state.terminal and d.state.status != "parked":
+        d.parks(f"signal {given.message_type} {given.message_id}")
     who = takers(d.saga, d.state, given.message)
     d.emit(
         SignalReceived(
@@ -262,11 +265,7 @@ def _take_up(d: Moves, given: Resume) -> None:
     status, waiting = d.state.status, list(d.state.waiting)
     if status == "failed":
         d.emit(OperatorResumed(note=given.note))
-        # The step that stopped the saga runs again. One that timed out counts as done (so that
-        # compensation would undo it) but never succeeded: going on past it is not safe.
-        assert d.state.last_step is not None
-        step = d.saga.step(d.state.last_step)
-        if d.state.waiting_on(step.name) is None:
+        for step in _stopped_at(d.saga, d.state):
             d.run(step, "action", d.state.attempt_of("action", step.name) + 1)
     elif status == "compensation_failed":
         d.emit(OperatorResumed(note=given.note))
@@ -280,9 +279,20 @@ def _take_up(d: Moves, given: Resume) -> None:
                 d.run(step, w.phase, w.attempt)
             elif w.kind == "reply" and issubclass(step, RemoteStep):
                 d.run(step, w.phase, w.attempt + 1)
+            elif w.kind == "reply" and issubclass(step, WaitStep) and kept_for(d.state, w.step):
+                d.take(step, kept_for(d.state, w.step)[0])  # kept while it was parked
     else:
         raise SagaError(f"saga {d.state.saga_id} is {status}: there is nothing to resume or retry")
     d.go_on()
+
+
+def _stopped_at(saga: type[Saga[Any]], state: SagaState) -> list[type[Step[Any]]]:
+    """The steps a failed saga runs again: those of the node it stands at (a group's members
+    too) that neither succeeded nor are in flight. One that timed out counts as done (so that
+    compensation would undo it) but never succeeded: going on past it is not safe."""
+    succeeded = set(state.done) - set(state.timed_out)
+    node = next((n for n in saga.nodes() if any(s.name not in succeeded for s in n)), ())
+    return [s for s in node if s.name not in succeeded and state.waiting_on(s.name) is None]
 
 
 _HANDLERS: dict[type[Any], Callable[[Moves, Any], None]] = {

@@ -47,6 +47,9 @@ from saga._signals import kept_for, taken
 from saga._state import Awaiting, KeptSignal, SagaState, apply
 from saga._timing import deadline_changes, jitter
 
+# A member that answers late is undone too, even while a sibling's undo waits for an operator.
+_GOING_BACK = ("compensating", "compensation_failed")
+
 
 @dataclass
 class Moves:
@@ -212,7 +215,7 @@ class Moves:
             self.emit(StepCompensated(step=step.name, attempt=attempt))
             return
         self.emit(StepSucceeded(step=step.name, attempt=attempt, data=new_data))
-        if self.state.status == "compensating" and step.has_compensation():
+        if self.state.status in _GOING_BACK and step.has_compensation():
             self.emit(CompensationAdded(step=step.name))  # a group member that answered late
 
     def failed(self, step: type[Step[Any]], phase: Phase, attempt: int, reason: str) -> None:
@@ -240,7 +243,7 @@ class Moves:
         reason = f"no reply within {step.timeout_s}s"
         if phase == "compensation":
             self.retry_or(step, phase, attempt, step.compensation_retry, CompensationFailed, reason)
-        elif self.state.status == "compensating":
+        elif self.state.status in _GOING_BACK:
             if step.has_compensation():
                 self.emit(CompensationAdded(step=step.name))  # it may have acted: undo it
         elif self.state.status != "running":

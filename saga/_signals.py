@@ -14,8 +14,10 @@ from saga._state import KeptSignal, SagaState
 
 def takers(saga: type[Saga[Any]], state: SagaState, message: BaseModel) -> list[str]:
     """The waits that may still take `message`: those of its type not done yet, in step order.
-    None while the saga is not going forward (compensating, stopped, ended)."""
-    if state.status not in ("running", "parked"):
+    None while the saga is not going forward (compensating, ended); a failed saga goes on
+    once resumed, so its signals are kept."""
+    status = state.parked.status if state.parked is not None else state.status
+    if status not in ("running", "failed"):
         return []
     done = set(state.done)
     return [

@@ -146,7 +146,7 @@ def _requested(s: SagaState, e: StepRequested) -> dict[str, Any]:
     changes: dict[str, Any] = {
         "waiting": _with(s, Awaiting(step=e.step, phase=e.phase, attempt=e.attempt)),
         "attempts": {**s.attempts, f"{e.phase}:{e.step}": e.attempt},
-        "last_step": e.step,
+        "last_step": _last_step(s, e.step),
     }
     if e.child_id is not None:
         changes["children"] = {**s.children, e.step: e.child_id}
@@ -170,12 +170,22 @@ def _succeeded(s: SagaState, e: StepSucceeded) -> dict[str, Any]:
         "done": done,
         "timed_out": timed_out,
         "waiting": _without(s, e.step),
-        "last_step": e.step,
+        "last_step": _last_step(s, e.step),
     }
 
 
+def _last_step(s: SagaState, step: str) -> str | None:
+    # A failed saga's last step is the one that stopped it, whatever members of its group
+    # answer or retry after (a definition that lacks it parks the saga).
+    return s.last_step if s.status == "failed" else step
+
+
 def _failed(s: SagaState, e: StepFailed) -> dict[str, Any]:
-    return {"waiting": _without(s, e.step), "last_error": f"{e.step}: {e.reason}", "last_step": e.step}
+    return {
+        "waiting": _without(s, e.step),
+        "last_error": f"{e.step}: {e.reason}",
+        "last_step": _last_step(s, e.step),
+    }
 
 
 def _timed_out(s: SagaState, e: StepTimedOut) -> dict[str, Any]:
@@ -239,7 +249,12 @@ def _compensation_failed(s: SagaState, e: CompensationFailed) -> dict[str, Any]:
 
 def _saga_failed(s: SagaState, e: SagaFailed) -> dict[str, Any]:
     # Other members of a group still in flight stay awaited: their answers are still recorded.
-    return {"status": "failed", "waiting": _without(s, e.step), "last_error": f"{e.step}: {e.reason}"}
+    return {
+        "status": "failed",
+        "waiting": _without(s, e.step),
+        "last_error": f"{e.step}: {e.reason}",
+        "last_step": e.step,
+    }
 
 
 def _resumed(s: SagaState, e: OperatorResumed) -> dict[str, Any]:

@@ -14,7 +14,8 @@ import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from saga import Decision, Resume, Saga, SagaError, SagaState, decide
+from saga import Decision, RemoteStep, Resume, Saga, SagaError, SagaState, decide
+from saga._state import Awaiting
 from tests.decider.definitions import SagaSpec, StepSpec, build, saga_specs
 from tests.decider.driver import (
     SAGA_ID,
@@ -42,8 +43,7 @@ TRAVEL = build(SPEC)
 
 
 def renamed(spec: SagaSpec, old: str, new: str) -> type[Saga[Any]]:
-    steps = [s.model_copy(update={"name": new}) if s.name == old else s for s in spec.steps]
-    return build(spec.model_copy(update={"steps": steps}))
+    return build(spec.renamed(old, new))
 
 
 HOTEL_RENAMED = renamed(SPEC, "reserve_hotel", "book_hotel")
@@ -241,7 +241,7 @@ def test_item4_a_renamed_step_parks_exactly_when_needed_and_resume_brings_it_bac
     invariant keeps holding to its end."""
     run = Run(build(spec))
     run.start(drawn_local(data))
-    variants = {s.name: renamed(spec, s.name, f"{s.name}_v2") for s in spec.steps}
+    variants = {s.name: renamed(spec, s.name, f"{s.name}_v2") for s in spec.leaves()}
     park_at = data.draw(st.integers(0, 12), label="park at input")
     resumes = 0
     for i in range(MAX_INPUTS):
@@ -266,7 +266,8 @@ def test_item4_a_renamed_step_parks_exactly_when_needed_and_resume_brings_it_bac
 def _park_and_resume(run: Run, changed: type[Saga[Any]], input_: Any, data: st.DataObject) -> None:
     before = run.state
     decision = under(changed, run, input_)
-    assert names(decision.events) == ["saga.parked"]
+    assert names(decision.events)[0] == "saga.parked"
+    assert set(names(decision.events)[1:]) <= {"saga.signal_received", "saga.signal_ignored"}  # kept or not
     assert not decision.commands
     assert decision.state.parked is not None
     assert decision.state.parked.status == before.status
@@ -275,4 +276,12 @@ def _park_and_resume(run: Run, changed: type[Saga[Any]], input_: Any, data: st.D
     resumed = run.feed(Resume("back on A"), drawn_local(data))
     assert resumed is not None
     assert names(resumed.events)[:2] == ["saga.unparked", "saga.operator_resumed"]
-    assert len(resumed.events) > 2, "a resumed saga goes on at once"
+    if before.status in STOPPED or any(_sends_again(run.saga, w) for w in before.waiting):
+        assert len(resumed.events) > 2, "a resumed saga goes on at once"
+
+
+def _sends_again(saga: type[Saga[Any]], waiting: Awaiting) -> bool:
+    """A resume sends a command again or runs a retry now; a child, a wait or a timer waits on."""
+    return waiting.kind == "retry" or (
+        waiting.kind == "reply" and issubclass(saga.step(waiting.step), RemoteStep)
+    )
