@@ -32,7 +32,10 @@ from eventstore import libpq_url
 from examples.orders.messages import (
     CreditReleased,
     CreditReserved,
+    InvoiceIssued,
+    OrderShipped,
     PaymentCharged,
+    Picked,
     StockReleased,
     StockReserved,
 )
@@ -178,6 +181,9 @@ def _reply(state: SagaState, step: str, phase: str, outcome: Outcome) -> BaseMod
             "reserve_credit": CreditReserved(reservation_id=f"credit-{order_id}"),
             "reserve_stock": StockReserved(reservation_id=f"stock-{order_id}"),
             "charge_payment": PaymentCharged(payment_id=f"pay-{order_id}"),
+            "wait_for_picked": Picked(order_id=order_id),  # a signal, not a reply
+            "ship_order": OrderShipped(shipment_id=f"ship-{order_id}"),
+            "issue_invoice": InvoiceIssued(invoice_id=f"invoice-{order_id}"),
         }
         return successes[step]
     if outcome.stuck:
@@ -221,14 +227,19 @@ async def drive(orchestrator: Orchestrator, saga_id: str, outcome: Outcome) -> S
         if waiting.phase == "action" and waiting.step == outcome.pause:
             return state
         reply = _reply(state, waiting.step, waiting.phase, outcome)
-        envelope = orchestrator.outbox.envelope(
-            reply,
-            saga_id=saga_id,
-            saga_type=state.saga_type,
-            step=waiting.step,
-            phase=waiting.phase,
-            attempt=waiting.attempt,
-        )
+        if isinstance(reply, Picked):
+            envelope = orchestrator.outbox.envelope(
+                reply, saga_id=saga_id, saga_type=state.saga_type, phase="signal"
+            )
+        else:
+            envelope = orchestrator.outbox.envelope(
+                reply,
+                saga_id=saga_id,
+                saga_type=state.saga_type,
+                step=waiting.step,
+                phase=waiting.phase,
+                attempt=waiting.attempt,
+            )
         async with orchestrator.engine.begin() as conn:
             await orchestrator.handle_reply(conn, reply, envelope)
     raise AssertionError(f"saga {saga_id} did not stop after 50 replies")
