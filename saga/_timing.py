@@ -30,12 +30,15 @@ def deadline_changes(
 ) -> tuple[tuple[Deadline, ...], tuple[str, ...]]:
     """The rows to set (a wait that is new or changed) and the steps whose row goes; a wait
     that did not change keeps its row as it is (with any outage credit it got)."""
+    if before is after:
+        return (), ()
     old = {w.step: w for w in before}
     new = {w.step: w for w in after}
     deadlines: list[Deadline] = []
     cleared = [step for step, waiting in old.items() if step not in new and _had_row(saga, waiting)]
     for step, waiting in new.items():
-        if old.get(step) == waiting:
+        was = old.get(step)
+        if was is waiting or was == waiting:
             continue
         deadline = deadline_for(saga, waiting, now)
         if deadline is not None:
