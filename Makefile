@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SERVICES := $(PY) scripts/services
 WITH_SERVICES = eval "$$($(SERVICES) env)" &&
 
-.PHONY: demo test lint services services-down bench chaos clean
+.PHONY: demo test lint services services-down bench bench-parallel chaos clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ bench: services
 	@set -e; for script in bench/*.py; do \
 		echo "== $$script"; $(WITH_SERVICES) $(PY) $$script; \
 	done
+
+# A parallel group of three remote steps against the same steps in sequence (p50, p95, ratio).
+bench-parallel: services
+	$(WITH_SERVICES) $(PY) bench/parallel.py $(ARGS)
 
 # Its own Postgres and Kafka (it stops and kills them), never the test suite's: not part of `test`.
 chaos: $(VENV)/.installed

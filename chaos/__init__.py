@@ -4,7 +4,9 @@
 
 The order example (`examples/orders/`) runs as separate `saga` processes (relay, orchestrator
 worker, customers, inventory, payments) on a Postgres and a Kafka broker of the run's own,
-never the servers the test suite uses. Orders are placed at an even pace while faults go in:
+never the servers the test suite uses. Orders are placed at an even pace (about half picked
+at once, the others by the harness's warehouse once their saga waits for the Picked signal,
+`--lost` never) while faults go in:
 SIGKILLs of each process kind and of several at once, Postgres stopped fast and immediately,
 Kafka stopped and SIGKILLed, SIGTERM of everything while Postgres is down, duplicated and
 replayed records, poison on every consumed topic, commands whose reply topic cannot be

@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--slow", type=int, default=3, help="orders the warehouse answers late on purpose (default 3)"
     )
+    parser.add_argument(
+        "--lost", type=int, default=3, help="orders the warehouse never picks, on purpose (default 3)"
+    )
     parser.add_argument("--window", type=int, default=400, help="sagas in flight at most (default 400)")
     parser.add_argument(
         "--state-dir", type=Path, default=None, help="the run's servers and logs (default .cache/chaos/<run>)"
@@ -56,8 +59,14 @@ def _parser() -> argparse.ArgumentParser:
 def options(argv: list[str] | None = None) -> Options:
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.sagas < 1 or args.duration <= 0 or args.outage <= 0 or args.window < 1 or args.slow < 0:
-        parser.error("--sagas, --window >= 1; --duration, --outage > 0; --slow >= 0")
+    if (
+        args.sagas < 1
+        or args.duration <= 0
+        or args.outage <= 0
+        or args.window < 1
+        or min(args.slow, args.lost) < 0
+    ):
+        parser.error("--sagas, --window >= 1; --duration, --outage > 0; --slow, --lost >= 0")
     try:
         faults = parse_faults(args.faults)
     except ValueError as exc:
@@ -69,6 +78,7 @@ def options(argv: list[str] | None = None) -> Options:
         seed=args.seed,
         outage_s=args.outage,
         slow=args.slow,
+        lost=args.lost,
         window=args.window,
         state_dir=args.state_dir,
         keep=args.keep,

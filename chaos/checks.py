@@ -8,14 +8,16 @@ made up itself (poison, commands for `chaos-none`).
 - `lost`: placed orders with any of: no row in `orders`; no `saga.started` event in the saga's
   stream (`saga:<saga_id_for("OrderSaga", order_id)>`) or no `saga_instances` row; a
   `completed` saga missing one of its effects (a payment, the order approved, a held credit
-  reservation, a held stock reservation).
+  reservation, a held stock reservation, a shipment, an invoice).
 - `applied_twice`: extra rows in `handled_commands` for one (service, command, order,
   attempt), plus extra outcome events in one saga's stream for one (step, phase, attempt)
   (`saga.step_succeeded`, `saga.step_failed`, `saga.step_compensated`).
 - `timeouts_due_to_outage`: `saga.step_timed_out` events (each one; a retried pivot can time
-  out more than once) for which all of these hold:
+  out more than once), and the wait for the warehouse's Picked signal failing (it fails only
+  by its timeout), for which all of these hold:
     1. the order is not one the plan made slow on purpose (the `slow` SKU, answered after 6 s
-       against a 5 s timeout: that timeout is the design's);
+       against a 5 s timeout) or never picked on purpose (the `lost` SKU, whose wait for the
+       warehouse's signal times out): those timeouts are the design's;
     2. its window W - from the `recorded_at` of the step's `saga.step_requested` with the same
        step, phase and attempt (the first, if sent again) to the `recorded_at` of the timeout -
        overlaps the window of an injected fault on our own side: every fault except a SIGKILL
@@ -26,7 +28,7 @@ made up itself (poison, commands for `chaos-none`).
        W: a participant that was really down may fairly be charged its silence.
   Timeouts of a healthy participant (1 and 3 hold) with no fault of our side overlapping are
   shown apart as `timeouts_unexplained` (overload, say), and all timeouts as `timeouts`; the
-  table also counts those of slow orders (1 fails) and of killed participants (3 fails).
+  table also counts those of slow or lost orders (1 fails) and of killed participants (3 fails).
 - the read model equals the events: `saga rebuild --verify` finds no difference.
 - no process died on its own: no exit the scheduler did not cause, and every SIGTERM (the
   fault's and the final one) answered with exit code 0.
@@ -45,20 +47,21 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chaos.faults import Injected
-from examples.orders.saga import OrderData, OrderSaga
-from saga import RemoteStep, Step, saga_id_for, stream_of
+from examples.orders.saga import OrderData, OrderSaga, WaitForPicked
+from examples.orders.shop import LOST_SKUS
+from saga import RemoteStep, saga_id_for, stream_of
 
 SETTLE_S = 10.0
 TERMINAL = ("completed", "compensated")
 
-_TIMEOUTS = """
+_TIMEOUTS = f"""
 SELECT t.stream_id, t.data->>'step', t.data->>'phase', t.data->>'attempt',
        min(r.recorded_at), t.recorded_at
 FROM es_events t
 JOIN es_events r ON r.stream_id = t.stream_id AND r.type = 'saga.step_requested'
     AND r.data->>'step' = t.data->>'step' AND r.data->>'phase' = t.data->>'phase'
     AND r.data->>'attempt' = t.data->>'attempt'
-WHERE t.type = 'saga.step_timed_out'
+WHERE t.type = 'saga.step_timed_out' OR (t.type = 'saga.step_failed' AND t.data->>'step' = '{WaitForPicked.name}')
 GROUP BY t.position, t.stream_id, t.data, t.recorded_at
 """
 _TWICE_HANDLED = """
@@ -92,7 +95,7 @@ class Outcome:
     timeouts: list[Timeout] = field(default_factory=list)
     due_to_outage: list[tuple[Timeout, list[str]]] = field(default_factory=list)  # with the faults' kinds
     unexplained: list[Timeout] = field(default_factory=list)
-    of_slow_orders: int = 0  # the design's own timeouts
+    of_slow_orders: int = 0  # the design's own timeouts (slow or lost orders)
     of_killed_participants: int = 0  # charged to a participant that was really down
     outbox_left: int = 0
     outbox_dead: int = 0
@@ -130,7 +133,7 @@ async def outcome(engine: AsyncEngine, orders: Sequence[OrderData], faults: Sequ
             found.timeouts.append(
                 Timeout(stream_order[stream], step, phase, int(attempt), _unix(requested), _unix(timed_out))
             )
-    slow = {o.order_id for o in orders if o.sku == "slow"}
+    slow = {o.order_id for o in orders if o.sku == "slow" or o.sku in LOST_SKUS}
     _classify_timeouts(found, slow, faults)
     found.outbox_left = int(await _scalar(engine, "SELECT count(*) FROM outbox"))
     found.outbox_dead = int(await _scalar(engine, "SELECT count(*) FROM outbox_dead"))
@@ -149,6 +152,8 @@ async def _find_lost(
         r[0] for r in await _rows(engine, "SELECT order_id FROM credit_reservations WHERE NOT released")
     }
     stock = {r[0] for r in await _rows(engine, "SELECT order_id FROM stock_reservations WHERE NOT released")}
+    shipped = {r[0] for r in await _rows(engine, "SELECT order_id FROM shipments")}
+    invoiced = {r[0] for r in await _rows(engine, "SELECT order_id FROM invoices")}
     for o in orders:
         oid = o.order_id
         if oid not in placed:
@@ -165,6 +170,8 @@ async def _find_lost(
                     ("approval", placed[oid] == "approved"),
                     ("credit reservation", oid in credit),
                     ("stock reservation", oid in stock),
+                    ("shipment", oid in shipped),
+                    ("invoice", oid in invoiced),
                 )
                 if not holds
             ]
@@ -173,8 +180,7 @@ async def _find_lost(
 
 
 def participant_of_step(step: str) -> str | None:
-    steps: tuple[type[Step[Any]], ...] = OrderSaga.steps
-    for s in steps:
+    for s in OrderSaga.all_steps():
         if s.name == step:
             return s.participant if issubclass(s, RemoteStep) else None
     return None

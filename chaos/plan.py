@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from chaos.processes import ROLES
+from examples.orders.demo import spread
 from examples.orders.saga import OrderData
 
 CREDIT = Decimal(400)
-STOCK = {"widget": 10_000_000, "scarce": 0, "slow": 10_000}
+STOCK = {"widget": 10_000_000, "scarce": 0, "slow": 10_000, "lost": 10_000}
 
 # Every fault kind, and how often a full run injects it.
 DEFAULT_COUNTS: dict[str, int] = {
@@ -83,16 +84,18 @@ def customers_for(orders: int) -> int:
     return max(50, orders // 8)
 
 
-def plan_orders(orders: int, slow: int, rng: random.Random) -> list[OrderData]:
+def plan_orders(orders: int, slow: int, rng: random.Random, lost: int = 0) -> list[OrderData]:
     """Mostly good orders; some refused by payments, some out of stock, `slow` of them answered
-    late by the warehouse on purpose (their timeouts are the design's, not an outage's)."""
+    late by the warehouse on purpose, `lost` of them never picked (the timeouts of both are the
+    design's, not an outage's). The warehouse picks the others (examples/orders/shop.py)."""
     customers = customers_for(orders)
-    slow_at = {orders * (i + 1) // (slow + 1) for i in range(slow)}
+    slow_at, lost_at = spread(orders, slow), spread(orders, lost, offset=1)
     planned = []
     for n in range(orders):
         roll = rng.random()
         customer = "declined" if roll < 0.04 else f"c{rng.randrange(customers)}"
-        sku = "slow" if n in slow_at else "scarce" if 0.04 <= roll < 0.08 else "widget"
+        special = "slow" if n in slow_at else "lost" if n in lost_at else None
+        sku = special or ("scarce" if 0.04 <= roll < 0.08 else "widget")
         planned.append(
             OrderData(
                 order_id=f"o{n:05d}",

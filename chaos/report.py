@@ -101,7 +101,7 @@ class Report:
             ("lost", s["lost"], s["lost"] == 0),
             ("applied twice", s["applied_twice"], s["applied_twice"] == 0),
             ("timeouts (all)", s["timeouts"], None),
-            ("  of orders slow on purpose", o.of_slow_orders, None),
+            ("  of orders slow or never picked on purpose", o.of_slow_orders, None),
             ("  of a participant that was SIGKILLed", o.of_killed_participants, None),
             ("  due to outage", s["timeouts_due_to_outage"], s["timeouts_due_to_outage"] == 0),
             ("  unexplained", s["timeouts_unexplained"], None),

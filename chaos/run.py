@@ -31,7 +31,8 @@ from chaos.services import ROOT, Broker, PrivatePostgres, private_broker
 from eventstore import Database
 from examples.orders.cluster import Cluster
 from examples.orders.invariants import check_invariants
-from examples.orders.saga import OrderData, OrderSaga
+from examples.orders.saga import OrderData
+from examples.orders.shop import Warehouse, place_orders
 from saga import Orchestrator
 
 T = TypeVar("T")
@@ -49,6 +50,7 @@ class Options:
     seed: int = 2026
     outage_s: float = 8.0
     slow: int = 3
+    lost: int = 3
     window: int = 400
     state_dir: Path | None = None
     keep: bool = False
@@ -84,24 +86,22 @@ async def _ended(engine: AsyncEngine) -> int:
 
 
 async def _place(engine: AsyncEngine, orchestrator: Orchestrator, orders: list[OrderData]) -> None:
-    """Orders and their sagas in one transaction; again after a lost connection, safely (an
-    order already there is kept, a key already started starts nothing)."""
+    """Orders, their sagas and the signals of those picked at once, in one transaction; again
+    after a lost connection, safely (an order already there starts and signals nothing)."""
 
     async def once() -> None:
         async with engine.begin() as conn:
-            await conn.execute(
-                text(
-                    "INSERT INTO orders (order_id, customer_id, sku, quantity, amount) "
-                    "VALUES (:o, :c, :s, :q, :a) ON CONFLICT (order_id) DO NOTHING"
-                ),
-                [
-                    {"o": o.order_id, "c": o.customer_id, "s": o.sku, "q": o.quantity, "a": o.amount}
-                    for o in orders
-                ],
-            )
-            await orchestrator.start_many(conn, OrderSaga, orders, keys=[o.order_id for o in orders])
+            await place_orders(conn, orchestrator, orders)
 
     await _retrying("place orders", once)
+
+
+async def _pick(engine: AsyncEngine, orchestrator: Orchestrator) -> None:
+    """The warehouse, until cancelled: Picked for the sagas that wait for it."""
+    warehouse = Warehouse(orchestrator)
+    while True:
+        await _retrying("pick orders", lambda: warehouse.pick_waiting(engine))
+        await asyncio.sleep(0.2)
 
 
 @dataclass
@@ -202,7 +202,7 @@ def state_dir(options: Options) -> Path:
 
 async def run(options: Options) -> Report:
     rng = random.Random(options.seed)
-    orders = plan_orders(options.sagas, options.slow, rng)
+    orders = plan_orders(options.sagas, options.slow, rng, options.lost)
     planned = plan_faults(options.faults, options.duration_s, options.outage_s, rng)
     state = state_dir(options)
     if state.exists() and any(state.iterdir()):
@@ -289,6 +289,7 @@ async def _drive(
     stop = asyncio.Event()
     watch = asyncio.create_task(supervisor.watch(stop))
     progress = asyncio.create_task(_progress(engine, len(orders), injector.started_at))
+    picking = asyncio.create_task(_pick(engine, orchestrator))
     try:
         await asyncio.gather(
             place_all(
@@ -307,6 +308,7 @@ async def _drive(
     finally:
         stop.set()
         progress.cancel()
-        await asyncio.gather(watch, progress, return_exceptions=True)
+        picking.cancel()
+        await asyncio.gather(watch, progress, picking, return_exceptions=True)
         supervisor.check()
         await supervisor.terminate_all()

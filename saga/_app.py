@@ -13,13 +13,17 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from eventstore import Database
-from outbox import MessageRegistry
+from outbox import MessageRegistry, Outbox
 from saga._definition import DefinitionError, Saga
 from saga._orchestrator import Orchestrator
 from saga._participant import CommandHandler, Participant
+from saga._protocol import Topics
+from saga._signal import send_signal
 from saga._wiring import (
+    child_problems,
     handler_problems,
     message_problems,
     participant_problems,
@@ -63,6 +67,7 @@ class App:
                 *saga_name_problems(self.sagas),
                 *participant_problems(sagas, self.participants, self.external_participants),
                 *message_problems(sagas, self.messages),
+                *child_problems(sagas),
                 *handler_problems(self.participants, self.messages),
             ],
             "App",
@@ -89,6 +94,23 @@ class App:
     def orchestrator(self, database: Database) -> Orchestrator:
         """An orchestrator for the app's sagas, on the app's topics. Close it with `aclose()`."""
         return Orchestrator(database, self.sagas, self.messages, topic_prefix=self.topic_prefix)
+
+    async def signal(
+        self,
+        conn: AsyncConnection,
+        saga: type[Saga[Any]],
+        message: BaseModel,
+        *,
+        saga_id: str | None = None,
+        key: str | None = None,
+    ) -> str:
+        """Signal a saga (by `saga_id`, or the `key` it was started with) in the caller's
+        transaction: one outbox row, sent if that commits. A `WaitFor` step of the saga takes
+        it, now or once the saga gets there. Returns the saga's id."""
+        sagas = {s.name: s for s in self.sagas}
+        outbox = Outbox(self.messages)
+        topics = Topics(self.topic_prefix)
+        return await send_signal(conn, "App", sagas, outbox, topics, saga, message, saga_id=saga_id, key=key)
 
     def participant(
         self, database: Database, bootstrap_servers: str, service: str, **consumer_options: Any

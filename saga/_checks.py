@@ -31,6 +31,9 @@ def check_definition(saga: Any) -> None:
     _check_hooks(saga, who)
     nodes = [_node(who, entry) for entry in saga.steps]
     leaves = [step for node in nodes for step in node]
+    pivots = [s.name for s in leaves if s.kind is StepKind.PIVOT]
+    if len(pivots) > 1:
+        raise DefinitionError(f"{who}: more than one pivot step ({', '.join(pivots)})")
     seen: set[str] = set()
     for step in leaves:
         if step.name in seen:
@@ -39,9 +42,6 @@ def check_definition(saga: Any) -> None:
             )
         seen.add(step.name)
         _check_step(step, f"{who}: step {step.name}")
-    pivots = [s.name for s in leaves if s.kind is StepKind.PIVOT]
-    if len(pivots) > 1:
-        raise DefinitionError(f"{who}: more than one pivot step ({', '.join(pivots)})")
     after_pivot = False
     for node in nodes:
         for step in node:

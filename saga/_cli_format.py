@@ -16,13 +16,16 @@ def _value(value: Any) -> str:
 
 def event_details(event: dict[str, Any], wide: bool) -> str:
     """`field=value` pairs. Whole fields only: a value (an id, a key) is never cut; fields
-    past the width, or too long alone, are left out and counted, and --wide shows them all."""
+    past the width, or too long alone, are left out and counted, and --wide shows them all.
+    A field that is null (a saga with no parent, a step with no child) is not shown."""
     if wide:
         return orjson.dumps(event).decode()
     shown: list[str] = []
     left_out = 0
     used = 0
     for name, value in event.items():
+        if value is None:
+            continue
         pair = f"{name}={_value(value)}"
         if used + len(pair) > DETAILS_WIDTH:
             left_out += 1
@@ -39,4 +42,35 @@ def steps(done: list[str], timed_out: list[str]) -> list[str]:
     lines = [f"done: {', '.join(s for s in done if s not in timed_out) or 'none'}"]
     if timed_out:
         lines.append(f"timed out, may have acted (compensation undoes them too): {', '.join(timed_out)}")
+    return lines
+
+
+def _words(status: str | None) -> str:
+    return "unknown" if status is None else status.replace("_", " ")
+
+
+def language_lines(view: dict[str, Any]) -> list[str]:
+    """The lines about a saga's groups, waits, timers, kept signals, children and parent
+    (`saga._show.language_view`)."""
+    lines = []
+    for group in view["groups"]:
+        members = ", ".join(f"{m['step']} {_words(m['status'])}" for m in group["members"])
+        lines.append(f"group {group['group']}: {members}")
+    for wait in view["waits"]:
+        until = f"until {wait['until']}" if wait["until"] else "no timeout"
+        lines.append(f"waiting on {wait['step']} for signal {' or '.join(wait['signals'])}, {until}")
+    lines += [f"timer {timer['step']} until {timer['until']}" for timer in view["timers"]]
+    for kept in view["kept_signals"]:
+        data = orjson.dumps(kept["data"]).decode()
+        lines.append(f"kept signal {kept['message_type']} (id {kept['message_id']}) for a later wait: {data}")
+    for child in view["children"]:
+        lines.append(
+            f"child saga of step {child['step']}: {child['saga_type'] or '?'} {child['saga_id']} "
+            f"({_words(child['status'])})"
+        )
+    if (parent := view["parent"]) is not None:
+        lines.append(
+            f"parent: {parent['saga_type']} {parent['saga_id']}, its step {parent['step']} "
+            f"({parent['phase']}, attempt {parent['attempt']})"
+        )
     return lines

@@ -16,7 +16,8 @@ from eventstore import Database
 from saga import _operations as ops
 from saga._app import AppLoadError
 from saga._cli_base import Context, cli, console, pass_ctx, run, seconds, with_orchestrator
-from saga._cli_format import event_details, steps
+from saga._cli_format import event_details, language_lines, steps
+from saga._graph import graph as graph_of
 from saga._orchestrator import Orchestrator
 from saga._state import Status
 
@@ -89,7 +90,8 @@ TYPE_OPTION = click.option(
 @TYPE_OPTION
 @pass_ctx
 def show(ctx: Context, saga: str, saga_type: str | None) -> None:
-    """A saga's timeline of events, its folded state and data, and its messages in flight.
+    """A saga's timeline of events, its folded state and data, its parallel groups, waits,
+    timers, kept signals, child sagas and parent, and its messages in flight.
     SAGA is a saga id or the key the saga was started with."""
     settings = ctx.settings()
 
@@ -101,7 +103,8 @@ def show(ctx: Context, saga: str, saga_type: str | None) -> None:
         "state": ops.state_view(details.state),
         "timeline": details.timeline,
         "in_flight": details.in_flight,
-        "deadline": details.deadline,
+        "deadlines": details.deadlines,
+        **details.language,
     }
 
     def render() -> None:
@@ -114,8 +117,8 @@ def show(ctx: Context, saga: str, saga_type: str | None) -> None:
             console.print(f"parked (was {s.parked.status}): {s.parked.reason}", markup=False, soft_wrap=True)
         elif s.last_error:
             console.print(f"last error: {s.last_error}", markup=False, soft_wrap=True)
-        for line in steps(s.done, s.timed_out):
-            console.print(line, markup=False)
+        for line in [*steps(s.done, s.timed_out), *language_lines(details.language)]:
+            console.print(line, markup=False, soft_wrap=True)
         _table(
             "timeline",
             ["v", "at", "event", "details"],
@@ -131,8 +134,8 @@ def show(ctx: Context, saga: str, saga_type: str | None) -> None:
                 ["topic", "message_type", "step", "attempt", "queued_at"],
                 [list(m.values()) for m in details.in_flight],
             )
-        if details.deadline:
-            console.print("deadline: " + ", ".join(f"{k} {v}" for k, v in details.deadline.items()))
+        for deadline in details.deadlines:
+            console.print("deadline: " + ", ".join(f"{k} {v}" for k, v in deadline.items()), markup=False)
 
     ctx.emit(data, render)
 
@@ -148,7 +151,7 @@ def resume(ctx: Context, saga_id: str, note: str) -> None:
     settings = ctx.settings()
     state = run(with_orchestrator(settings, ctx.app(settings), lambda o: o.resume(saga_id, note)))
     ctx.emit(
-        state.model_dump(mode="json"),
+        ops.state_json(state),
         lambda: click.echo(f"{saga_id}: {state.status} (version {state.version})"),
     )
     if state.parked is not None:  # the resume found steps missing: recorded, and not resumed
@@ -225,13 +228,14 @@ def rebuild(ctx: Context, verify: bool) -> None:
 @click.argument("saga_type")
 @pass_ctx
 def graph(ctx: Context, saga_type: str) -> None:
-    """A Mermaid diagram of a saga: steps, compensations, the pivot and timeouts."""
+    """A Mermaid diagram of a saga: its steps, parallel groups (fork and join), waits and their
+    signals, timers, child sagas, compensations, the pivot and timeouts."""
     settings = ctx.settings()
     try:
         saga = ctx.app(settings).saga(saga_type)
     except AppLoadError as exc:
         raise click.ClickException(str(exc)) from None
-    diagram = ops.graph(saga)
+    diagram = graph_of(saga)
     ctx.emit({"saga_type": saga_type, "mermaid": diagram}, lambda: click.echo(diagram))
 
 

@@ -43,6 +43,7 @@ class Saga(Generic[D]):
     steps: ClassVar[Sequence[type[Step[Any]] | Parallel]] = ()
     _nodes: ClassVar[tuple[Node, ...]] = ()
     _index: ClassVar[dict[str, int]] = {}
+    _by_name: ClassVar[dict[str, type[Step[Any]]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -55,6 +56,7 @@ class Saga(Generic[D]):
         check_definition(cls)
         cls._nodes = tuple(n.steps if isinstance(n, Parallel) else (n,) for n in cls.steps)
         cls._index = {step.name: i for i, node in enumerate(cls._nodes) for step in node}
+        cls._by_name = {step.name: step for node in cls._nodes for step in node}
 
     # End hooks: run in the transaction of the decision that ends the saga (see saga._hooks).
     async def on_completed(self, conn: AsyncConnection, data: D) -> None:
@@ -90,7 +92,10 @@ class Saga(Generic[D]):
 
     @classmethod
     def step(cls, name: str) -> type[Step[Any]]:
-        return next(s for s in cls._nodes[cls.step_index(name)] if s.name == name)
+        try:
+            return cls._by_name[name]
+        except KeyError:
+            raise KeyError(f"saga {cls.name}: no step named {name!r}") from None
 
     @classmethod
     def group_of(cls, name: str) -> Node | None:

@@ -1,4 +1,5 @@
-"""What operators do: list, inspect, replay, rebuild and draw sagas. The CLI only renders these."""
+"""What operators do: list, inspect, replay and rebuild sagas (drawing one: saga._graph). The CLI
+only renders these."""
 
 from __future__ import annotations
 
@@ -7,15 +8,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventstore import driver_connection
 from outbox import DeadLetterReader, Outbox
 from saga import _repository as repo
-from saga._definition import LocalStep, RemoteStep, Saga, StepKind
 from saga._errors import SagaError, UnknownSagaError
 from saga._orchestrator import Orchestrator
 from saga._protocol import DEAD_LETTER_SUFFIX, STREAM_PREFIX, saga_id_for, saga_id_of, stream_of
+from saga._show import Read, language_view
 from saga._state import SagaState, fold
 
 INSTANCE_COLUMNS = repo.INSTANCE_COLUMNS
@@ -71,10 +73,16 @@ async def _exists(orchestrator: Orchestrator, saga_id: str) -> bool:
     return bool(await orchestrator.store.load(stream_of(saga_id), to_version=1))
 
 
+def state_json(state: SagaState) -> dict[str, Any]:
+    """The state as JSON, with `awaiting` (the first of `waiting`) for the scripts that read it."""
+    awaiting = state.awaiting.model_dump(mode="json") if state.awaiting is not None else None
+    return {**state.model_dump(mode="json"), "awaiting": awaiting}
+
+
 def state_view(state: SagaState) -> dict[str, Any]:
     """The state as operators read it: `done` holds the steps that succeeded, `timed_out` the
     remote steps whose reply never came (they may have acted; compensation undoes them too)."""
-    view = state.model_dump(mode="json")
+    view = state_json(state)
     view["done"] = [step for step in state.done if step not in state.timed_out]
     return view
 
@@ -84,7 +92,8 @@ class SagaDetails:
     state: SagaState
     timeline: list[dict[str, Any]]
     in_flight: list[dict[str, Any]]
-    deadline: dict[str, Any] | None
+    deadlines: list[dict[str, Any]]  # one per step waited on, soonest first
+    language: dict[str, Any]  # groups, waits, timers, kept signals, children, parent (saga._show)
 
 
 async def show(orchestrator: Orchestrator, saga_id: str) -> SagaDetails:
@@ -95,11 +104,14 @@ async def show(orchestrator: Orchestrator, saga_id: str) -> SagaDetails:
         {"version": e.version, "at": e.recorded_at, "type": e.type, "event": e.event.model_dump(mode="json")}
         for e in events
     ]
+    state = fold(saga_id, (e.event for e in events))
     async with orchestrator.engine.connect() as conn:
         in_flight = await Outbox.pending(conn, saga_id)
-        deadline = await repo.deadline_row(await driver_connection(conn), saga_id)
+        deadlines = await repo.deadline_rows(await driver_connection(conn), saga_id)
+        children = await _children(await driver_connection(conn), state)
+    read = Read(deadlines=deadlines, children=children, signal_name=_signal_name(orchestrator))
     return SagaDetails(
-        state=fold(saga_id, (e.event for e in events)),
+        state=state,
         timeline=timeline,
         in_flight=[
             {
@@ -111,8 +123,27 @@ async def show(orchestrator: Orchestrator, saga_id: str) -> SagaDetails:
             }
             for m in in_flight
         ],
-        deadline=deadline,
+        deadlines=deadlines,
+        language=language_view(orchestrator.sagas.get(state.saga_type), state, timeline, read),
     )
+
+
+def _signal_name(orchestrator: Orchestrator) -> Callable[[type[BaseModel]], str]:
+    """A signal's registered type name (what kept signals show), else its class name."""
+    registered = set(orchestrator.messages.models())
+
+    def name(model: type[BaseModel]) -> str:
+        return orchestrator.messages.type_of_model(model).name if model in registered else model.__name__
+
+    return name
+
+
+async def _children(driver: Any, state: SagaState) -> dict[str, dict[str, Any]]:
+    """The saga_instances rows of the saga's children, by child id."""
+    if not state.children:
+        return {}
+    rows = await repo.instance_rows(driver, list(state.children.values()))
+    return {row[0]: dict(zip(INSTANCE_COLUMNS, row, strict=True)) for row in rows}
 
 
 async def replay(orchestrator: Orchestrator, saga_id: str, at_version: int | None = None) -> SagaState:
@@ -215,50 +246,6 @@ async def rebuild(
         if progress is not None:
             progress(done, len(candidates))
     return differences
-
-
-def graph(saga: type[Saga[Any]]) -> str:
-    """A Mermaid flowchart: steps forward, compensations backward, the pivot, the timeouts."""
-    lines = ["flowchart TD", "    start([start])"]
-
-    def label(step: Any) -> str:
-        where = f"remote: {step.participant}" if issubclass(step, RemoteStep) else "local"
-        extra = [where, step.kind.value]
-        if step.timeout_s:
-            extra.append(f"timeout {step.timeout_s:g}s")
-        if step.retry.attempts > 1:
-            extra.append(f"{step.retry.attempts} attempts")
-        return f"{step.name}<br/>{' · '.join(extra)}"
-
-    flat = saga.all_steps()  # groups drawn in sequence until the graph knows them
-    previous = "start"
-    for step in flat:
-        shape = ("{{", "}}") if step.kind is StepKind.PIVOT else ("[", "]")
-        lines.append(f'    {step.name}{shape[0]}"{label(step)}"{shape[1]}')
-        lines.append(f"    {previous} --> {step.name}")
-        previous = step.name
-    lines.append("    completed([completed])")
-    lines.append(f"    {previous} --> completed")
-    undoable = [s for s in flat if s.has_compensation()]
-    if undoable:
-        lines.append("    compensated([compensated])")
-    for step in undoable:
-        how = f"remote: {step.participant}" if issubclass(step, RemoteStep) else "local"
-        lines.append(f'    undo_{step.name}["undo {step.name}<br/>{how}"]')
-    pivot = saga.pivot_index()
-    last_undoable = len(flat) if pivot is None else pivot + 1
-    for i, step in enumerate(flat[:last_undoable]):
-        before = [s for s in flat[:i] if s.has_compensation()]
-        target = f"undo_{before[-1].name}" if before else "compensated"
-        lines.append(f"    {step.name} -. fails .-> {target}")
-    for later, earlier in zip(undoable[::-1], undoable[::-1][1:], strict=False):
-        lines.append(f"    undo_{later.name} -.-> undo_{earlier.name}")
-    if undoable:
-        lines.append(f"    undo_{undoable[0].name} -.-> compensated")
-    local = [s.name for s in flat if issubclass(s, LocalStep)]
-    if local:
-        lines.append(f"    classDef local stroke-dasharray: 4 2\n    class {','.join(local)} local")
-    return "\n".join(lines)
 
 
 async def status(engine: AsyncEngine) -> dict[str, Any]:

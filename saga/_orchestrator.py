@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, overload
 
@@ -22,50 +21,38 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from eventstore import (
     NO_STREAM,
     Database,
-    ErrorKind,
     EventStore,
     NewEvents,
-    classify_error,
     driver_connection,
 )
-from outbox import Delivery, Envelope, MessageRegistry, Outbox, Outgoing, child_traceparent
+from outbox import Delivery, Envelope, MessageRegistry, Outbox, Outgoing
 from saga import _repository as repo
 from saga._decide import decide
 from saga._decision import (
     DeadlineDue,
     Decision,
     Input,
-    LocalDone,
-    LocalFailed,
-    Reply,
     Resume,
-    RunLocal,
     Start,
+    StartChild,
 )
-from saga._definition import D, LocalStep, Refused, Saga
+from saga._definition import D, Saga
 from saga._errors import SagaError, UnknownSagaError
 from saga._events import SagaParked, saga_event_registry
 from saga._hooks import run_end_hooks
+from saga._local import run_local
+from saga._outgoing import Pending, input_of, outbox_rows, saga_of
 from saga._protocol import Topics, saga_id_for, stream_of, with_saga_messages
 from saga._savepoint import StepSavepoint
+from saga._signal import send_signal
 from saga._state import SagaState, fold
 from saga._typed import TypedSagaState, class_for, typed_state, until_ended
-from saga._wiring import check_command, message_problems, raise_problems
+from saga._wiring import child_problems, message_problems, raise_problems
 
 log = logging.getLogger(__name__)
 
 _LOCAL_STEP = "saga_local_step"  # the savepoint local steps run in
 MAX_KEY_LENGTH = 500
-
-
-@dataclass
-class _Pending:
-    """Decisions on one saga so far in this transaction, and what caused the latest."""
-
-    saga: type[Saga[Any]]
-    before: int
-    decision: Decision
-    causes: list[Envelope | None] = field(default_factory=list)
 
 
 class Orchestrator:
@@ -82,7 +69,7 @@ class Orchestrator:
         names = [s.name for s in sagas]
         if len(set(names)) != len(names):
             raise ValueError(f"two sagas share a name: {names}")
-        raise_problems(message_problems(sagas, messages), "Orchestrator")
+        raise_problems([*message_problems(sagas, messages), *child_problems(sagas)], "Orchestrator")
         self.database = database
         self.engine = database.engine
         self.sagas = {s.name: s for s in sagas}
@@ -197,27 +184,51 @@ class Orchestrator:
                 await repo.lock(driver, sorted(set(ids)))
                 versions = await self.store.stream_versions([stream_of(i) for i in ids], conn=conn)
             started = {i for i in ids if versions[stream_of(i)]}
-        pending: dict[str, _Pending] = {}
+        pending: dict[str, Pending] = {}
         savepoint = StepSavepoint(driver, _LOCAL_STEP)
         for i, (saga_id, item) in enumerate(zip(ids, data, strict=True)):
             if saga_id in started:
                 continue
             started.add(saga_id)
             given = Start(saga.name, item.model_dump(mode="json"), None if keys is None else keys[i])
-            entry = pending[saga_id] = _Pending(saga, 0, Decision(SagaState(saga_id=saga_id)))
-            await self._decide(conn, savepoint, entry, given, None)
+            entry = pending[saga_id] = Pending(saga, 0, Decision(SagaState(saga_id=saga_id)))
+            await self._decide(conn, savepoint, pending, entry, given, None)
         await savepoint.release()  # starts in one caller's transaction do not nest
         await self._flush(conn, pending.values())
         return ids
 
+    async def signal(
+        self,
+        conn: AsyncConnection,
+        saga: type[Saga[Any]],
+        message: BaseModel,
+        *,
+        saga_id: str | None = None,
+        key: str | None = None,
+    ) -> str:
+        """Signal a saga (by `saga_id`, or the `key` it was started with) in the caller's
+        transaction: sent if that commits. A wait of the saga takes it, now or once the saga
+        gets there. Returns the saga's id."""
+        return await send_signal(
+            conn,
+            "Orchestrator",
+            self.sagas,
+            self.outbox,
+            self.topics,
+            saga,
+            message,
+            saga_id=saga_id,
+            key=key,
+        )
+
     async def handle_reply(self, conn: AsyncConnection, reply: BaseModel, envelope: Envelope) -> None:
         """The reply consumer's handler (runs in the consumer's transaction with its inbox row)."""
-        await self.decide_many(conn, [(_saga_of(envelope), _reply_of(reply, envelope), envelope)])
+        await self.decide_many(conn, [(saga_of(envelope), input_of(reply, envelope), envelope)])
 
     async def handle_replies(self, conn: AsyncConnection, deliveries: list[Delivery]) -> None:
         """The reply consumer's batch handler: all the replies of one fetch, in one decision
         round (the consumer falls back to `handle_reply` one by one if this raises)."""
-        work = [(_saga_of(d.envelope), _reply_of(d.message, d.envelope), d.envelope) for d in deliveries]
+        work = [(saga_of(d.envelope), input_of(d.message, d.envelope), d.envelope) for d in deliveries]
         await self.decide_many(conn, work)
 
     async def on_deadline(self, conn: AsyncConnection, saga_id: str, due: DeadlineDue) -> None:
@@ -255,7 +266,7 @@ class Orchestrator:
             if not locked:
                 await repo.lock(driver, saga_ids)
             streams = await self.store.load_many([stream_of(s) for s in saga_ids], conn=conn)
-        pending: dict[str, _Pending] = {}
+        pending: dict[str, Pending] = {}
         savepoint = StepSavepoint(driver, _LOCAL_STEP)
         for saga_id, given, cause in work:
             entry = pending.get(saga_id)
@@ -264,63 +275,55 @@ class Orchestrator:
                 if not events:
                     raise UnknownSagaError(f"no saga with id {saga_id!r}")
                 state = fold(saga_id, (e.event for e in events))
-                entry = pending[saga_id] = _Pending(
+                entry = pending[saga_id] = Pending(
                     self.saga_class(state.saga_type), state.version, Decision(state)
                 )
-            await self._decide(conn, savepoint, entry, given, cause)
+            await self._decide(conn, savepoint, pending, entry, given, cause)
         await self._flush(conn, pending.values())
 
     async def _decide(
         self,
         conn: AsyncConnection,
         savepoint: StepSavepoint,
-        entry: _Pending,
+        pending: dict[str, Pending],
+        entry: Pending,
         given: Input,
         cause: Envelope | None,
     ) -> None:
-        """Decide on one input; run the local step it asks for and decide again, until none is left."""
+        """Decide on one input; run the local step it asks for and decide again, until none is
+        left; then start the child sagas the decision asks for."""
         now = datetime.now(UTC)
         decision = decide(entry.saga, entry.decision.state, given, now)
         while decision.local is not None:
-            result = await self._run_local(conn, savepoint, entry.saga, decision.state, decision.local)
+            result = await run_local(conn, savepoint, entry.saga, decision.state, decision.local)
             decision = decision.then(decide(entry.saga, decision.state, result, now))
         await run_end_hooks(conn, entry.saga, decision.events, decision.state)
         entry.decision = entry.decision.then(decision)
         entry.causes += [cause] * len(decision.commands)
         if not isinstance(given, Resume):  # a resume's caller gets the parked state back
             _log_parked(decision)
+        for child in decision.children:
+            await self._start_child(conn, savepoint, pending, child, cause)
 
-    async def _run_local(
+    async def _start_child(
         self,
         conn: AsyncConnection,
         savepoint: StepSavepoint,
-        saga: type[Saga[Any]],
-        state: SagaState,
-        run: RunLocal,
-    ) -> LocalDone | LocalFailed:
-        step = saga.step(run.step)
-        assert issubclass(step, LocalStep)
-        data = saga.data_model.model_validate(state.data)
-        await savepoint.take()  # a failing step leaves none of its writes
-        try:
-            if run.phase == "action":
-                new = await step().action(conn, data)
-            else:
-                await step().compensate(conn, data)
-                new = None
-        except Exception as exc:
-            # A collision with another transaction or a lost connection is not the step's
-            # failure: the whole decision reruns (the consumer or the caller retries it).
-            if classify_error(exc) in (ErrorKind.CONTENTION, ErrorKind.CONNECTION_LOST):
-                raise
-            await savepoint.roll_back()
-            reason = exc.reason if isinstance(exc, Refused) else f"{type(exc).__name__}: {exc}"
-            return LocalFailed(run.step, run.phase, run.attempt, reason)
-        return LocalDone(
-            run.step, run.phase, run.attempt, None if new is None else new.model_dump(mode="json")
-        )
+        pending: dict[str, Pending],
+        child: StartChild,
+        cause: Envelope | None,
+    ) -> None:
+        """A child saga starts in its parent's transaction, flushed with it as a new stream. It
+        takes no lock: its id is derived from the parent's step, which nobody else can decide
+        on before this commits; a stream that exists anyway fails the append (NO_STREAM)."""
+        if child.child_id in pending:
+            raise SagaError(f"saga {child.parent.saga_id}: child {child.child_id} is started twice")
+        saga = self.saga_class(child.saga_type)
+        entry = pending[child.child_id] = Pending(saga, 0, Decision(SagaState(saga_id=child.child_id)))
+        given = Start(child.saga_type, child.data, parent=child.parent)
+        await self._decide(conn, savepoint, pending, entry, given, cause)
 
-    async def _flush(self, conn: AsyncConnection, pending: Iterable[_Pending]) -> None:
+    async def _flush(self, conn: AsyncConnection, pending: Iterable[Pending]) -> None:
         """Pipelined: the statements go out together, one round trip. A failed expectation
         (a writer that skipped the saga lock) fails the whole transaction."""
         outgoing: list[Outgoing] = []
@@ -331,7 +334,7 @@ class Orchestrator:
             if not decision.events:
                 continue
             state = decision.state
-            outgoing += self._outgoing(entry, state)
+            outgoing += outbox_rows(entry, self.outbox, self.topics, self.messages)
             writes.add(state, decision.deadlines, decision.cleared)
             expected = entry.before if entry.before else NO_STREAM
             appends.append(
@@ -349,27 +352,6 @@ class Orchestrator:
             await self.outbox.put_many(conn, outgoing)
             await writes.execute(driver)
 
-    def _outgoing(self, entry: _Pending, state: SagaState) -> list[Outgoing]:
-        messages = []
-        for command, cause in zip(entry.decision.commands, entry.causes, strict=True):
-            check_command(entry.saga, command.step, command.message, self.messages)
-            envelope = self.outbox.envelope(
-                command.message,
-                message_id=command.message_id,
-                saga_id=state.saga_id,
-                saga_type=entry.saga.name,
-                step=command.step,
-                phase=command.phase,
-                attempt=command.attempt,
-                correlation_id=state.saga_id,
-                causation_id=str(cause.message_id) if cause else None,
-                reply_topic=self.topics.replies(entry.saga.name),
-                traceparent=child_traceparent(cause.traceparent if cause else None),
-            )
-            topic = self.topics.commands(command.participant)
-            messages.append(Outgoing(command.message, topic, state.saga_id, envelope))
-        return messages
-
 
 def _log_parked(decision: Decision) -> None:
     """Once per parking: a parked saga takes no deadline, and ignores replies without a word."""
@@ -379,16 +361,6 @@ def _log_parked(decision: Decision) -> None:
             log.warning(
                 "saga %s (%s) parked on %s: %s", state.saga_id, state.saga_type, event.cause, event.reason
             )
-
-
-def _saga_of(envelope: Envelope) -> str:
-    if envelope.saga_id is None:
-        raise UnknownSagaError(f"reply {envelope.message_type} {envelope.message_id} names no saga")
-    return envelope.saga_id
-
-
-def _reply_of(message: BaseModel, envelope: Envelope) -> Reply:
-    return Reply(envelope.message_type, message, envelope.step, envelope.phase, envelope.attempt)
 
 
 __all__ = ["Orchestrator", "SagaError"]

@@ -11,15 +11,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 import psycopg
 
 from saga._decision import Deadline
-from saga._events import Phase
+from saga._events import DeadlineKind, Phase
 from saga._protocol import lock_key
-from saga._state import SagaState
+from saga._state import SagaState, Status
 
 Driver = psycopg.AsyncConnection[Any]
 INSTANCE_COLUMNS = ("saga_id", "saga_type", "key", "status", "step", "version", "data", "last_error")
@@ -39,14 +39,20 @@ _UPSERT_INSTANCES = """
     WHERE saga_instances.version <= excluded.version
 """
 _DELETE_INSTANCES = "DELETE FROM saga_instances WHERE saga_id = ANY(%b::text[])"
+# A decision's deadlines, for any number of sagas: one row per (saga, step), replacing what that
+# step had (a fresh row: the failures and parking of the one it replaces are forgotten).
 _SET_DEADLINES = """
     INSERT INTO saga_deadlines (saga_id, saga_type, step, phase, attempt, kind, due_at)
     SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::int[], %b::text[], %b::timestamptz[])
-    ON CONFLICT (saga_id) DO UPDATE SET
-        step = excluded.step, phase = excluded.phase, attempt = excluded.attempt, kind = excluded.kind,
+    ON CONFLICT (saga_id, step) DO UPDATE SET
+        phase = excluded.phase, attempt = excluded.attempt, kind = excluded.kind,
         due_at = excluded.due_at, failures = 0, last_error = NULL, parked_at = NULL
 """
-_CLEAR_DEADLINES = "DELETE FROM saga_deadlines WHERE saga_id = ANY(%b::text[])"
+_CLEAR_STEPS = """
+    DELETE FROM saga_deadlines d USING unnest(%b::text[], %b::text[]) AS c(saga_id, step)
+    WHERE d.saga_id = c.saga_id AND d.step = c.step
+"""
+_CLEAR_SAGAS = "DELETE FROM saga_deadlines WHERE saga_id = ANY(%b::text[])"
 _MATCHES = "saga_id = %s AND step = %s AND phase = %s AND attempt = %s AND kind = %s"
 _DROP_DEADLINE = f"DELETE FROM saga_deadlines WHERE {_MATCHES}"
 _POSTPONE = f"UPDATE saga_deadlines SET due_at = now() + make_interval(secs => %s) WHERE {_MATCHES}"
@@ -83,7 +89,9 @@ _CREDIT_OUTAGE = """
     FROM moved
 """
 _DEADLINE_COLUMNS = ("step", "phase", "attempt", "kind", "due_at", "failures", "last_error", "parked_at")
-_DEADLINE_OF = f"SELECT {', '.join(_DEADLINE_COLUMNS)} FROM saga_deadlines WHERE saga_id = %s"
+_DEADLINES_OF = (
+    f"SELECT {', '.join(_DEADLINE_COLUMNS)} FROM saga_deadlines WHERE saga_id = %s ORDER BY due_at, step"
+)
 
 # Every decision on a saga first takes its lock, and takes no other lock before it. One order
 # for all lockers (reply handlers, deadline workers, operators, rebuild) means no deadlock
@@ -99,10 +107,13 @@ _LOCK_MANY = (
 _TRY_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext(%s))"
 
 # A parked deadline's reason shows as the saga's last error: it is why the saga stands still.
+# A saga with several parked deadlines (a group's members) is still one row: the first parked.
 _LIST = (
     "SELECT i.saga_id, i.saga_type, i.key, i.status, i.step, i.version, "
     "coalesce('parked: ' || d.last_error, i.last_error) AS last_error, i.created_at, i.updated_at "
-    "FROM saga_instances i LEFT JOIN saga_deadlines d ON d.saga_id = i.saga_id AND d.parked_at IS NOT NULL "
+    "FROM saga_instances i LEFT JOIN LATERAL ("
+    "SELECT p.last_error, p.parked_at FROM saga_deadlines p WHERE p.saga_id = i.saga_id AND p.parked_at IS NOT NULL "
+    "ORDER BY p.parked_at, p.step LIMIT 1) d ON true "
     "WHERE {where} ORDER BY i.created_at DESC, i.saga_id LIMIT %(limit)s"
 )
 _ALL_INSTANCES = (
@@ -121,7 +132,7 @@ class DueDeadline:
     step: str
     phase: Phase
     attempt: int
-    kind: Literal["reply", "retry"]
+    kind: DeadlineKind
     failures: int = 0
     saga_type: str = ""
 
@@ -167,33 +178,57 @@ async def try_lock(driver: Driver, saga_id: str) -> bool:
 # --- writes of decisions -----------------------------------------------------------------
 
 
+# A saga stopped here awaits nothing once its `waiting` is empty: no deadline of it can be due.
+_STOPPED: frozenset[Status] = frozenset({"failed", "compensation_failed", "parked"})
+
+
+def ended(state: SagaState) -> bool:
+    """The saga awaits nothing more: completed or compensated, or stopped with nothing in flight."""
+    return state.terminal or (state.status in _STOPPED and not state.waiting)
+
+
 @dataclass
 class SagaWrites:
-    """The saga-table rows that decisions write, gathered to go out in at most three statements."""
+    """The saga-table rows that decisions write, gathered to go out in at most four statements
+    (fixed texts, one row per array element, whatever the number of sagas).
+
+    A saga that `ended` loses all its deadline rows, whatever its decision listed: the state
+    says it awaits nothing, and the rows of every step it ever waited on go in one statement
+    (a parked group would otherwise have to name each member in `cleared`). Its decision's
+    `deadlines`, if any, are not written for the same reason."""
 
     instances: list[tuple[Any, ...]]
-    deadlines: list[tuple[Any, ...]]
-    cleared: list[str]
+    deadlines: dict[tuple[str, str], tuple[Any, ...]]
+    cleared: list[tuple[str, str]]
+    ended: list[str]
 
     @classmethod
     def empty(cls) -> SagaWrites:
-        return cls([], [], [])
+        return cls([], {}, [], [])
 
     def add(self, state: SagaState, deadlines: Sequence[Deadline], cleared: Sequence[str]) -> None:
+        """One saga's decision (once per saga: `Decision.then` merged its decisions already):
+        its new row, the deadlines it sets (one per step: a step's new row replaces the old)
+        and the steps whose deadline goes (a step in both keeps the new deadline)."""
+        saga_id = state.saga_id
         self.instances.append(instance_row(state))
-        if cleared and not deadlines:
-            self.cleared.append(state.saga_id)
+        if ended(state):
+            self.ended.append(saga_id)
+            return
+        setting = {d.step for d in deadlines}
+        self.cleared += [(saga_id, step) for step in dict.fromkeys(cleared) if step not in setting]
         for d in deadlines:
-            self.deadlines.append(
-                (state.saga_id, state.saga_type, d.step, d.phase, d.attempt, d.kind, d.due_at)
-            )
+            row = (saga_id, state.saga_type, d.step, d.phase, d.attempt, d.kind, d.due_at)
+            self.deadlines[(saga_id, d.step)] = row  # one row per step: the upsert takes no twins
 
     async def execute(self, driver: Driver) -> None:
         """Send the statements (inside the caller's pipeline, if any)."""
-        if self.deadlines:
-            await driver.execute(_SET_DEADLINES, _columns(self.deadlines))
         if self.cleared:
-            await driver.execute(_CLEAR_DEADLINES, (self.cleared,))
+            await driver.execute(_CLEAR_STEPS, _columns(self.cleared))
+        if self.ended:
+            await driver.execute(_CLEAR_SAGAS, (self.ended,))
+        if self.deadlines:
+            await driver.execute(_SET_DEADLINES, _columns(list(self.deadlines.values())))
         if self.instances:
             await driver.execute(_UPSERT_INSTANCES, _columns(self.instances))
 
@@ -246,11 +281,10 @@ async def credit_outage(driver: Driver, lasted_s: float) -> tuple[int, float]:
     return (0, 0.0) if row is None else (int(row[0]), float(row[1]))
 
 
-async def deadline_row(driver: Driver, saga_id: str) -> dict[str, Any] | None:
-    row = await (await driver.execute(_DEADLINE_OF, (saga_id,))).fetchone()
-    if row is None:
-        return None
-    return dict(zip(_DEADLINE_COLUMNS, row, strict=True))
+async def deadline_rows(driver: Driver, saga_id: str) -> list[dict[str, Any]]:
+    """A saga's deadline rows (one per step it waits on), soonest first."""
+    rows = await (await driver.execute(_DEADLINES_OF, (saga_id,))).fetchall()
+    return [dict(zip(_DEADLINE_COLUMNS, row, strict=True)) for row in rows]
 
 
 # --- reads for operators -----------------------------------------------------------------

@@ -30,19 +30,31 @@ def deadline_changes(
 ) -> tuple[tuple[Deadline, ...], tuple[str, ...]]:
     """The rows to set (a wait that is new or changed) and the steps whose row goes; a wait
     that did not change keeps its row as it is (with any outage credit it got)."""
+    if before is after:
+        return (), ()
     old = {w.step: w for w in before}
     new = {w.step: w for w in after}
     deadlines: list[Deadline] = []
-    cleared = [step for step in old if step not in new]
+    cleared = [step for step, waiting in old.items() if step not in new and _had_row(saga, waiting)]
     for step, waiting in new.items():
-        if old.get(step) == waiting:
+        was = old.get(step)
+        if was is waiting or was == waiting:
             continue
         deadline = deadline_for(saga, waiting, now)
         if deadline is not None:
             deadlines.append(deadline)
-        elif step in old:
+        elif step in old and _had_row(saga, old[step]):
             cleared.append(step)
     return tuple(deadlines), tuple(cleared)
+
+
+def _had_row(saga: type[Saga[Any]], waiting: Awaiting) -> bool:
+    """Whether a wait had a deadline row (a step the definition lacks may have had one)."""
+    return (
+        waiting.kind != "reply"
+        or not saga.has_step(waiting.step)
+        or saga.step(waiting.step).timeout_s is not None
+    )
 
 
 def jitter(saga_id: str, step: str, phase: str, attempt: int) -> float:

@@ -19,6 +19,8 @@ from pydantic import BaseModel
 
 from outbox import MessageRegistry, MessageTypeError
 from saga._definition import DefinitionError, RemoteStep, Saga
+from saga._language import ChildSaga, WaitStep
+from saga._protocol import ChildEnded, CompensateSaga
 
 _ROLES = {
     "command": "its command",
@@ -72,7 +74,7 @@ def _unregistered(model: type[BaseModel]) -> str:
 
 def message_problems(sagas: Iterable[type[Saga[Any]]], messages: MessageRegistry) -> list[str]:
     """Every message type a step uses must be registered: an unregistered command cannot be
-    sent, an unregistered reply cannot be read."""
+    sent, an unregistered reply or signal cannot be read."""
     registered = set(messages.models())
     problems = []
     for saga in sagas:
@@ -80,6 +82,29 @@ def message_problems(sagas: Iterable[type[Saga[Any]]], messages: MessageRegistry
             for role, model in step_messages(step):
                 if model not in registered:
                     problems.append(f"{saga.name} step {step.name}: {_ROLES[role]} {_unregistered(model)}")
+        for wait in (s for s in saga.all_steps() if issubclass(s, WaitStep)):
+            problems += [
+                f"{saga.name} step {wait.name}: the signal it waits for, {_unregistered(model)}"
+                for model in wait.signals
+                if model not in registered
+            ]
+    return problems
+
+
+def child_problems(sagas: Collection[type[Saga[Any]]]) -> list[str]:
+    """A child saga step starts a saga of the app: the same orchestrators must decide on it
+    and read its reply topic."""
+    known = {s.name: s for s in sagas}
+    problems = []
+    for saga in sagas:
+        for step in (s for s in saga.all_steps() if issubclass(s, ChildSaga)):
+            child = getattr(step, "saga", None)
+            if child is None or known.get(child.name) is not child:
+                name = getattr(child, "__qualname__", repr(child))
+                problems.append(
+                    f"{saga.name} step {step.name}: its child saga {name} is not one of the app's sagas "
+                    f"(it has: {', '.join(known) or 'none'}); add it to App(sagas=[...])"
+                )
     return problems
 
 
@@ -166,7 +191,10 @@ def handler_problems(
 
 def check_command(saga: type[Saga[Any]], step: str, message: BaseModel, messages: MessageRegistry) -> None:
     """At run time, for what no annotation told: the message a step's command() or
-    compensation() returned must be a registered type."""
+    compensation() returned must be a registered type. The runtime's own messages to another
+    saga (a child's end, a compensation request) always are."""
+    if isinstance(message, ChildEnded | CompensateSaga):
+        return
     try:
         messages.type_of_model(type(message))
     except MessageTypeError:

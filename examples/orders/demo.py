@@ -7,6 +7,10 @@ database, starts the relay, an orchestrator worker and the customers, inventory 
 participants as separate processes, places the orders, SIGKILLs the customers participant
 and the relay halfway and restarts them, waits for every saga to end, checks the invariants
 and prints a summary. The last line is one JSON object. Exits 1 if an invariant fails.
+
+The warehouse (examples/orders/shop.py) picks about half the orders as they are placed (the
+signal comes before the saga waits for it) and the others once their saga waits; `--lost`
+orders are never picked, and compensate when the wait times out.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -25,23 +30,31 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from examples.orders.cluster import Cluster
-from examples.orders.invariants import check_invariants
-from examples.orders.saga import OrderData, OrderSaga
+from examples.orders.invariants import check_invariants, pick_counts
+from examples.orders.saga import PICK_TIMEOUT_S, OrderData
+from examples.orders.shop import Warehouse, picked_at_once, place_orders
 from saga import Orchestrator
 
 CUSTOMERS = 50
 CREDIT = Decimal(400)
-STOCK = {"widget": 1_000_000, "scarce": 0, "slow": 1_000}
+STOCK = {"widget": 1_000_000, "scarce": 0, "slow": 1_000, "lost": 1_000}
 
 
-def plan(orders: int, slow: int, rng: random.Random) -> list[OrderData]:
-    """Mostly good orders; some refused by payments, some out of stock, `slow` of them slow."""
+def spread(orders: int, some: int, offset: int = 0) -> set[int]:
+    """`some` positions spread evenly over `orders`."""
+    return {(orders * (i + 1) // (some + 1) + offset) % max(orders, 1) for i in range(some)}
+
+
+def plan(orders: int, slow: int, rng: random.Random, lost: int = 0) -> list[OrderData]:
+    """Mostly good orders; some refused by payments, some out of stock, `slow` of them slow,
+    `lost` of them never picked by the warehouse."""
     planned = []
-    slow_at = {orders * (i + 1) // (slow + 1) for i in range(slow)}
+    slow_at, lost_at = spread(orders, slow), spread(orders, lost, offset=1)
     for n in range(orders):
         roll = rng.random()
         customer = "declined" if roll < 0.05 else f"c{rng.randrange(CUSTOMERS)}"
-        sku = "slow" if n in slow_at else "scarce" if 0.05 <= roll < 0.10 else "widget"
+        special = "slow" if n in slow_at else "lost" if n in lost_at else None
+        sku = special or ("scarce" if 0.05 <= roll < 0.10 else "widget")
         planned.append(
             OrderData(
                 order_id=f"o{n:05d}",
@@ -54,19 +67,15 @@ def plan(orders: int, slow: int, rng: random.Random) -> list[OrderData]:
     return planned
 
 
-async def place(engine: AsyncEngine, orchestrator: Orchestrator, orders: list[OrderData]) -> None:
-    """The orders and their sagas, in one transaction: a saga runs only if its order exists."""
+async def place(
+    engine: AsyncEngine,
+    orchestrator: Orchestrator,
+    orders: list[OrderData],
+    pick_at_once: Callable[[OrderData], bool] = picked_at_once,
+) -> None:
+    """The orders, their sagas and the signals of those picked at once, in one transaction."""
     async with engine.begin() as conn:
-        await conn.execute(
-            text(
-                "INSERT INTO orders (order_id, customer_id, sku, quantity, amount) VALUES (:o, :c, :s, :q, :a)"
-            ),
-            [
-                {"o": o.order_id, "c": o.customer_id, "s": o.sku, "q": o.quantity, "a": o.amount}
-                for o in orders
-            ],
-        )
-        await orchestrator.start_many(conn, OrderSaga, orders, keys=[o.order_id for o in orders])
+        await place_orders(conn, orchestrator, orders, pick_at_once=pick_at_once)
 
 
 ENDED = "SELECT count(*) FROM saga_instances WHERE status IN ('completed', 'compensated', 'failed', 'compensation_failed')"
@@ -104,7 +113,7 @@ async def run(args: argparse.Namespace) -> int:
         print("DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS must be set (make demo does it)", file=sys.stderr)
         return 2
     rng = random.Random(args.seed)
-    orders = plan(args.orders, args.slow, rng)
+    orders = plan(args.orders, args.slow, rng, args.lost)
     cluster = Cluster(server, bootstrap)
     database = await cluster.prepare(CUSTOMERS, CREDIT, STOCK)
     engine = database.engine
@@ -112,6 +121,7 @@ async def run(args: argparse.Namespace) -> int:
     print(f"database {cluster.name}; processes: relay, worker, customers, inventory, payments")
     cluster.start_all()
     started = time.monotonic()
+    warehouse = asyncio.create_task(Warehouse(orchestrator).run(engine))
     try:
         batch = 25
         for i in range(0, len(orders), batch):
@@ -129,9 +139,13 @@ async def run(args: argparse.Namespace) -> int:
                     cluster.start(role)
         ended = await wait_until(engine, ENDED, len(orders), "finished", args.deadline)
         elapsed = time.monotonic() - started
+        if warehouse.done():  # it picks until cancelled: done means it failed
+            warehouse.result()
+        warehouse.cancel()
         drained = "SELECT CASE WHEN count(*) = 0 THEN 1 ELSE 0 END FROM outbox"
         await wait_until(engine, drained, 1, "outbox", 60)
         invariants = await check_invariants(engine, orders, STOCK)
+        picks = await pick_counts(engine)
         async with engine.connect() as conn:
             counts: dict[str, int] = dict(
                 (await conn.execute(text("SELECT status, count(*) FROM saga_instances GROUP BY 1"))).all()
@@ -146,6 +160,8 @@ async def run(args: argparse.Namespace) -> int:
                 )
             ).one()
     finally:
+        warehouse.cancel()
+        await asyncio.gather(warehouse, return_exceptions=True)
         codes = cluster.stop_all()
         await orchestrator.aclose()
         await database.aclose()
@@ -158,6 +174,7 @@ async def run(args: argparse.Namespace) -> int:
         print(f"  {name:<20} {counts.get(name, 0)}")
     print(f"  throughput           {len(orders) / elapsed:.1f} sagas/s")
     print(f"  latency per saga     p50 {p50 or 0:.0f} ms, p99 {p99 or 0:.0f} ms")
+    print("  picked               " + ", ".join(f"{n} {when}" for when, n in picks.items()))
     for name, holds in invariants.items():
         print(f"  [{'ok' if holds else 'FAILED'}] {name}")
     if args.keep:
@@ -186,6 +203,12 @@ def main() -> None:
     parser.add_argument("--no-kill", dest="kill", action="store_false", help="no SIGKILL midway")
     parser.add_argument(
         "--slow", type=int, default=2, help="orders the slow warehouse answers late (default 2)"
+    )
+    parser.add_argument(
+        "--lost",
+        type=int,
+        default=2,
+        help=f"orders the warehouse never picks: they compensate after {PICK_TIMEOUT_S:g}s (default 2)",
     )
     parser.add_argument(
         "--keep", action="store_true", help="keep the demo database to inspect it with the CLI"

@@ -1,4 +1,5 @@
-"""The commands and replies the order saga exchanges with the services."""
+"""The commands and replies the order saga exchanges with the services, and the signal the
+warehouse sends it."""
 
 from __future__ import annotations
 
@@ -66,3 +67,34 @@ class ChargePayment(BaseModel):
 @messages.message("payments.charged")
 class PaymentCharged(BaseModel):
     payment_id: str
+
+
+@messages.message("inventory.ship_order")
+class ShipOrder(BaseModel):
+    order_id: str
+    sku: str
+    quantity: int
+
+
+@messages.message("inventory.order_shipped")
+class OrderShipped(BaseModel):
+    shipment_id: str
+
+
+@messages.message("payments.issue_invoice")
+class IssueInvoice(BaseModel):
+    order_id: str
+    customer_id: str
+    amount: Decimal
+
+
+@messages.message("payments.invoice_issued")
+class InvoiceIssued(BaseModel):
+    invoice_id: str
+
+
+@messages.message("warehouse.picked")
+class Picked(BaseModel):
+    """A signal, not a reply: the warehouse says an order's goods are picked and packed."""
+
+    order_id: str

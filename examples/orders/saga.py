@@ -1,4 +1,13 @@
-"""The order saga: reserve credit, reserve stock, charge (the pivot), then approve locally."""
+"""The order saga: reserve credit and stock, wait for the warehouse to pick the goods, charge
+(the pivot), then ship and invoice side by side, and approve the order locally.
+
+    reserve_credit -> reserve_stock -> wait_for_picked -> charge_payment
+        -> Parallel(ship_order, issue_invoice) -> approve_order
+
+Goods that are never picked time the wait out: the saga compensates (stock, then credit
+released) and nobody is charged. Shipping and invoicing come after the pivot, so they cannot
+fail the order: each is retried (both services are idempotent per order).
+"""
 
 from __future__ import annotations
 
@@ -12,15 +21,24 @@ from examples.orders.messages import (
     ChargePayment,
     CreditReleased,
     CreditReserved,
+    InvoiceIssued,
+    IssueInvoice,
+    OrderShipped,
     PaymentCharged,
+    Picked,
     ReleaseCredit,
     ReleaseStock,
     ReserveCredit,
     ReserveStock,
+    ShipOrder,
     StockReleased,
     StockReserved,
 )
-from saga import LocalStep, RemoteStep, RetryPolicy, Saga, StepKind
+from saga import LocalStep, Parallel, RemoteStep, RetryPolicy, Saga, StepKind, WaitFor
+
+# How long the warehouse may take to pick an order's goods once the stock is reserved. Long
+# enough for a pick that waits behind a restart or a backlog; the order then compensates.
+PICK_TIMEOUT_S = 30.0
 
 
 class OrderData(BaseModel):
@@ -32,6 +50,8 @@ class OrderData(BaseModel):
     credit_reservation: str | None = None
     stock_reservation: str | None = None
     payment_id: str | None = None
+    shipment_id: str | None = None
+    invoice_id: str | None = None
 
 
 class ReserveCreditStep(RemoteStep[OrderData]):
@@ -66,6 +86,11 @@ class ReserveStockStep(RemoteStep[OrderData]):
         return ReleaseStock(order_id=data.order_id)
 
 
+# The step "wait_for_picked": takes the warehouse's Picked signal, even one sent before the
+# saga got here (it was kept); none within the timeout fails the step like a refusal would.
+WaitForPicked = WaitFor(Picked, timeout_s=PICK_TIMEOUT_S)
+
+
 class ChargePaymentStep(RemoteStep[OrderData]):
     name = "charge_payment"
     participant = "payments"
@@ -78,6 +103,34 @@ class ChargePaymentStep(RemoteStep[OrderData]):
 
     def on_reply(self, data: OrderData, reply: PaymentCharged) -> OrderData:
         return data.model_copy(update={"payment_id": reply.payment_id})
+
+
+class ShipOrderStep(RemoteStep[OrderData]):
+    name = "ship_order"
+    participant = "inventory"
+    kind = StepKind.RETRIABLE  # paid for: it must happen, so it is sent again until it does
+    timeout_s = 30.0
+    retry = RetryPolicy(attempts=5, backoff_s=1.0)
+
+    def command(self, data: OrderData) -> ShipOrder:
+        return ShipOrder(order_id=data.order_id, sku=data.sku, quantity=data.quantity)
+
+    def on_reply(self, data: OrderData, reply: OrderShipped) -> OrderData:
+        return data.model_copy(update={"shipment_id": reply.shipment_id})
+
+
+class IssueInvoiceStep(RemoteStep[OrderData]):
+    name = "issue_invoice"
+    participant = "payments"
+    kind = StepKind.RETRIABLE
+    timeout_s = 30.0
+    retry = RetryPolicy(attempts=5, backoff_s=1.0)
+
+    def command(self, data: OrderData) -> IssueInvoice:
+        return IssueInvoice(order_id=data.order_id, customer_id=data.customer_id, amount=data.amount)
+
+    def on_reply(self, data: OrderData, reply: InvoiceIssued) -> OrderData:
+        return data.model_copy(update={"invoice_id": reply.invoice_id})
 
 
 class ApproveOrderStep(LocalStep[OrderData]):
@@ -94,4 +147,11 @@ class ApproveOrderStep(LocalStep[OrderData]):
 
 
 class OrderSaga(Saga[OrderData]):
-    steps = (ReserveCreditStep, ReserveStockStep, ChargePaymentStep, ApproveOrderStep)
+    steps = (
+        ReserveCreditStep,
+        ReserveStockStep,
+        WaitForPicked,
+        ChargePaymentStep,
+        Parallel(ShipOrderStep, IssueInvoiceStep),
+        ApproveOrderStep,
+    )

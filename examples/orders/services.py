@@ -1,7 +1,9 @@
-"""The participant services: customers (credit), inventory (stock), payments.
+"""The participant services: customers (credit), inventory (stock and shipping), payments
+(charges and invoices).
 
 Each handler is idempotent per order: a command sent again after a timeout finds the
-reservation it made the first time and answers the same.
+reservation, shipment or invoice it made the first time (keyed by the order id) and answers
+the same.
 """
 
 from __future__ import annotations
@@ -16,11 +18,15 @@ from examples.orders.messages import (
     ChargePayment,
     CreditReleased,
     CreditReserved,
+    InvoiceIssued,
+    IssueInvoice,
+    OrderShipped,
     PaymentCharged,
     ReleaseCredit,
     ReleaseStock,
     ReserveCredit,
     ReserveStock,
+    ShipOrder,
     StockReleased,
     StockReserved,
 )
@@ -43,6 +49,12 @@ CREATE TABLE IF NOT EXISTS stock_reservations (
     order_id text PRIMARY KEY, sku text NOT NULL, quantity int NOT NULL, released boolean NOT NULL DEFAULT false
 );
 CREATE TABLE IF NOT EXISTS payments (
+    order_id text PRIMARY KEY, customer_id text NOT NULL, amount numeric NOT NULL
+);
+CREATE TABLE IF NOT EXISTS shipments (
+    order_id text PRIMARY KEY, sku text NOT NULL, quantity int NOT NULL
+);
+CREATE TABLE IF NOT EXISTS invoices (
     order_id text PRIMARY KEY, customer_id text NOT NULL, amount numeric NOT NULL
 );
 CREATE TABLE IF NOT EXISTS handled_commands (
@@ -145,6 +157,17 @@ async def release_stock(conn: AsyncConnection, cmd: ReleaseStock, envelope: Enve
     return StockReleased(released=row is not None)
 
 
+async def ship_order(conn: AsyncConnection, cmd: ShipOrder, envelope: Envelope) -> OrderShipped:
+    await _log(conn, "inventory", "ship_order", cmd.order_id, envelope)
+    await conn.execute(
+        text(
+            "INSERT INTO shipments (order_id, sku, quantity) VALUES (:o, :s, :q) ON CONFLICT (order_id) DO NOTHING"
+        ),
+        {"o": cmd.order_id, "s": cmd.sku, "q": cmd.quantity},
+    )
+    return OrderShipped(shipment_id=f"ship-{cmd.order_id}")
+
+
 # --- payments ------------------------------------------------------------------------------
 
 DECLINED_CUSTOMERS = frozenset({"declined"})
@@ -163,8 +186,19 @@ async def charge(conn: AsyncConnection, cmd: ChargePayment, envelope: Envelope) 
     return PaymentCharged(payment_id=f"pay-{cmd.order_id}")
 
 
+async def issue_invoice(conn: AsyncConnection, cmd: IssueInvoice, envelope: Envelope) -> InvoiceIssued:
+    await _log(conn, "payments", "issue_invoice", cmd.order_id, envelope)
+    await conn.execute(
+        text(
+            "INSERT INTO invoices (order_id, customer_id, amount) VALUES (:o, :c, :a) ON CONFLICT (order_id) DO NOTHING"
+        ),
+        {"o": cmd.order_id, "c": cmd.customer_id, "a": cmd.amount},
+    )
+    return InvoiceIssued(invoice_id=f"invoice-{cmd.order_id}")
+
+
 HANDLERS: dict[str, dict[type, Any]] = {
     "customers": {ReserveCredit: reserve_credit, ReleaseCredit: release_credit},
-    "inventory": {ReserveStock: reserve_stock, ReleaseStock: release_stock},
-    "payments": {ChargePayment: charge},
+    "inventory": {ReserveStock: reserve_stock, ReleaseStock: release_stock, ShipOrder: ship_order},
+    "payments": {ChargePayment: charge, IssueInvoice: issue_invoice},
 }

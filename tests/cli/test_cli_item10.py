@@ -97,7 +97,7 @@ async def test_item10_piped_output_keeps_whole_ids_and_wide_shows_whole_details(
     timeline = (await cli("--json", "show", done.saga_id)).json()["timeline"]
     requested = [e["event"] for e in timeline if e["type"] == "saga.step_requested"]
     message_ids = [e["message_id"] for e in requested if e["message_id"] is not None]
-    assert len(message_ids) == 3  # the remote steps' commands (the local step sends none)
+    assert len(message_ids) == 5  # the remote steps' commands (the local step and the wait send none)
 
     # Piped, with no COLUMNS: nothing folded to 80 columns, every id whole on its row.
     listed = await cli("ls", columns=None)

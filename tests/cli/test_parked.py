@@ -81,7 +81,7 @@ async def test_item4_ls_stuck_and_show_print_why_a_saga_is_parked_and_resume_tak
     as_json = (await cli("--json", "show", by_reply.saga_id, app=RENAMED_APP)).json()
     assert as_json["state"]["status"] == "parked"
     assert as_json["state"]["parked"]["reason"] == park_reason(by_reply.saga_id)
-    assert as_json["deadline"] is None
+    assert as_json["deadlines"] == []
 
     # While the step is still missing, resume refuses and changes nothing.
     version = as_json["state"]["version"]

@@ -11,15 +11,24 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventstore import Database, Worker
-from examples.orders.messages import messages
+from examples.orders.messages import Picked, messages
 from examples.orders.saga import OrderData, OrderSaga
 from examples.orders.services import HANDLERS, create_schema
 from outbox import Relay
-from saga import Orchestrator, OrchestratorWorker, Participant, Saga, TypedSagaState, instance_row
+from saga import (
+    Orchestrator,
+    OrchestratorWorker,
+    Participant,
+    Saga,
+    TypedSagaState,
+    WaitStep,
+    instance_row,
+)
 from tests.helpers import wait_for
 
 
@@ -39,7 +48,10 @@ class System:
         amount: str = "10",
         saga: type[Saga[Any]] = OrderSaga,
         key: str | None = None,
+        picked: bool = True,
     ) -> str:
+        """An order and its saga; `picked`: the warehouse's Picked signal goes in the same
+        transaction (kept until the saga reaches its wait), to a saga that waits for one."""
         order_id = f"order-{uuid.uuid4().hex[:8]}"
         async with self.engine.begin() as conn:
             await conn.execute(
@@ -51,7 +63,10 @@ class System:
             data = OrderData(
                 order_id=order_id, customer_id=customer, sku=sku, quantity=quantity, amount=Decimal(amount)
             )
-            return await self.orchestrator.start(conn, saga, data, key=key or order_id)
+            saga_id = await self.orchestrator.start(conn, saga, data, key=key or order_id)
+            if picked and _waits_for(saga, Picked):
+                await self.orchestrator.signal(conn, saga, Picked(order_id=order_id), saga_id=saga_id)
+            return saga_id
 
     async def state(self, saga_id: str) -> TypedSagaState[Any]:
         return await self.orchestrator.load(saga_id)
@@ -86,6 +101,10 @@ class System:
                 expected[7],
             )
         return len(rows)
+
+
+def _waits_for(saga: type[Saga[Any]], signal: type[BaseModel]) -> bool:
+    return any(issubclass(step, WaitStep) and signal in step.signals for step in saga.all_steps())
 
 
 async def create_topics(bootstrap: str, names: Sequence[str], partitions: int = 4) -> None:

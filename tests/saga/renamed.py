@@ -14,11 +14,14 @@ from examples.orders.app import app as shop
 from examples.orders.saga import (
     ApproveOrderStep,
     ChargePaymentStep,
+    IssueInvoiceStep,
     OrderData,
     ReserveCreditStep,
     ReserveStockStep,
+    ShipOrderStep,
+    WaitForPicked,
 )
-from saga import Saga
+from saga import Parallel, Saga
 
 
 class ReserveInventoryStep(ReserveStockStep):
@@ -27,7 +30,14 @@ class ReserveInventoryStep(ReserveStockStep):
 
 class RenamedOrderSaga(Saga[OrderData]):
     name = "OrderSaga"
-    steps = (ReserveCreditStep, ReserveInventoryStep, ChargePaymentStep, ApproveOrderStep)
+    steps = (
+        ReserveCreditStep,
+        ReserveInventoryStep,
+        WaitForPicked,
+        ChargePaymentStep,
+        Parallel(ShipOrderStep, IssueInvoiceStep),
+        ApproveOrderStep,
+    )
 
 
 app = replace(shop, sagas=[RenamedOrderSaga])
@@ -39,6 +49,7 @@ def park_reason(saga_id: str) -> str:
     """What a saga of the old definition that waits on reserve_stock shows under this one."""
     return (
         "step 'reserve_stock' of OrderSaga is not in the deployed definition "
-        "(it has: reserve_credit, reserve_inventory, charge_payment, approve_order); "
+        "(it has: reserve_credit, reserve_inventory, wait_for_picked, charge_payment, ship_order, "
+        "issue_invoice, approve_order); "
         f"deploy a definition that has it, then `saga resume {saga_id} --note ...`"
     )

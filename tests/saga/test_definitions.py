@@ -94,7 +94,7 @@ def test_a_good_definition_passes() -> None:
         ((Reserve, Ship), "saga Broken: step ship: a retriable step must come after a pivot step"),
         ((Reserve, Charge, Charge), "saga Broken: more than one pivot step (charge, charge)"),
         ((), "saga Broken: no steps declared"),
-        ((Reserve, int), "saga Broken: <class 'int'> is not a LocalStep or RemoteStep class"),
+        ((Reserve, int), "saga Broken: <class 'int'> is not a step: use a LocalStep or RemoteStep class"),
     ],
 )
 def test_mistakes_name_saga_and_step(steps: tuple[Any, ...], message: str) -> None:

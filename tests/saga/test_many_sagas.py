@@ -1,7 +1,10 @@
-"""Two orchestrator workers on one reply topic, 1,000 concurrent sagas with mixed outcomes."""
+"""Two orchestrator workers on one reply topic, 1,000 concurrent sagas with mixed outcomes:
+every order saga waits for the warehouse's Picked signal (sent before the wait, after it, or
+never) and ships and invoices in a parallel group."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 from collections import Counter
@@ -9,8 +12,9 @@ from decimal import Decimal
 
 from sqlalchemy import text
 
-from examples.orders.invariants import check_invariants
-from examples.orders.saga import OrderData, OrderSaga
+from examples.orders.invariants import check_invariants, pick_counts
+from examples.orders.saga import IssueInvoiceStep, OrderData, ShipOrderStep
+from examples.orders.shop import Warehouse, place_orders
 from saga import OrchestratorWorker, stream_of
 from saga._events import StepRequested
 from tests.helpers import wait_for
@@ -18,6 +22,14 @@ from tests.saga.conftest import System
 
 SAGAS = 1000
 CUSTOMERS = 40
+LOST = 10  # orders whose goods the warehouse never picks
+# Per completed order: in how many transactions its group's first commands went out.
+GROUP_DECISIONS = """
+SELECT count(DISTINCT e.tx_id) FROM saga_instances i JOIN es_events e ON e.stream_id = 'saga:' || i.saga_id
+WHERE i.status = 'completed' AND e.type = 'saga.step_requested' AND e.data->>'step' IN (:a, :b)
+    AND e.data->>'attempt' = '1'
+GROUP BY i.saga_id
+"""
 
 
 async def test_a_thousand_sagas_on_two_workers(system: System) -> None:
@@ -30,13 +42,14 @@ async def test_a_thousand_sagas_on_two_workers(system: System) -> None:
     async with system.engine.begin() as conn:
         for c in range(CUSTOMERS):
             await conn.execute(text("INSERT INTO customers VALUES (:c, 300, 0)"), {"c": f"c{c}"})
-        await conn.execute(text("INSERT INTO stock VALUES ('scarce', 40)"))
+        await conn.execute(text("INSERT INTO stock VALUES ('scarce', 40), ('lost', 100)"))
         await conn.execute(text("UPDATE stock SET available = 5000 WHERE sku = 'widget'"))
 
     orders: list[OrderData] = []
     for n in range(SAGAS):
-        customer = "declined" if n % 10 == 0 else f"c{rng.randrange(CUSTOMERS)}"
-        sku = "scarce" if n % 7 == 0 else "widget"
+        lost = n % (SAGAS // LOST) == 3  # with alice's ample credit: each one gets to the wait
+        customer = "alice" if lost else "declined" if n % 10 == 0 else f"c{rng.randrange(CUSTOMERS)}"
+        sku = "lost" if lost else "scarce" if n % 7 == 0 else "widget"
         orders.append(
             OrderData(
                 order_id=f"o{n:04d}-{uuid.uuid4().hex[:6]}",
@@ -46,16 +59,10 @@ async def test_a_thousand_sagas_on_two_workers(system: System) -> None:
                 amount=Decimal(rng.randint(5, 40)),
             )
         )
+    warehouse = asyncio.create_task(Warehouse(system.orchestrator).run(system.engine))
     for start in range(0, SAGAS, 50):
         async with system.engine.begin() as conn:
-            for o in orders[start : start + 50]:
-                await conn.execute(
-                    text(
-                        "INSERT INTO orders (order_id, customer_id, sku, quantity, amount) VALUES (:o, :c, :s, :q, :a)"
-                    ),
-                    {"o": o.order_id, "c": o.customer_id, "s": o.sku, "q": o.quantity, "a": o.amount},
-                )
-                await system.orchestrator.start(conn, OrderSaga, o, key=o.order_id)
+            await place_orders(conn, system.orchestrator, orders[start : start + 50])
 
     async def outbox_empty() -> bool:
         return bool(await system.scalar("SELECT count(*) FROM outbox") == 0)
@@ -66,10 +73,19 @@ async def test_a_thousand_sagas_on_two_workers(system: System) -> None:
         )
         return bool(n == SAGAS)
 
-    await wait_for(all_terminal, 300, f"all {SAGAS} sagas to end")
+    try:
+        await wait_for(all_terminal, 300, f"all {SAGAS} sagas to end")
+    finally:
+        warehouse.cancel()
+    await asyncio.gather(warehouse, return_exceptions=True)
     await wait_for(outbox_empty, 60, "the outbox to drain")
-    checks = await check_invariants(system.engine, orders, {"scarce": 40, "widget": 5000})
+    checks = await check_invariants(system.engine, orders, {"scarce": 40, "widget": 5000, "lost": 100})
     assert [name for name, holds in checks.items() if not holds] == []
+    picks = await pick_counts(system.engine)
+    print(f"\npicked: {picks}")
+    assert picks["before the wait"] > 0
+    assert picks["after it"] > 0
+    assert picks["never (timed out)"] == LOST  # and no pick came too late
     async with system.engine.connect() as conn:
         outcomes: dict[str, int] = dict(
             (await conn.execute(text("SELECT status, count(*) FROM saga_instances GROUP BY 1"))).all()
@@ -80,6 +96,11 @@ async def test_a_thousand_sagas_on_two_workers(system: System) -> None:
     print(f"\noutcomes: {outcomes}")
     assert outcomes["completed"] > 0
     assert outcomes["compensated"] >= SAGAS // 10  # every 'declined' order at least
+    async with system.engine.connect() as conn:
+        decisions = (
+            await conn.execute(text(GROUP_DECISIONS), {"a": ShipOrderStep.name, "b": IssueInvoiceStep.name})
+        ).scalars()
+        assert set(decisions) == {1}  # shipping and invoicing went out together
 
     # Each remote step ran once per attempt the saga recorded.
     sample = rng.sample(sorted(by_order), 50)

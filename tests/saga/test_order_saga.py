@@ -9,17 +9,21 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from examples.orders.messages import ReleaseCredit, ReserveStock, StockReserved
+from examples.orders.messages import Picked, ReleaseCredit, ReserveStock, StockReserved
 from examples.orders.saga import (
     ApproveOrderStep,
     ChargePaymentStep,
+    IssueInvoiceStep,
     OrderData,
     ReserveCreditStep,
     ReserveStockStep,
+    ShipOrderStep,
+    WaitForPicked,
 )
 from examples.orders.services import release_credit
+from examples.orders.shop import Warehouse
 from outbox import Envelope
-from saga import Refused, RetryPolicy, Saga, saga_event_registry, stream_of
+from saga import Parallel, Refused, RetryPolicy, Saga, WaitFor, saga_event_registry, stream_of
 from tests.helpers import Collector, kafka_headers, wait_for
 from tests.saga.conftest import System
 
@@ -32,24 +36,98 @@ def step_log(events: list[Any]) -> list[tuple[str, str]]:
     return [(e.step, e.phase) for e in events if type(e).__name__ == "StepRequested"]
 
 
-async def test_happy_path_three_remote_steps_and_a_local_one(system: System) -> None:
-    saga_id = await system.order(customer="alice", sku="widget", quantity=2, amount="30")
+async def test_happy_path_picked_before_the_wait_then_ship_and_invoice_together(system: System) -> None:
+    saga_id = await system.order(customer="alice", sku="widget", quantity=2, amount="30")  # picked at once
     state = await system.wait_status(saga_id, "completed")
     data = OrderData.model_validate(state.data)
     assert data.credit_reservation == f"credit-{data.order_id}"
     assert data.stock_reservation == f"stock-{data.order_id}"
     assert data.payment_id == f"pay-{data.order_id}"
-    assert state.done == ["reserve_credit", "reserve_stock", "charge_payment", "approve_order"]
-    assert step_log(await events_of(system, saga_id)) == [
+    assert (data.shipment_id, data.invoice_id) == (f"ship-{data.order_id}", f"invoice-{data.order_id}")
+    assert state.done[:4] == ["reserve_credit", "reserve_stock", "wait_for_picked", "charge_payment"]
+    assert sorted(state.done[4:6]) == ["issue_invoice", "ship_order"]
+    assert state.done[6:] == ["approve_order"]
+    events = await events_of(system, saga_id)
+    names = [type(e).__name__ for e in events]
+    # The signal came before the saga reached the wait: kept, then taken there.
+    assert names.index("SignalReceived") < names.index("SignalConsumed")
+    assert [e.step for e in events if type(e).__name__ == "StepSucceeded"][:3] == [
+        "reserve_credit",
+        "reserve_stock",
+        "wait_for_picked",
+    ]
+    assert names.index("SignalReceived") < _succeeded_at(events, "reserve_credit")
+    requested = step_log(events)
+    assert requested[:3] == [
         ("reserve_credit", "action"),
         ("reserve_stock", "action"),
-        ("charge_payment", "action"),
-        ("approve_order", "action"),
+        ("wait_for_picked", "action"),
     ]
+    assert requested[3] == ("charge_payment", "action")
+    assert sorted(requested[4:6]) == [("issue_invoice", "action"), ("ship_order", "action")]
+    assert requested[6:] == [("approve_order", "action")]
+    # Both members of the group were sent by one decision: no reply came between them.
+    group = [i for i, e in enumerate(events) if type(e).__name__ == "StepRequested" and e.step in GROUP]
+    assert group[1] - group[0] == 1
     assert await system.scalar("SELECT status FROM orders WHERE order_id = :o", o=data.order_id) == "approved"
     assert await system.scalar("SELECT reserved FROM customers WHERE customer_id = 'alice'") == Decimal(30)
     assert await system.scalar("SELECT available FROM stock WHERE sku = 'widget'") == 98
-    assert await system.scalar("SELECT count(*) FROM handled_commands") == 3
+    assert await system.scalar("SELECT count(*) FROM handled_commands") == 5
+    assert await system.scalar("SELECT count(*) FROM shipments WHERE order_id = :o", o=data.order_id) == 1
+    assert await system.scalar("SELECT count(*) FROM invoices WHERE order_id = :o", o=data.order_id) == 1
+    assert await system.assert_read_model_matches_events() == 1
+
+
+GROUP = (ShipOrderStep.name, IssueInvoiceStep.name)
+
+
+def _succeeded_at(events: list[Any], step: str) -> int:
+    return next(i for i, e in enumerate(events) if type(e).__name__ == "StepSucceeded" and e.step == step)
+
+
+async def test_a_pick_after_the_wait_began_moves_the_saga_on(system: System) -> None:
+    saga_id = await system.order(customer="alice", amount="12", picked=False)
+
+    async def waiting() -> bool:
+        state = await system.state(saga_id)
+        return state.awaiting is not None and state.awaiting.step == WaitForPicked.name
+
+    await wait_for(waiting, 30, "the saga to wait for the pick")
+    warehouse = Warehouse(system.orchestrator)
+    assert await warehouse.pick_waiting(system.engine) == 1
+    assert await warehouse.pick_waiting(system.engine) == 0  # one signal per saga
+    await system.wait_status(saga_id, "completed")
+    events = await events_of(system, saga_id)
+    consumed = [e for e in events if type(e).__name__ == "SignalConsumed"]
+    assert [(e.step, e.message_type) for e in consumed] == [(WaitForPicked.name, "warehouse.picked")]
+    assert await system.assert_read_model_matches_events() == 1
+
+
+class QuickPickOrderSaga(Saga[OrderData]):
+    steps = (
+        ReserveCreditStep,
+        ReserveStockStep,
+        WaitFor(Picked, timeout_s=1.0),
+        ChargePaymentStep,
+        Parallel(ShipOrderStep, IssueInvoiceStep),
+        ApproveOrderStep,
+    )
+
+
+async def test_goods_never_picked_time_the_wait_out_and_release_stock_and_credit(system: System) -> None:
+    saga_id = await system.order(
+        customer="alice", sku="widget", quantity=3, amount="40", saga=QuickPickOrderSaga, picked=False
+    )
+    state = await system.wait_status(saga_id, "compensated")
+    events = await events_of(system, saga_id)
+    failed = [(e.step, e.reason) for e in events if type(e).__name__ == "StepFailed"]
+    assert failed == [(WaitForPicked.name, "no signal within 1.0s")]  # a wait fails by its timeout
+    assert step_log(events)[-2:] == [("reserve_stock", "compensation"), ("reserve_credit", "compensation")]
+    assert state.last_error == "wait_for_picked failed: no signal within 1.0s"
+    assert await system.scalar("SELECT reserved FROM customers WHERE customer_id = 'alice'") == 0
+    assert await system.scalar("SELECT available FROM stock WHERE sku = 'widget'") == 100
+    assert await system.scalar("SELECT count(*) FROM payments") == 0
+    assert await system.scalar("SELECT count(*) FROM shipments") == 0
     assert await system.assert_read_model_matches_events() == 1
 
 
@@ -59,11 +137,14 @@ async def test_failure_at_the_third_step_compensates_the_second_then_the_first(s
     assert step_log(await events_of(system, saga_id)) == [
         ("reserve_credit", "action"),
         ("reserve_stock", "action"),
+        ("wait_for_picked", "action"),
         ("charge_payment", "action"),
         ("reserve_stock", "compensation"),
         ("reserve_credit", "compensation"),
     ]
     assert state.last_error == "charge_payment failed: card declined for customer declined"
+    assert await system.scalar("SELECT count(*) FROM shipments") == 0
+    assert await system.scalar("SELECT count(*) FROM invoices") == 0
     assert await system.scalar("SELECT reserved FROM customers WHERE customer_id = 'declined'") == 0
     assert await system.scalar("SELECT available FROM stock WHERE sku = 'widget'") == 100
     assert await system.scalar("SELECT count(*) FROM payments") == 0
@@ -88,14 +169,21 @@ class QuickStock(ReserveStockStep):
 
 
 class QuickOrderSaga(Saga[OrderData]):
-    steps = (ReserveCreditStep, QuickStock, ChargePaymentStep, ApproveOrderStep)
+    steps = (
+        ReserveCreditStep,
+        QuickStock,
+        WaitForPicked,
+        ChargePaymentStep,
+        Parallel(ShipOrderStep, IssueInvoiceStep),
+        ApproveOrderStep,
+    )
 
 
 @pytest.fixture
 def saga_types() -> list[type[Saga[Any]]]:
     from examples.orders.saga import OrderSaga
 
-    return [OrderSaga, QuickOrderSaga, StubbornOrderSaga]
+    return [OrderSaga, QuickOrderSaga, StubbornOrderSaga, QuickPickOrderSaga]
 
 
 @pytest.fixture
@@ -158,7 +246,14 @@ class StubbornCredit(ReserveCreditStep):
 
 
 class StubbornOrderSaga(Saga[OrderData]):
-    steps = (StubbornCredit, ReserveStockStep, ChargePaymentStep, ApproveOrderStep)
+    steps = (
+        StubbornCredit,
+        ReserveStockStep,
+        WaitForPicked,
+        ChargePaymentStep,
+        Parallel(ShipOrderStep, IssueInvoiceStep),
+        ApproveOrderStep,
+    )
 
 
 async def test_compensation_that_keeps_failing_stops_visibly_and_resumes(system: System) -> None:
@@ -189,7 +284,7 @@ async def test_compensation_that_keeps_failing_stops_visibly_and_resumes(system:
 
 async def test_duplicate_replies_and_double_starts_move_nothing_twice(system: System) -> None:
     first = await system.order(customer="alice", amount="5", key="order-key-1")
-    again = await system.order(customer="alice", amount="5", key="order-key-1")
+    again = await system.order(customer="alice", amount="5", key="order-key-1", picked=False)
     assert again == first
     state = await system.wait_status(first, "completed")
     assert await system.scalar("SELECT count(*) FROM saga_instances") == 1

@@ -12,7 +12,15 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventstore import Database
-from examples.orders.messages import CreditReserved, PaymentCharged, StockReserved, messages
+from examples.orders.messages import (
+    CreditReserved,
+    InvoiceIssued,
+    OrderShipped,
+    PaymentCharged,
+    Picked,
+    StockReserved,
+    messages,
+)
 from examples.orders.saga import OrderData, OrderSaga
 from examples.orders.services import create_schema
 from saga import Orchestrator, Saga, SagaDataError, StepRefused, TypedSagaState, UnknownSagaError
@@ -56,6 +64,14 @@ async def answer(orchestrator: Orchestrator, saga_id: str, reply: BaseModel, ste
     )
     async with orchestrator.engine.begin() as conn:
         await orchestrator.handle_reply(conn, reply, envelope)
+
+
+async def pick(orchestrator: Orchestrator, saga_id: str, order_id: str) -> None:
+    """The warehouse's signal, as the reply consumer hands it over."""
+    signal = Picked(order_id=order_id)
+    envelope = orchestrator.outbox.envelope(signal, saga_id=saga_id, saga_type="OrderSaga", phase="signal")
+    async with orchestrator.engine.begin() as conn:
+        await orchestrator.handle_reply(conn, signal, envelope)
 
 
 async def test_item7_load_returns_the_saga_data_model(orchestrator: Orchestrator) -> None:
@@ -135,8 +151,11 @@ async def test_item7_wait_returns_the_typed_state_once_the_saga_ended_or_stopped
     waiting = asyncio.create_task(orchestrator.wait(saga_id, OrderSaga, timeout_s=60))
     await answer(orchestrator, saga_id, CreditReserved(reservation_id="c"), "reserve_credit")
     await answer(orchestrator, saga_id, StockReserved(reservation_id="s"), "reserve_stock")
-    assert not waiting.done()
+    await pick(orchestrator, saga_id, "o-1")
     await answer(orchestrator, saga_id, PaymentCharged(payment_id="p"), "charge_payment")
+    await answer(orchestrator, saga_id, OrderShipped(shipment_id="sh"), "ship_order")
+    assert not waiting.done()
+    await answer(orchestrator, saga_id, InvoiceIssued(invoice_id="i"), "issue_invoice")
     state = await waiting
     assert state.status == "completed"
     assert state.data.payment_id == "p"

@@ -1,0 +1,79 @@
+"""What crosses between the decider and Kafka: the messages a decision sends, and the decider
+input a consumed message becomes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from outbox import Envelope, MessageRegistry, Outbox, Outgoing, child_traceparent
+from saga._decision import CompensateRequest, Decision, Reply, SendCommand, Signal
+from saga._definition import Saga
+from saga._errors import UnknownSagaError
+from saga._protocol import CompensateSaga, Topics
+from saga._signal import SIGNAL_PHASE
+from saga._wiring import check_command
+
+
+@dataclass
+class Pending:
+    """Decisions on one saga so far in this transaction, and what caused the latest. `before`
+    is the stream's version when loaded: 0 for a saga started in this transaction."""
+
+    saga: type[Saga[Any]]
+    before: int
+    decision: Decision
+    causes: list[Envelope | None] = field(default_factory=list)
+
+
+def outbox_rows(entry: Pending, outbox: Outbox, topics: Topics, messages: MessageRegistry) -> list[Outgoing]:
+    """The decision's commands as outbox rows: to a participant's command topic, or (`to_saga`)
+    to another saga's reply topic, answering that saga's step request (a child's end to its
+    parent, a parent's compensation request to its child)."""
+    state = entry.decision.state
+    rows = []
+    for command, cause in zip(entry.decision.commands, entry.causes, strict=True):
+        check_command(entry.saga, command.step, command.message, messages)
+        target, saga_type, topic = _addressee(command, state.saga_id, entry.saga.name, topics)
+        envelope = outbox.envelope(
+            command.message,
+            message_id=command.message_id,
+            saga_id=target,
+            saga_type=saga_type,
+            step=command.step,
+            phase=command.phase,
+            attempt=command.attempt,
+            correlation_id=state.saga_id,
+            causation_id=str(cause.message_id) if cause else None,
+            reply_topic=topics.replies(entry.saga.name),
+            traceparent=child_traceparent(cause.traceparent if cause else None),
+        )
+        rows.append(Outgoing(command.message, topic, target, envelope))
+    return rows
+
+
+def _addressee(command: SendCommand, saga_id: str, saga_type: str, topics: Topics) -> tuple[str, str, str]:
+    """(saga id, saga type, topic) of the envelope: the sender's own for a participant's command."""
+    if command.to_saga is None:
+        return saga_id, saga_type, topics.commands(command.participant)
+    if not command.saga_id:
+        raise ValueError(f"saga {saga_id}: a message to saga type {command.to_saga} names no saga id")
+    return command.saga_id, command.to_saga, topics.replies(command.to_saga)
+
+
+def saga_of(envelope: Envelope) -> str:
+    if envelope.saga_id is None:
+        raise UnknownSagaError(f"reply {envelope.message_type} {envelope.message_id} names no saga")
+    return envelope.saga_id
+
+
+def input_of(message: BaseModel, envelope: Envelope) -> Reply | Signal | CompensateRequest:
+    """A message from a saga's reply topic as the decider's input: a signal from outside, a
+    parent's request to undo this child, or a reply (a child's end is its parent's reply)."""
+    if envelope.phase == SIGNAL_PHASE:
+        return Signal(envelope.message_type, message, str(envelope.message_id))
+    if isinstance(message, CompensateSaga):
+        return CompensateRequest(message.reason, message.step, message.phase, message.attempt)
+    return Reply(envelope.message_type, message, envelope.step, envelope.phase, envelope.attempt)
