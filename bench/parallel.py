@@ -16,10 +16,8 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +51,8 @@ class BenchCluster(Cluster):
     """The order cluster's process handling, for the bench app: relay, worker, and one
     participant process per service (so the group's three commands are worked on at once)."""
 
+    roles = ("relay", "worker", *PARTICIPANTS)
+
     @property
     def app(self) -> App:
         return bench_app.with_topic_prefix(self.name)
@@ -74,35 +74,9 @@ class BenchCluster(Cluster):
         await self.create_topics()
         return database
 
-    async def create_topics(self, partitions: int = 4) -> None:
-        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
+    def topic_names(self) -> list[str]:
         topics = Topics(self.name)
-        names = [topics.replies(s.name) for s in FORMS.values()] + [topics.commands(p) for p in PARTICIPANTS]
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-        await admin.start()
-        try:
-            await admin.create_topics(
-                [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in names]
-            )
-        finally:
-            await admin.close()
-
-    def start(self, role: str, extra_env: Mapping[str, str] | None = None) -> None:
-        args = ["participant", role] if role in PARTICIPANTS else [role]
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        with self.log_path(role).open("ab") as log:
-            self.processes[role] = subprocess.Popen(
-                [sys.executable, "-m", "saga", *args],
-                env={**self.env(), **(extra_env or {})},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-            )
-
-    def start_all(self) -> None:
-        for role in ("relay", "worker", *PARTICIPANTS):
-            self.start(role)
+        return [topics.replies(s.name) for s in FORMS.values()] + [topics.commands(p) for p in PARTICIPANTS]
 
 
 async def one_saga(engine: AsyncEngine, orchestrator: Orchestrator, saga: type[Saga[Any]], ref: str) -> float:

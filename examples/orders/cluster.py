@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import ClassVar
 
 import psycopg
 from sqlalchemy import text
@@ -30,6 +31,7 @@ ROLES = ("relay", "worker", "customers", "inventory", "payments")
 
 @dataclass
 class Cluster:
+    roles: ClassVar[tuple[str, ...]] = ROLES  # relay, worker, then the participants
     server_url: str
     bootstrap: str
     name: str = field(default_factory=lambda: f"orders_{uuid.uuid4().hex[:8]}")
@@ -75,10 +77,14 @@ class Cluster:
         await self.create_topics()
         return database
 
+    def topic_names(self) -> list[str]:
+        """The run's topics: its sagas' replies and its participants' commands."""
+        return [f"{self.name}.OrderSaga.replies"] + [f"{self.name}.{s}.commands" for s in self.roles[2:]]
+
     async def create_topics(self, partitions: int = 4) -> None:
         from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-        topics = [f"{self.name}.OrderSaga.replies"] + [f"{self.name}.{s}.commands" for s in ROLES[2:]]
+        topics = self.topic_names()
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
         await admin.start()
         try:
@@ -94,7 +100,7 @@ class Cluster:
 
     def start(self, role: str, extra_env: Mapping[str, str] | None = None) -> None:
         """Start a role's process; `extra_env` goes to its environment only (`SAGA_CRASH_AT`)."""
-        args = ["participant", role] if role in ROLES[2:] else [role]
+        args = ["participant", role] if role in self.roles[2:] else [role]
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path(role).open("ab") as log:
             self.processes[role] = subprocess.Popen(
@@ -105,7 +111,7 @@ class Cluster:
             )
 
     def start_all(self) -> None:
-        for role in ROLES:
+        for role in self.roles:
             self.start(role)
 
     def kill(self, role: str) -> None:
