@@ -10,6 +10,8 @@ import pytest
 from pydantic import BaseModel
 
 from eventstore import Database
+from outbox import DeadLetter, DeadLetterError, DeadLetterReader
+from saga import Topics
 from saga._events import (
     SagaCompensated,
     SignalConsumed,
@@ -108,3 +110,28 @@ async def test_d_a_wait_that_times_out_fails_like_a_step_and_the_saga_is_compens
     assert [e.step for e in events if isinstance(e, StepCompensated)] == ["reserve_flight"]
     assert sum(isinstance(e, SagaCompensated) for e in events) == 1
     assert [(s, a) for s, a, _ in await trips.effects(trip)] == [("flight", "reserve"), ("flight", "cancel")]
+
+
+async def test_a_signal_to_a_saga_that_does_not_exist_is_dead_lettered_with_the_reason(trips: Trips) -> None:
+    """A key nobody started: the reply consumer cannot decide on it, so the signal goes to the
+    reply topic's dead-letter topic, saying so (README: start the saga first, or redrive)."""
+    async with trips.engine.begin() as conn:
+        saga_id = await trips.app.signal(conn, PickedTrip, Picked(by="bob"), key="never-started")
+    topics = Topics(trips.app.topic_prefix)
+    topic = topics.dead_letter(topics.replies(PickedTrip.name))
+
+    async def letters() -> list[DeadLetter]:
+        async with DeadLetterReader(trips.bootstrap) as reader:
+            try:
+                return await reader.read(topic, limit=None)
+            except DeadLetterError:
+                return []  # the dead-letter topic is made with the first dead letter
+
+    async def arrived() -> bool:
+        return bool(await letters())
+
+    await wait_for(arrived, 60, f"the signal's dead letter on {topic}")
+    [letter] = await letters()
+    assert letter.saga_id == saga_id
+    assert letter.message_type == "lang.picked"
+    assert f"no saga with id {saga_id!r}" in (letter.reason or "")
