@@ -15,7 +15,6 @@ import pytest
 from pydantic import BaseModel
 
 from eventstore import Database
-from outbox import MessageRegistry
 from saga import App, AppLoadError, DefinitionError, Orchestrator, RemoteStep, Saga
 from tests.saga.travel import (
     HANDLERS,
@@ -37,35 +36,16 @@ from tests.saga.travel import (
     answer,
     messages,
 )
+from tests.saga.wiring import NOWHERE, HotelTypo, app_error, registry_without
 
 ROOT = Path(__file__).resolve().parents[2]
-NOWHERE = "postgresql://nobody@127.0.0.1:1/nothing"  # a valid setting; never connected to
 
 
 def travel(*steps: type[RemoteStep[Any]], name: str = "TravelSaga") -> type[Saga[TripData]]:
     return types.new_class(name, (Saga[TripData],), exec_body=lambda ns: ns.update(steps=steps, name=name))
 
 
-def registry_without(*models: type[BaseModel]) -> MessageRegistry:
-    registry = MessageRegistry()
-    for model in messages.models():
-        if model not in models:
-            registry.register(model, messages.type_of_model(model).name)
-    return registry
-
-
-def app_error(**app: Any) -> str:
-    with pytest.raises(DefinitionError) as raised:
-        App(**{"sagas": [TravelSaga], "messages": messages, "participants": HANDLERS, **app})
-    return str(raised.value)
-
-
 # --- item 2: participants ------------------------------------------------------------------
-
-
-class HotelTypo(ReserveHotelStep):
-    name = "reserve_hotel"
-    participant = "hotel"
 
 
 @pytest.mark.pure

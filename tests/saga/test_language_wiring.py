@@ -6,7 +6,6 @@ in the caller's transaction."""
 from __future__ import annotations
 
 import types
-from typing import Any
 
 import orjson
 import pytest
@@ -14,7 +13,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from eventstore import Database
-from outbox import Envelope, MessageRegistry, MessageTypeError
+from outbox import Envelope, MessageTypeError
 from saga import (
     App,
     ChildSaga,
@@ -38,28 +37,7 @@ from tests.saga.travel import (
     TripData,
     messages,
 )
-
-NOWHERE = "postgresql://nobody@127.0.0.1:1/nothing"  # a valid setting; never connected to
-
-
-def registry_without(*models: type[BaseModel]) -> MessageRegistry:
-    registry = MessageRegistry()
-    for model in messages.models():
-        if model not in models:
-            registry.register(model, messages.type_of_model(model).name)
-    return registry
-
-
-def app_error(**app: Any) -> str:
-    with pytest.raises(DefinitionError) as raised:
-        App(**{"sagas": [TravelSaga], "messages": messages, "participants": HANDLERS, **app})
-    return str(raised.value)
-
-
-class HotelTypo(ReserveHotelStep):
-    name = "reserve_hotel"
-    participant = "hotel"
-
+from tests.saga.wiring import NOWHERE, HotelTypo, app_error, registry_without
 
 # --- at creation ----------------------------------------------------
 
