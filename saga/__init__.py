@@ -8,7 +8,8 @@ SagaError              base of the runtime's own errors
 └── HookFailed         a saga's end hook raised (the ending is not committed, and is tried again)
 """
 
-from eventstore import Migration, eventstore_migrations, load_migrations
+from eventstore import Migration as SchemaMigration
+from eventstore import eventstore_migrations, load_migrations
 from outbox import outbox_migrations
 from saga._app import App, AppLoadError, load_app
 from saga._decide import decide
@@ -19,6 +20,7 @@ from saga._decision import (
     Decision,
     LocalDone,
     LocalFailed,
+    Migrate,
     Reply,
     Resume,
     RunLocal,
@@ -40,6 +42,7 @@ from saga._definition import (
 from saga._errors import HookFailed, SagaDataError, SagaError, UnknownSagaError
 from saga._events import ParentRef, saga_event_registry
 from saga._language import ChildSaga, Delay, Parallel, TimerStep, Until, WaitFor, WaitForAny, WaitStep
+from saga._migrate import MigrationPlan
 from saga._orchestrator import Orchestrator
 from saga._participant import Participant
 from saga._protocol import (
@@ -56,10 +59,11 @@ from saga._repository import instance_row
 from saga._settings import Settings, SettingsError
 from saga._state import SagaState, fold
 from saga._typed import TypedSagaState
-from saga._worker import OrchestratorWorker, fire_due_deadlines
+from saga._versions import Migration
+from saga._worker import OrchestratorWorker, fire_due_deadlines, take_up_parked
 
 
-def all_migrations() -> list[Migration]:
+def all_migrations() -> list[SchemaMigration]:
     """Every schema migration of the product, in the order `saga db upgrade` applies them."""
     return [*eventstore_migrations(), *outbox_migrations(), *load_migrations("saga", "saga")]
 
@@ -80,6 +84,9 @@ __all__ = [
     "LocalDone",
     "LocalFailed",
     "LocalStep",
+    "Migrate",
+    "Migration",
+    "MigrationPlan",
     "Orchestrator",
     "OrchestratorWorker",
     "Parallel",
@@ -123,4 +130,5 @@ __all__ = [
     "saga_event_registry",
     "saga_id_for",
     "stream_of",
+    "take_up_parked",
 ]

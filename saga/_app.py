@@ -22,6 +22,7 @@ from saga._orchestrator import Orchestrator
 from saga._participant import CommandHandler, Participant
 from saga._protocol import Topics
 from saga._signal import send_signal
+from saga._versions import Versions
 from saga._wiring import (
     child_problems,
     handler_problems,
@@ -77,12 +78,24 @@ class App:
         """The same app on topics of its own (a test, one demo run)."""
         return replace(self, topic_prefix=prefix)
 
-    def saga(self, name: str) -> type[Saga[Any]]:
-        for saga in self.sagas:
-            if saga.name == name:
-                return saga
-        known = ", ".join(s.name for s in self.sagas) or "none"
-        raise AppLoadError(f"no saga named {name!r} in the app (it has: {known})")
+    @property
+    def versions(self) -> Versions:
+        """The app's sagas by name and version (several versions of one saga run side by side)."""
+        return Versions(self.sagas)
+
+    def saga(self, name: str, version: int | None = None) -> type[Saga[Any]]:
+        """The saga class of that name: its newest version, or the version given."""
+        versions = self.versions.of(name)
+        if not versions:
+            known = ", ".join(self.versions.names()) or "none"
+            raise AppLoadError(f"no saga named {name!r} in the app (it has: {known})")
+        if version is None:
+            return versions[max(versions)]
+        if version not in versions:
+            raise AppLoadError(
+                f"the app has no version {version} of {name} (it has: {self.versions.describe(name)})"
+            )
+        return versions[version]
 
     def handlers(self, service: str) -> Mapping[type[BaseModel], CommandHandler]:
         """The handlers of a participant this app serves; AppLoadError naming the closest one."""
@@ -107,10 +120,11 @@ class App:
         """Signal a saga (by `saga_id`, or the `key` it was started with) in the caller's
         transaction: one outbox row, sent if that commits. A `WaitFor` step of the saga takes
         it, now or once the saga gets there. Returns the saga's id."""
-        sagas = {s.name: s for s in self.sagas}
         outbox = Outbox(self.messages)
         topics = Topics(self.topic_prefix)
-        return await send_signal(conn, "App", sagas, outbox, topics, saga, message, saga_id=saga_id, key=key)
+        return await send_signal(
+            conn, "App", self.versions, outbox, topics, saga, message, saga_id=saga_id, key=key
+        )
 
     def participant(
         self, database: Database, bootstrap_servers: str, service: str, **consumer_options: Any

@@ -203,3 +203,32 @@ def _check_hooks(saga: Any, who: str) -> None:
             inspect.signature(hook).bind("self", *parameters)
         except TypeError as exc:
             raise DefinitionError(f"{who}: hook {name} must be {wanted}: {exc}") from None
+
+
+def check_versions(saga: Any) -> None:
+    """`version` is a number from 1; each migration comes from an older version, once, and
+    renames old steps to steps this version has."""
+    who = f"saga {saga.name}"
+    version = saga.version
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise DefinitionError(f"{who}: version must be a whole number >= 1, got {version!r}")
+    from saga._versions import Migration  # saga._versions describes the steps checked here
+
+    if isinstance(saga.migrations, Migration) or not all(isinstance(m, Migration) for m in saga.migrations):
+        raise DefinitionError(
+            f"{who}: migrations is a list of Migration(from_version=..., renames={{...}}), got {saga.migrations!r}"
+        )
+    seen: set[int] = set()
+    for migration in saga.migrations:
+        where = f"{who} version {version}: Migration(from_version={migration.from_version})"
+        if migration.from_version >= version:
+            raise DefinitionError(f"{where}: a migration comes from an older version than {version}")
+        if migration.from_version in seen:
+            raise DefinitionError(f"{where}: declared twice; keep one migration per older version")
+        seen.add(migration.from_version)
+        unknown = sorted(new for new in migration.renames.values() if not saga.has_step(new))
+        if unknown:
+            has = ", ".join(step.name for step in saga.all_steps())
+            raise DefinitionError(
+                f"{where}: renames to {', '.join(map(repr, unknown))}, not a step of this version (it has: {has})"
+            )

@@ -37,6 +37,7 @@ from saga._decision import (
     Input,
     LocalDone,
     LocalFailed,
+    Migrate,
     Reply,
     Resume,
     Signal,
@@ -55,6 +56,7 @@ from saga._events import (
     StepSucceeded,
 )
 from saga._language import ChildSaga, WaitStep
+from saga._migrate import migrated_event
 from saga._moves import Moves
 from saga._parking import missing_steps, park_reason
 from saga._protocol import ChildEnded, StepRefused
@@ -74,14 +76,25 @@ def decide(saga: type[Saga[Any]], state: SagaState, given: Input, now: datetime)
 def _start(d: Moves, given: Start) -> None:
     if d.state.version:
         raise SagaError(f"saga {d.state.saga_id} has already started")
-    d.emit(SagaStarted(saga_type=given.saga_type, key=given.key, data=given.data, parent=given.parent))
+    d.emit(
+        SagaStarted(
+            saga_type=given.saga_type,
+            key=given.key,
+            data=given.data,
+            parent=given.parent,
+            saga_version=d.saga.version,
+            fingerprint=d.saga.fingerprint(),
+        )
+    )
     d.advance()
 
 
 def _reply(d: Moves, given: Reply) -> None:
-    """A reply moves the saga only if it answers what the saga awaits on its step right now."""
-    waiting = d.state.waiting_on(given.step) if given.step is not None else None
-    got = (given.step, given.phase, given.attempt)
+    """A reply moves the saga only if it answers what the saga awaits on its step right now (a
+    step renamed by a migration since its request went out answers under its new name)."""
+    step_name = d.state.renamed.get(given.step, given.step) if given.step is not None else None
+    waiting = d.state.waiting_on(step_name) if step_name is not None else None
+    got = (step_name, given.phase, given.attempt)
     if (
         d.state.terminal
         or waiting is None
@@ -250,7 +263,12 @@ def _compensate_request(d: Moves, given: CompensateRequest) -> None:
 
 def _resume(d: Moves, given: Resume) -> None:
     """A parked saga is taken up again only once the definition has its steps; any other
-    saga is parked first if the definition lacks them."""
+    saga is parked first if the definition lacks them. One parked because its version was not
+    deployed goes on as it was: the messages deferred meanwhile are decided on next."""
+    parked = d.state.parked
+    if parked is not None and parked.saga_version is not None:
+        d.emit(SagaUnparked(note=given.note))
+        return
     if d.state.status == "parked":
         missing = missing_steps(d.saga, d.state)
         if missing:
@@ -297,6 +315,15 @@ def _stopped_at(saga: type[Saga[Any]], state: SagaState) -> list[type[Step[Any]]
     return [s for s in node if s.name not in succeeded and state.waiting_on(s.name) is None]
 
 
+def _migrate(d: Moves, given: Migrate) -> None:
+    """Move the saga to this version, as planned (saga._migrate); a parked saga goes on."""
+    if not given.plan.ok:
+        raise SagaError(f"saga {d.state.saga_id} cannot be migrated: {'; '.join(given.plan.problems)}")
+    d.emit(migrated_event(d.state, d.saga, given.plan, given.note))
+    if d.state.status == "parked":
+        _resume(d, Resume(f"migrated to version {d.saga.version}: {given.note}"))
+
+
 _HANDLERS: dict[type[Any], Callable[[Moves, Any], None]] = {
     Start: _start,
     Reply: _reply,
@@ -306,4 +333,5 @@ _HANDLERS: dict[type[Any], Callable[[Moves, Any], None]] = {
     LocalFailed: _local_failed,
     Resume: _resume,
     CompensateRequest: _compensate_request,
+    Migrate: _migrate,
 }

@@ -7,12 +7,15 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from saga._events import DeadlineKind, ParentRef, Phase
 from saga._state import SagaState
+
+if TYPE_CHECKING:
+    from saga._migrate import MigrationPlan  # it plans with the definition, above this module
 
 # --- inputs ------------------------------------------------------------------------------
 
@@ -34,6 +37,7 @@ class Reply:
     step: str | None
     phase: str | None
     attempt: int | None
+    message_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,7 +93,16 @@ class Resume:
     note: str
 
 
-Input = Start | Reply | DeadlineDue | LocalDone | LocalFailed | Resume | Signal | CompensateRequest
+@dataclass(frozen=True)
+class Migrate:
+    """Operator: move the saga to the version it is decided with (`saga migrate`), as the plan
+    made under the saga's lock says (saga._migrate.plan_migration: renames, drops, new data)."""
+
+    plan: MigrationPlan
+    note: str
+
+
+Input = Start | Reply | DeadlineDue | LocalDone | LocalFailed | Resume | Signal | CompensateRequest | Migrate
 
 # --- outputs -----------------------------------------------------------------------------
 
@@ -116,6 +129,7 @@ class StartChild:
     child_id: str
     data: dict[str, Any]
     parent: ParentRef
+    saga_version: int = 1  # the version of the child saga the step names
 
 
 @dataclass(frozen=True)

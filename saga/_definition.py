@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Generic, get_args, get_origin
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from saga._checks import check_definition
+from saga._checks import check_definition, check_versions
 from saga._language import Parallel
 from saga._steps import (
     D,
@@ -31,6 +31,7 @@ from saga._steps import (
     Step,
     StepKind,
 )
+from saga._versions import Migration, fingerprint
 
 Node = tuple[type[Step[Any]], ...]
 
@@ -39,11 +40,16 @@ class Saga(Generic[D]):
     """Subclass as `class OrderSaga(Saga[OrderData]): steps = [ReserveCredit, ...]`."""
 
     name: ClassVar[str] = ""
+    # Several versions of one saga (one `name`) may be deployed side by side: a saga runs to its
+    # end on the version it started with, new ones start on the newest (see saga._versions).
+    version: ClassVar[int] = 1
+    migrations: ClassVar[Sequence[Migration]] = ()
     data_model: ClassVar[type[BaseModel]]
     steps: ClassVar[Sequence[type[Step[Any]] | Parallel]] = ()
     _nodes: ClassVar[tuple[Node, ...]] = ()
     _index: ClassVar[dict[str, int]] = {}
     _by_name: ClassVar[dict[str, type[Step[Any]]]] = {}
+    _fingerprint: ClassVar[str] = ""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -57,6 +63,8 @@ class Saga(Generic[D]):
         cls._nodes = tuple(n.steps if isinstance(n, Parallel) else (n,) for n in cls.steps)
         cls._index = {step.name: i for i, node in enumerate(cls._nodes) for step in node}
         cls._by_name = {step.name: step for node in cls._nodes for step in node}
+        cls._fingerprint = ""
+        check_versions(cls)
 
     # End hooks: run in the transaction of the decision that ends the saga (see saga._hooks).
     async def on_completed(self, conn: AsyncConnection, data: D) -> None:
@@ -67,6 +75,13 @@ class Saga(Generic[D]):
 
     async def on_failed(self, conn: AsyncConnection, data: D, reason: str) -> None:
         """The saga stopped in `failed` or `compensation_failed` (an operator may resume it)."""
+
+    @classmethod
+    def fingerprint(cls) -> str:
+        """What this version is made of, `<shape>.<data>` (see saga._versions)."""
+        if not cls._fingerprint:
+            cls._fingerprint = fingerprint(cls)
+        return cls._fingerprint
 
     @classmethod
     def nodes(cls) -> tuple[Node, ...]:
@@ -115,6 +130,7 @@ __all__ = [
     "D",
     "DefinitionError",
     "LocalStep",
+    "Migration",
     "Node",
     "Refused",
     "RemoteStep",

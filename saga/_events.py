@@ -32,6 +32,24 @@ class SagaStarted(_Event):
     key: str | None
     data: dict[str, Any]
     parent: ParentRef | None = None  # a child saga's parent
+    # The version it runs to its end on, and that version's fingerprint then (saga._versions).
+    # A saga started before versions were recorded is version 1 with no fingerprint.
+    saga_version: int = 1
+    fingerprint: str = ""
+
+
+class SagaMigrated(_Event):
+    """An operator moved the saga to another version of its definition (`saga migrate`).
+    `renamed` maps its old steps' names to the new ones; `data` is its new data, if changed."""
+
+    from_version: int
+    to_version: int
+    from_fingerprint: str
+    to_fingerprint: str
+    renamed: dict[str, str] = {}
+    dropped: list[str] = []
+    data: dict[str, Any] | None = None
+    note: str = ""
 
 
 class TimerSet(_Event):
@@ -165,16 +183,35 @@ class OperatorResumed(_Event):
 
 
 class SagaParked(_Event):
-    """The deployed definition lacks steps this saga needs: it stands still, with the reason,
-    until an operator resumes it under a definition that has them."""
+    """The deployed definition lacks steps this saga needs, or the worker lacks the saga's
+    version: it stands still, with the reason, until an operator resumes it under a definition
+    that has them (a worker that has the version takes it up by itself)."""
 
     missing: list[str]
     cause: str  # what was to move the saga: a reply, a deadline, a resume
     reason: str
+    saga_version: int | None = None  # set: parked because this version is not deployed
 
 
 class SagaUnparked(_Event):
-    """An operator's resume found every step again: the saga is back where it was parked."""
+    """An operator's resume found every step again, or a worker with the saga's version took
+    it up: the saga is back where it was parked."""
+
+    note: str = ""
+
+
+class InputDeferred(_Event):
+    """A message that came while the saga was parked because its version was not deployed:
+    kept, and decided on in order once a worker with that version takes the saga up.
+    `kind` is reply, signal or compensate (a parent's request to undo this child)."""
+
+    kind: Literal["reply", "signal", "compensate"]
+    message_type: str
+    message_id: str | None
+    data: dict[str, Any]
+    step: str | None = None
+    phase: str | None = None
+    attempt: int | None = None
 
 
 def saga_event_registry() -> EventRegistry:
@@ -203,6 +240,8 @@ def saga_event_registry() -> EventRegistry:
         (WaitCancelled, "saga.wait_cancelled"),
         (CompensationAdded, "saga.compensation_added"),
         (CompensationRequested, "saga.compensation_requested"),
+        (SagaMigrated, "saga.migrated"),
+        (InputDeferred, "saga.input_deferred"),
     ]
     for model, name in events:
         registry.register(model, name)

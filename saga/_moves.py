@@ -168,7 +168,15 @@ class Moves:
             saga_id=me.saga_id, saga_type=me.saga_type, step=step.name, phase=phase, attempt=attempt
         )
         self.children.append(
-            StartChild(step.name, attempt, step.saga.name, child_id, data.model_dump(mode="json"), parent)
+            StartChild(
+                step.name,
+                attempt,
+                step.saga.name,
+                child_id,
+                data.model_dump(mode="json"),
+                parent,
+                step.saga.version,
+            )
         )
         self.emit(StepRequested(step=step.name, phase=phase, attempt=attempt, child_id=child_id))
 

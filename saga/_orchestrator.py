@@ -32,27 +32,31 @@ from saga._decision import (
     DeadlineDue,
     Decision,
     Input,
+    Migrate,
     Resume,
     Start,
     StartChild,
 )
 from saga._definition import D, Saga
 from saga._errors import SagaError, UnknownSagaError
-from saga._events import SagaParked, saga_event_registry
+from saga._events import SagaUnparked, saga_event_registry
 from saga._hooks import run_end_hooks
 from saga._local import run_local
+from saga._migrate import MigrationPlan, plan_migration
 from saga._outgoing import Pending, input_of, outbox_rows, saga_of
+from saga._parking import absent_reason, log_parked, park_for_version, revived
 from saga._protocol import Topics, saga_id_for, stream_of, with_saga_messages
 from saga._savepoint import StepSavepoint
 from saga._signal import send_signal
+from saga._starting import check_start
 from saga._state import SagaState, fold
 from saga._typed import TypedSagaState, class_for, typed_state, until_ended
+from saga._versions import Migration, Versions, version_problems
 from saga._wiring import child_problems, message_problems, raise_problems
 
 log = logging.getLogger(__name__)
 
 _LOCAL_STEP = "saga_local_step"  # the savepoint local steps run in
-MAX_KEY_LENGTH = 500
 
 
 class Orchestrator:
@@ -66,13 +70,14 @@ class Orchestrator:
         *,
         topic_prefix: str = "saga",
     ) -> None:
-        names = [s.name for s in sagas]
-        if len(set(names)) != len(names):
-            raise ValueError(f"two sagas share a name: {names}")
-        raise_problems([*message_problems(sagas, messages), *child_problems(sagas)], "Orchestrator")
+        raise_problems(
+            [*version_problems(sagas), *message_problems(sagas, messages), *child_problems(sagas)],
+            "Orchestrator",
+        )
         self.database = database
         self.engine = database.engine
-        self.sagas = {s.name: s for s in sagas}
+        self.versions = Versions(sagas)
+        self.sagas = self.versions.newest()  # by name: new sagas start on the newest version
         self.messages = with_saga_messages(messages)
         self.topics = Topics(topic_prefix)
         self.store = EventStore(database, saga_event_registry())
@@ -82,12 +87,24 @@ class Orchestrator:
         """Nothing to close: the database is the caller's."""
 
     def saga_class(self, saga_type: str) -> type[Saga[Any]]:
+        """The newest version of a saga type."""
         try:
             return self.sagas[saga_type]
         except KeyError:
             raise UnknownSagaError(
                 f"saga type {saga_type!r} is not registered with this orchestrator"
             ) from None
+
+    def definition_of(self, state: SagaState) -> type[Saga[Any]] | None:
+        """The class of the version the saga runs on, None when this orchestrator lacks it."""
+        self.saga_class(state.saga_type)
+        return self.versions.get(state.saga_type, state.saga_version)
+
+    def _typing(self, state: SagaState) -> dict[str, type[Saga[Any]]]:
+        """The class that types a saga's data: its version's, else the newest."""
+        if state.saga_type not in self.sagas:
+            return self.sagas  # `class_for` says which types there are
+        return {**self.sagas, state.saga_type: self.definition_of(state) or self.saga_class(state.saga_type)}
 
     def reply_topics(self) -> list[str]:
         return [self.topics.replies(name) for name in self.sagas]
@@ -107,7 +124,7 @@ class Orchestrator:
         (`load(saga_id, TravelSaga)`) for a precise type; SagaDataError when the stored data
         no longer fits the model."""
         state = await self.load_raw(saga_id, conn)
-        return typed_state(class_for(self.sagas, state, saga), state)
+        return typed_state(class_for(self._typing(state), state, saga), state)
 
     async def load_raw(self, saga_id: str, conn: AsyncConnection | None = None) -> SagaState:
         """The fold of the saga's events, its data as stored (JSON): what `saga show` prints."""
@@ -133,11 +150,11 @@ class Orchestrator:
 
         async def look() -> SagaState:
             state = await self.load_raw(saga_id)
-            class_for(self.sagas, state, saga)  # a saga it cannot type fails now, not at the end
+            class_for(self._typing(state), state, saga)  # a saga it cannot type fails now, not at the end
             return state
 
         state = await until_ended(look, timeout_s)
-        return typed_state(class_for(self.sagas, state, saga), state)
+        return typed_state(class_for(self._typing(state), state, saga), state)
 
     # --- inputs ------------------------------------------------------------------------------
 
@@ -158,20 +175,7 @@ class Orchestrator:
         """`start` for several sagas of one type in the caller's transaction, with two round
         trips in all. Returns their ids in order; a key that names a saga already started (or
         one earlier in `data`) gives that saga's id and starts nothing."""
-        self.saga_class(saga.name)
-        for item in data:
-            if not isinstance(item, saga.data_model):
-                raise TypeError(
-                    f"saga {saga.name} takes {saga.data_model.__name__} data, got {type(item).__name__}"
-                )
-        if keys is not None and len(keys) != len(data):
-            raise ValueError(f"start_many: {len(keys)} keys for {len(data)} sagas")
-        for key in keys or ():
-            if not isinstance(key, str) or not key or "\x00" in key or len(key) > MAX_KEY_LENGTH:
-                raise ValueError(
-                    f"saga {saga.name}: a start key is a non-empty string of at most {MAX_KEY_LENGTH} "
-                    f"characters without NUL, got {key!r:.120}"
-                )
+        check_start(self.versions, saga, data, keys)
         driver = await driver_connection(conn)
         if keys is None:
             ids = [str(uuid.uuid4()) for _ in data]
@@ -212,7 +216,7 @@ class Orchestrator:
         return await send_signal(
             conn,
             "Orchestrator",
-            self.sagas,
+            self.versions,
             self.outbox,
             self.topics,
             saga,
@@ -245,6 +249,38 @@ class Orchestrator:
         await self.decide_many(conn, [(saga_id, Resume(note), None)])
         return await self.load_raw(saga_id, conn)
 
+    async def migrate(
+        self,
+        conn: AsyncConnection,
+        saga_id: str,
+        target: type[Saga[Any]],
+        migration: Migration,
+        *,
+        note: str,
+        apply: bool = True,
+    ) -> MigrationPlan:
+        """Move a running saga to `target`, a deployed version of its saga, as `migration` says:
+        planned under the saga's lock and, when `apply` and the plan has no problems, recorded
+        as `saga.migrated` in the caller's transaction. A saga parked for its version goes on.
+        Returns the plan (its `problems` say why nothing was written)."""
+        if not self.versions.has(target):
+            raise UnknownSagaError(
+                f"{target.__qualname__} ({target.name} version {target.version}) is not registered with "
+                f"this orchestrator (it has: {self.versions.describe(target.name)})"
+            )
+        driver = await driver_connection(conn)
+        await repo.lock_one(driver, saga_id)
+        state = await self.load_raw(saga_id, conn)
+        plan = plan_migration(
+            self.versions.get(state.saga_type, state.saga_version), target, state, migration
+        )
+        if apply and plan.ok:
+            pending = {saga_id: Pending(target, state.version, Decision(state))}
+            savepoint = StepSavepoint(driver, _LOCAL_STEP)
+            await self._decide(conn, savepoint, pending, pending[saga_id], Migrate(plan, note), None)
+            await self._flush(conn, pending.values())
+        return plan
+
     # --- the loop ----------------------------------------------------------------------------
 
     async def decide_many(
@@ -275,8 +311,12 @@ class Orchestrator:
                 if not events:
                     raise UnknownSagaError(f"no saga with id {saga_id!r}")
                 state = fold(saga_id, (e.event for e in events))
+                saga = self.definition_of(state)
                 entry = pending[saga_id] = Pending(
-                    self.saga_class(state.saga_type), state.version, Decision(state)
+                    saga or self.saga_class(state.saga_type),
+                    state.version,
+                    Decision(state),
+                    lacks_version=saga is None,
                 )
             await self._decide(conn, savepoint, pending, entry, given, cause)
         await self._flush(conn, pending.values())
@@ -291,7 +331,22 @@ class Orchestrator:
         cause: Envelope | None,
     ) -> None:
         """Decide on one input; run the local step it asks for and decide again, until none is
-        left; then start the child sagas the decision asks for."""
+        left; then start the child sagas the decision asks for. A saga whose version this
+        orchestrator lacks is parked instead; one parked so, whose version it has, is taken up
+        first (and the messages deferred meanwhile are decided on)."""
+        before = entry.decision.state
+        if entry.lacks_version:
+            decision = park_for_version(before, given, absent_reason(self.versions, before))
+            entry.decision = entry.decision.then(decision)
+            log_parked(decision)
+            return
+        if (
+            before.parked is not None
+            and before.parked.saga_version is not None
+            and not isinstance(given, Resume)
+        ):
+            taken_up = Resume(f"version {before.saga_version} is deployed here")
+            await self._decide(conn, savepoint, pending, entry, taken_up, None)
         now = datetime.now(UTC)
         decision = decide(entry.saga, entry.decision.state, given, now)
         while decision.local is not None:
@@ -301,9 +356,14 @@ class Orchestrator:
         entry.decision = entry.decision.then(decision)
         entry.causes += [cause] * len(decision.commands)
         if not isinstance(given, Resume):  # a resume's caller gets the parked state back
-            _log_parked(decision)
+            log_parked(decision)
         for child in decision.children:
             await self._start_child(conn, savepoint, pending, child, cause)
+        if any(isinstance(e, SagaUnparked) for e in decision.events):
+            for deferred in before.deferred:
+                registered = deferred.message_type in self.messages
+                model = self.messages.get(deferred.message_type).model if registered else None
+                await self._decide(conn, savepoint, pending, entry, revived(deferred, model), None)
 
     async def _start_child(
         self,
@@ -318,7 +378,12 @@ class Orchestrator:
         on before this commits; a stream that exists anyway fails the append (NO_STREAM)."""
         if child.child_id in pending:
             raise SagaError(f"saga {child.parent.saga_id}: child {child.child_id} is started twice")
-        saga = self.saga_class(child.saga_type)
+        saga = self.versions.get(child.saga_type, child.saga_version)
+        if saga is None:
+            raise SagaError(
+                f"saga {child.parent.saga_id}: its child saga {child.saga_type} version {child.saga_version} "
+                f"is not registered (it has: {self.versions.describe(child.saga_type)})"
+            )
         entry = pending[child.child_id] = Pending(saga, 0, Decision(SagaState(saga_id=child.child_id)))
         given = Start(child.saga_type, child.data, parent=child.parent)
         await self._decide(conn, savepoint, pending, entry, given, cause)
@@ -351,16 +416,6 @@ class Orchestrator:
             await self.store.append_many(appends, conn=conn)
             await self.outbox.put_many(conn, outgoing)
             await writes.execute(driver)
-
-
-def _log_parked(decision: Decision) -> None:
-    """Once per parking: a parked saga takes no deadline, and ignores replies without a word."""
-    for event in decision.events:
-        if isinstance(event, SagaParked):
-            state = decision.state
-            log.warning(
-                "saga %s (%s) parked on %s: %s", state.saga_id, state.saga_type, event.cause, event.reason
-            )
 
 
 __all__ = ["Orchestrator", "SagaError"]

@@ -26,6 +26,7 @@ class Pending:
     before: int
     decision: Decision
     causes: list[Envelope | None] = field(default_factory=list)
+    lacks_version: bool = False  # `saga` is the newest version, not the saga's own: it is parked
 
 
 def outbox_rows(entry: Pending, outbox: Outbox, topics: Topics, messages: MessageRegistry) -> list[Outgoing]:
@@ -76,4 +77,11 @@ def input_of(message: BaseModel, envelope: Envelope) -> Reply | Signal | Compens
         return Signal(envelope.message_type, message, str(envelope.message_id))
     if isinstance(message, CompensateSaga):
         return CompensateRequest(message.reason, message.step, message.phase, message.attempt)
-    return Reply(envelope.message_type, message, envelope.step, envelope.phase, envelope.attempt)
+    return Reply(
+        envelope.message_type,
+        message,
+        envelope.step,
+        envelope.phase,
+        envelope.attempt,
+        str(envelope.message_id),
+    )

@@ -22,20 +22,37 @@ from saga._protocol import lock_key
 from saga._state import SagaState, Status
 
 Driver = psycopg.AsyncConnection[Any]
-INSTANCE_COLUMNS = ("saga_id", "saga_type", "key", "status", "step", "version", "data", "last_error")
+INSTANCE_COLUMNS = (
+    "saga_id",
+    "saga_type",
+    "key",
+    "status",
+    "step",
+    "version",
+    "data",
+    "last_error",
+    "saga_version",
+    "fingerprint",
+    "parked_version",
+)
 ACTIVE = ("running", "compensating")
 
 # The one upsert of saga_instances, for any number of sagas: one row per saga, as columns
 # (arrays), so the statement text never changes. A row never goes back to an older version;
 # the same version may be written again (by `saga rebuild`, under the saga's lock).
 _UPSERT_INSTANCES = """
-    INSERT INTO saga_instances (saga_id, saga_type, key, status, step, version, data, last_error)
+    INSERT INTO saga_instances (
+        saga_id, saga_type, key, status, step, version, data, last_error, saga_version, fingerprint, parked_version
+    )
     SELECT * FROM unnest(
-        %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::bigint[], %b::jsonb[], %b::text[]
+        %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::bigint[], %b::jsonb[], %b::text[],
+        %b::int[], %b::text[], %b::int[]
     )
     ON CONFLICT (saga_id) DO UPDATE SET
         saga_type = excluded.saga_type, key = excluded.key, status = excluded.status, step = excluded.step,
-        version = excluded.version, data = excluded.data, last_error = excluded.last_error, updated_at = now()
+        version = excluded.version, data = excluded.data, last_error = excluded.last_error,
+        saga_version = excluded.saga_version, fingerprint = excluded.fingerprint,
+        parked_version = excluded.parked_version, updated_at = now()
     WHERE saga_instances.version <= excluded.version
 """
 _DELETE_INSTANCES = "DELETE FROM saga_instances WHERE saga_id = ANY(%b::text[])"
@@ -109,7 +126,7 @@ _TRY_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext(%s))"
 # A parked deadline's reason shows as the saga's last error: it is why the saga stands still.
 # A saga with several parked deadlines (a group's members) is still one row: the first parked.
 _LIST = (
-    "SELECT i.saga_id, i.saga_type, i.key, i.status, i.step, i.version, "
+    "SELECT i.saga_id, i.saga_type, i.saga_version, i.key, i.status, i.step, i.version, "
     "coalesce('parked: ' || d.last_error, i.last_error) AS last_error, i.created_at, i.updated_at "
     "FROM saga_instances i LEFT JOIN LATERAL ("
     "SELECT p.last_error, p.parked_at FROM saga_deadlines p WHERE p.saga_id = i.saga_id AND p.parked_at IS NOT NULL "
@@ -117,7 +134,18 @@ _LIST = (
     "WHERE {where} ORDER BY i.created_at DESC, i.saga_id LIMIT %(limit)s"
 )
 _ALL_INSTANCES = (
-    "SELECT saga_id, saga_type, key, status, step, version, data::text, last_error FROM saga_instances"
+    "SELECT saga_id, saga_type, key, status, step, version, data::text, last_error, "
+    "saga_version, fingerprint, parked_version FROM saga_instances"
+)
+# Sagas parked because a worker lacked their version, of the versions given: (type, version) pairs.
+_PARKED_FOR = (
+    "SELECT i.saga_id FROM saga_instances i JOIN unnest(%b::text[], %b::int[]) AS v(saga_type, version) "
+    "ON i.saga_type = v.saga_type AND i.parked_version = v.version ORDER BY i.updated_at LIMIT %b"
+)
+# Every saga not ended (completed or compensated): what a deploy must still serve.
+_NOT_ENDED = (
+    "SELECT saga_id FROM saga_instances WHERE status NOT IN ('completed', 'compensated') "
+    "ORDER BY created_at, saga_id"
 )
 _COUNT_BY_STATUS = "SELECT status, count(*) FROM saga_instances GROUP BY 1"
 _OLDEST_ACTIVE = (
@@ -152,6 +180,9 @@ def instance_row(state: SagaState) -> tuple[Any, ...]:
         state.version,
         orjson.dumps(state.data).decode(),
         state.last_error,
+        state.saga_version,
+        state.fingerprint,
+        state.parked.saga_version if state.parked is not None else None,
     )
 
 
@@ -334,6 +365,20 @@ async def all_instance_rows(driver: Driver) -> list[tuple[Any, ...]]:
 async def instance_rows(driver: Driver, saga_ids: Sequence[str]) -> list[tuple[Any, ...]]:
     sql = f"{_ALL_INSTANCES} WHERE saga_id = ANY(%b::text[])"
     return list(await (await driver.execute(sql, (list(saga_ids),))).fetchall())
+
+
+async def parked_for_versions(driver: Driver, versions: Sequence[tuple[str, int]], limit: int) -> list[str]:
+    """Sagas parked because a worker lacked their version, of these (saga type, version) pairs."""
+    if not versions:
+        return []
+    types, numbers = [list(c) for c in zip(*versions, strict=True)]
+    rows = await (await driver.execute(_PARKED_FOR, (types, numbers, limit))).fetchall()
+    return [row[0] for row in rows]
+
+
+async def not_ended(driver: Driver) -> list[str]:
+    """The ids of every saga not completed or compensated, oldest first."""
+    return [row[0] for row in await (await driver.execute(_NOT_ENDED)).fetchall()]
 
 
 async def count_by_status(driver: Driver) -> dict[str, int]:

@@ -9,7 +9,6 @@ saga may signal it at once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel
@@ -20,16 +19,17 @@ from saga._definition import Saga
 from saga._errors import UnknownSagaError
 from saga._language import WaitStep
 from saga._protocol import CHILD_ENDED, COMPENSATE_SAGA, STEP_REFUSED, Topics, saga_id_for
+from saga._starting import MAX_KEY_LENGTH
+from saga._versions import Versions
 
 SIGNAL_PHASE = "signal"
 _INTERNAL = frozenset({STEP_REFUSED, CHILD_ENDED, COMPENSATE_SAGA})
-MAX_KEY_LENGTH = 500
 
 
 async def send_signal(
     conn: AsyncConnection,
     owner: str,
-    sagas: Mapping[str, type[Saga[Any]]],
+    sagas: Versions,
     outbox: Outbox,
     topics: Topics,
     saga: type[Saga[Any]],
@@ -54,7 +54,7 @@ async def send_signal(
 
 def signal_target(
     owner: str,
-    sagas: Mapping[str, type[Saga[Any]]],
+    sagas: Versions,
     messages: MessageRegistry,
     saga: type[Saga[Any]],
     message: BaseModel,
@@ -70,8 +70,8 @@ def signal_target(
             f"signal to {getattr(saga, 'name', saga)!r}: pass exactly one of saga_id= (the id start returned) "
             f"or key= (the key it was started with), got saga_id={saga_id!r}, key={key!r}"
         )
-    if not (isinstance(saga, type) and issubclass(saga, Saga)) or sagas.get(saga.name) is not saga:
-        known = ", ".join(sagas) or "none"
+    if not (isinstance(saga, type) and issubclass(saga, Saga)) or not sagas.has(saga):
+        known = ", ".join(sagas.names()) or "none"
         raise UnknownSagaError(f"signal: {saga!r} is not one of the {owner}'s sagas (it has: {known})")
     if not isinstance(message, BaseModel):
         raise TypeError(f"signal to {saga.name}: the message must be a pydantic model, got {message!r:.120}")

@@ -19,6 +19,7 @@ from saga._events import (
     CompensationRequested,
     CompensationStarted,
     DeadlineKind,
+    InputDeferred,
     OperatorResumed,
     ParentRef,
     Phase,
@@ -27,6 +28,7 @@ from saga._events import (
     SagaCompensated,
     SagaCompleted,
     SagaFailed,
+    SagaMigrated,
     SagaParked,
     SagaStarted,
     SagaUnparked,
@@ -81,6 +83,7 @@ class Parked(BaseModel):
     reason: str
     status: Status
     waiting: list[Awaiting] = []
+    saga_version: int | None = None  # set: parked until a worker has this version
 
 
 class StateFields(BaseModel):
@@ -105,6 +108,10 @@ class StateFields(BaseModel):
     signals: list[KeptSignal] = []  # signals no wait has taken yet, oldest first
     parent: ParentRef | None = None  # a child saga's parent (and the request it answers)
     children: dict[str, str] = {}  # step -> the child saga it started (its latest attempt)
+    saga_version: int = 1  # the version of its definition it runs on (`version` counts events)
+    fingerprint: str = ""  # that version's fingerprint when it started, or was migrated
+    renamed: dict[str, str] = {}  # a step's name before a migration -> its name now
+    deferred: list[InputDeferred] = []  # messages kept while parked for a missing version
     version: int = 0
 
     @property
@@ -139,7 +146,15 @@ def _without(s: SagaState, step: str) -> list[Awaiting]:
 
 
 def _started(s: SagaState, e: SagaStarted) -> dict[str, Any]:
-    return {"saga_type": e.saga_type, "key": e.key, "data": e.data, "status": "running", "parent": e.parent}
+    return {
+        "saga_type": e.saga_type,
+        "key": e.key,
+        "data": e.data,
+        "status": "running",
+        "parent": e.parent,
+        "saga_version": e.saga_version,
+        "fingerprint": e.fingerprint,
+    }
 
 
 def _requested(s: SagaState, e: StepRequested) -> dict[str, Any]:
@@ -267,14 +282,19 @@ _RESUMED_AS: dict[str, str] = {"compensation_failed": "compensating", "failed": 
 
 def _parked(s: SagaState, e: SagaParked) -> dict[str, Any]:
     # No deadline while parked: what it awaited waits in `parked`, for the resume.
-    parked = Parked(reason=e.reason, status=s.status, waiting=s.waiting)
+    parked = Parked(reason=e.reason, status=s.status, waiting=s.waiting, saga_version=e.saga_version)
     return {"status": "parked", "parked": parked, "waiting": [], "last_error": e.reason}
 
 
 def _unparked(s: SagaState, e: SagaUnparked) -> dict[str, Any]:
+    # The deferred messages are decided on next, in the same decision (saga._orchestrator).
     if s.parked is None:
-        return {}
-    return {"status": s.parked.status, "waiting": s.parked.waiting, "parked": None}
+        return {"deferred": []}
+    return {"status": s.parked.status, "waiting": s.parked.waiting, "parked": None, "deferred": []}
+
+
+def _deferred(s: SagaState, e: InputDeferred) -> dict[str, Any]:
+    return {"deferred": [*s.deferred, e]}
 
 
 def _signal_received(s: SagaState, e: SignalReceived) -> dict[str, Any]:
@@ -296,6 +316,49 @@ def _compensation_requested(s: SagaState, e: CompensationRequested) -> dict[str,
     if s.parent is None:
         return {}
     return {"parent": s.parent.model_copy(update={"step": e.step, "phase": e.phase, "attempt": e.attempt})}
+
+
+def _migrated(s: SagaState, e: SagaMigrated) -> dict[str, Any]:
+    """Every step the saga names takes its new name; a dropped step is forgotten."""
+    gone = set(e.dropped)
+
+    def new(name: str) -> str:
+        return e.renamed.get(name, name)
+
+    def steps(names: list[str]) -> list[str]:
+        return [new(n) for n in names if n not in gone]
+
+    def waits(waiting: list[Awaiting]) -> list[Awaiting]:
+        return [w.model_copy(update={"step": new(w.step)}) for w in waiting if w.step not in gone]
+
+    changes: dict[str, Any] = {
+        "saga_version": e.to_version,
+        "fingerprint": e.to_fingerprint,
+        "done": steps(s.done),
+        "timed_out": steps(s.timed_out),
+        "to_compensate": steps(s.to_compensate),
+        "waiting": waits(s.waiting),
+        "attempts": {
+            _renamed_key(k, e.renamed): n for k, n in s.attempts.items() if k.partition(":")[2] not in gone
+        },
+        "retry_base": {_renamed_key(k, e.renamed): n for k, n in s.retry_base.items()},
+        "children": {new(step): child for step, child in s.children.items() if step not in gone},
+        "signals": [k.model_copy(update={"takers": steps(k.takers)}) for k in s.signals],
+        "renamed": {**{old: new(now) for old, now in s.renamed.items()}, **e.renamed},
+        "last_step": None if s.last_step is None or s.last_step in gone else new(s.last_step),
+    }
+    if e.data is not None:
+        changes["data"] = e.data
+    if s.parked is not None:
+        changes["parked"] = s.parked.model_copy(
+            update={"waiting": waits(s.parked.waiting), "saga_version": None}
+        )
+    return changes
+
+
+def _renamed_key(key: str, renamed: dict[str, str]) -> str:
+    phase, _, step = key.partition(":")
+    return f"{phase}:{renamed.get(step, step)}"
 
 
 # Each event's changes to the state; `apply` makes the new state in one copy.
@@ -323,6 +386,8 @@ _FOLD: dict[type[BaseModel], Callable[[SagaState, Any], dict[str, Any]]] = {
     WaitCancelled: _wait_cancelled,
     CompensationAdded: _compensation_added,
     CompensationRequested: _compensation_requested,
+    SagaMigrated: _migrated,
+    InputDeferred: _deferred,
 }
 
 

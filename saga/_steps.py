@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import enum
 import re
+import types
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, TypeVar, get_type_hints
+from typing import Any, ClassVar, Generic, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -143,3 +145,14 @@ def _annotated_reply(step: type[RemoteStep[Any]]) -> type[BaseModel] | None:
     except Exception:  # an annotation that does not resolve: the step must say `reply = ...`
         return None
     return hint if isinstance(hint, type) and issubclass(hint, BaseModel) else None
+
+
+def returned_models(function: Callable[..., Any]) -> list[type[BaseModel]]:
+    """The message models a function's return annotation names (`X`, `X | None`, `X | Y`);
+    none when it has no annotation or one that does not resolve: then only run time can tell."""
+    try:
+        hint = get_type_hints(function).get("return")
+    except Exception:
+        return []
+    options = get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,)
+    return [t for t in options if isinstance(t, type) and issubclass(t, BaseModel) and t is not BaseModel]

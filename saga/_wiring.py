@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import difflib
 import re
-import types
-from collections.abc import Callable, Collection, Iterable, Mapping
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -21,6 +20,8 @@ from outbox import MessageRegistry, MessageTypeError
 from saga._definition import DefinitionError, RemoteStep, Saga
 from saga._language import ChildSaga, WaitStep
 from saga._protocol import ChildEnded, CompensateSaga
+from saga._steps import returned_models
+from saga._versions import Versions, version_problems
 
 _ROLES = {
     "command": "its command",
@@ -36,17 +37,6 @@ def raise_problems(problems: list[str], what: str) -> None:
         raise DefinitionError(problems[0])
     if problems:
         raise DefinitionError(f"{what}: {len(problems)} problems:\n" + "\n".join(f"- {p}" for p in problems))
-
-
-def returned_models(function: Callable[..., Any]) -> list[type[BaseModel]]:
-    """The message models a function's return annotation names (`X`, `X | None`, `X | Y`);
-    none when it has no annotation or one that does not resolve: then only run time can tell."""
-    try:
-        hint = get_type_hints(function).get("return")
-    except Exception:
-        return []
-    options = get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,)
-    return [t for t in options if isinstance(t, type) and issubclass(t, BaseModel) and t is not BaseModel]
 
 
 def step_messages(step: type[RemoteStep[Any]]) -> list[tuple[str, type[BaseModel]]]:
@@ -94,34 +84,31 @@ def message_problems(sagas: Iterable[type[Saga[Any]]], messages: MessageRegistry
 def child_problems(sagas: Collection[type[Saga[Any]]]) -> list[str]:
     """A child saga step starts a saga of the app: the same orchestrators must decide on it
     and read its reply topic."""
-    known = {s.name: s for s in sagas}
+    known = Versions(sagas)
     problems = []
     for saga in sagas:
         for step in (s for s in saga.all_steps() if issubclass(s, ChildSaga)):
             child = getattr(step, "saga", None)
-            if child is None or known.get(child.name) is not child:
+            if child is None or not known.has(child):
                 name = getattr(child, "__qualname__", repr(child))
+                deployed = child is not None and child.name in known.names()
+                version = (
+                    f" (version {child.version}; it has {known.describe(child.name)})" if deployed else ""
+                )
                 problems.append(
-                    f"{saga.name} step {step.name}: its child saga {name} is not one of the app's sagas "
-                    f"(it has: {', '.join(known) or 'none'}); add it to App(sagas=[...])"
+                    f"{saga.name} step {step.name}: its child saga {name}{version} is not one of the app's sagas "
+                    f"(it has: {', '.join(known.names()) or 'none'}); add it to App(sagas=[...])"
                 )
     return problems
 
 
 def saga_name_problems(sagas: Iterable[type[Saga[Any]]]) -> list[str]:
-    problems = []
-    seen: dict[str, type[Saga[Any]]] = {}
-    for saga in sagas:
-        if not (isinstance(saga, type) and issubclass(saga, Saga)):
-            problems.append(f"{saga!r} is not a Saga subclass")
-            continue
-        other = seen.setdefault(saga.name, saga)
-        if other is not saga:
-            problems.append(
-                f"two sagas are named {saga.name!r} ({other.__qualname__} and {saga.__qualname__}); "
-                "give one of them another `name = ...` (the name is its saga type and reply topic)"
-            )
-    return problems
+    problems = [
+        f"{saga!r} is not a Saga subclass"
+        for saga in sagas
+        if not (isinstance(saga, type) and issubclass(saga, Saga))
+    ]
+    return problems + version_problems([s for s in sagas if isinstance(s, type) and issubclass(s, Saga)])
 
 
 def participant_problems(

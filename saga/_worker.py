@@ -20,6 +20,7 @@ from eventstore import (
 from outbox import Consumer, Outbox, outbox_migrations
 from saga import _repository as repo
 from saga._decision import DeadlineDue
+from saga._errors import SagaError
 from saga._orchestrator import Orchestrator
 from saga._protocol import command_id
 
@@ -33,6 +34,8 @@ DEADLINE_MAX_BACKOFF_S = 300.0
 # How often the worker checks that it reaches Kafka (a metadata request), and how long it waits.
 KAFKA_PROBE_S = 2.0
 KAFKA_PROBE_TIMEOUT_S = 2.0
+# How often the worker looks for sagas parked because a worker lacked a version it has.
+TAKE_UP_INTERVAL_S = 5.0
 
 
 class KafkaUnreachable(Exception):
@@ -124,6 +127,30 @@ async def _count_failure(
         log.warning("%s failed again (%d times); trying again in %.0fs: %s", what, failures, backoff, error)
 
 
+async def take_up_parked(orchestrator: Orchestrator, failed: set[str] | None = None, limit: int = 100) -> int:
+    """Take up the sagas parked because a worker lacked their version, of the versions this
+    orchestrator has (the messages they kept are decided on). Returns how many went on. A
+    saga that cannot go on is logged once (its id goes in `failed`) and tried again next time."""
+    versions = [(name, v) for name in orchestrator.versions.names() for v in orchestrator.versions.of(name)]
+    async with orchestrator.engine.connect() as conn:
+        saga_ids = await repo.parked_for_versions(await driver_connection(conn), versions, limit)
+        await conn.rollback()
+    failed = set() if failed is None else failed
+    taken = 0
+    for saga_id in saga_ids:
+        try:
+            await orchestrator.resume(saga_id, "taken up by a worker that has its version")
+        except SagaError as exc:
+            if saga_id not in failed:
+                failed.add(saga_id)
+                log.error("saga %s stays parked: taking it up failed: %s", saga_id, exc)
+            continue
+        failed.discard(saga_id)
+        taken += 1
+        log.info("saga %s: taken up, its version is deployed here", saga_id)
+    return taken
+
+
 class OrchestratorWorker(Worker):
     """Replies drive sagas forward; due deadlines time steps out and run scheduled retries."""
 
@@ -172,7 +199,8 @@ class OrchestratorWorker(Worker):
         when it can again, first move the reply deadlines later by the outage."""
         outage = Outage("orchestrator: firing deadlines")
         kafka = Outage("orchestrator: Kafka")
-        next_probe = 0.0
+        next_probe = next_take_up = 0.0
+        not_taken: set[str] = set()
         last_reached = time.monotonic()
         while not self._stopping.is_set():
             if time.monotonic() >= next_probe:
@@ -190,6 +218,9 @@ class OrchestratorWorker(Worker):
                     await self._credit(max(outage.lasted(), kafka.lasted()))
                     outage.ended()
                     kafka.ended()
+                if time.monotonic() >= next_take_up:
+                    next_take_up = time.monotonic() + TAKE_UP_INTERVAL_S
+                    await take_up_parked(self.orchestrator, not_taken)
                 fired = await fire_due_deadlines(self.orchestrator)
             except Exception as exc:
                 kind = classify_error(exc)

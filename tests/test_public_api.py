@@ -107,6 +107,9 @@ EXPORTED = {
         "LocalDone",
         "LocalFailed",
         "LocalStep",
+        "Migrate",
+        "Migration",
+        "MigrationPlan",
         "Orchestrator",
         "OrchestratorWorker",
         "Parallel",
@@ -150,6 +153,7 @@ EXPORTED = {
         "saga_event_registry",
         "saga_id_for",
         "stream_of",
+        "take_up_parked",
     },
 }
 

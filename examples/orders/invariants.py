@@ -18,13 +18,15 @@ from examples.orders.shop import LOST_SKUS
 from saga import fold, instance_row, saga_event_registry, stream_of
 
 _INSTANCES = (
-    "SELECT saga_id, saga_type, key, status, step, version, data::text, last_error FROM saga_instances"
+    "SELECT saga_id, saga_type, key, status, step, version, data::text, last_error, "
+    "saga_version, fingerprint, parked_version FROM saga_instances"
 )
 
 
 def _comparable(row: Sequence[Any]) -> tuple[Any, ...]:
-    *head, data, last_error = row
-    return (*head, orjson.loads(data), last_error)
+    values = list(row)
+    values[6] = orjson.loads(values[6])  # the data, as JSON: key order does not matter
+    return tuple(values)
 
 
 async def read_model_matches_events(conn: AsyncConnection) -> bool:

@@ -112,7 +112,8 @@ async def test_item10_piped_output_keeps_whole_ids_and_wide_shows_whole_details(
         assert "saga.step_requested" in row
     # Without --wide, a field too long for the row is left out whole, and counted.
     started = next(line for line in shown.stdout.splitlines() if "saga.started" in line)
-    assert f"saga_type=OrderSaga key={key} (+1 more: --wide)" in started
+    assert f"saga_type=OrderSaga key={key} saga_version=1 fingerprint=" in started
+    assert started.rstrip(" │").endswith("(+1 more: --wide)")
     assert "order_id" not in started
 
     # In a terminal-sized console too, --wide prints every event's details whole.

@@ -94,7 +94,12 @@ def assert_parked(decision: Decision, before: SagaState, reason: str, cause: str
         before.waiting,
     )
     [parked] = decision.events
-    assert parked.model_dump() == {"missing": ["reserve_hotel"], "cause": cause, "reason": reason}
+    assert parked.model_dump() == {
+        "missing": ["reserve_hotel"],
+        "cause": cause,
+        "reason": reason,
+        "saga_version": None,
+    }
 
 
 def test_item4_a_reply_for_a_renamed_step_parks_the_saga_with_the_reason() -> None:

@@ -136,7 +136,8 @@ def test_item2_a_bad_topic_prefix_fails_at_app_creation(prefix: str) -> None:
 @pytest.mark.pure
 def test_two_sagas_with_one_name_fail_at_app_creation() -> None:
     error = app_error(sagas=[TravelSaga, travel(ReserveFlightStep, ReserveHotelStep)])
-    assert "two sagas are named 'TravelSaga'" in error
+    assert "two sagas are TravelSaga version 1" in error
+    assert "give the newer one `version = <next number>`" in error
     assert app_error(sagas=[TravelSaga, TripData]).endswith("TripData'> is not a Saga subclass")
 
 

@@ -324,7 +324,9 @@ async def test_the_migration_keeps_the_single_rows_of_a_database_before_it(
             )
             kept = (await conn.execute(text("SELECT * FROM saga_deadlines ORDER BY saga_id"))).all()
 
-        applied = await upgrade(old.engine, all_migrations())
+        applied = await upgrade(
+            old.engine, [m for m in all_migrations() if m.component != "saga" or m.version <= 4]
+        )
         assert [(m.component, m.version, m.name) for m in applied] == [("saga", 4, "deadline_per_step")]
         async with old.engine.begin() as conn:
             assert (await conn.execute(text("SELECT * FROM saga_deadlines ORDER BY saga_id"))).all() == kept
