@@ -91,10 +91,9 @@ def child_problems(sagas: Collection[type[Saga[Any]]]) -> list[str]:
             child = getattr(step, "saga", None)
             if child is None or not known.has(child):
                 name = getattr(child, "__qualname__", repr(child))
-                deployed = child is not None and child.name in known.names()
-                version = (
-                    f" (version {child.version}; it has {known.describe(child.name)})" if deployed else ""
-                )
+                version = ""
+                if child is not None and child.name in known.names():
+                    version = f" (version {child.version}; it has {known.describe(child.name)})"
                 problems.append(
                     f"{saga.name} step {step.name}: its child saga {name}{version} is not one of the app's sagas "
                     f"(it has: {', '.join(known.names()) or 'none'}); add it to App(sagas=[...])"
