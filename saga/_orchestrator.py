@@ -343,7 +343,7 @@ class Orchestrator:
         if (
             before.parked is not None
             and before.parked.saga_version is not None
-            and not isinstance(given, Resume)
+            and not isinstance(given, Resume | Migrate)  # those take it up themselves
         ):
             taken_up = Resume(f"version {before.saga_version} is deployed here")
             await self._decide(conn, savepoint, pending, entry, taken_up, None)
