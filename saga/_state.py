@@ -349,9 +349,10 @@ def _migrated(s: SagaState, e: SagaMigrated) -> dict[str, Any]:
     }
     if e.data is not None:
         changes["data"] = e.data
-    if s.parked is not None:
+    if s.parked is not None:  # parked for its version: now for the new one (the migration takes it up)
+        version = None if s.parked.saga_version is None else e.to_version
         changes["parked"] = s.parked.model_copy(
-            update={"waiting": waits(s.parked.waiting), "saga_version": None}
+            update={"waiting": waits(s.parked.waiting), "saga_version": version}
         )
     return changes
 
