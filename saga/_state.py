@@ -84,6 +84,7 @@ class Parked(BaseModel):
     status: Status
     waiting: list[Awaiting] = []
     saga_version: int | None = None  # set: parked until a worker has this version
+    last_error: str | None = None  # the saga's last error before it was parked
 
 
 class StateFields(BaseModel):
@@ -282,7 +283,13 @@ _RESUMED_AS: dict[str, str] = {"compensation_failed": "compensating", "failed": 
 
 def _parked(s: SagaState, e: SagaParked) -> dict[str, Any]:
     # No deadline while parked: what it awaited waits in `parked`, for the resume.
-    parked = Parked(reason=e.reason, status=s.status, waiting=s.waiting, saga_version=e.saga_version)
+    parked = Parked(
+        reason=e.reason,
+        status=s.status,
+        waiting=s.waiting,
+        saga_version=e.saga_version,
+        last_error=s.last_error,
+    )
     return {"status": "parked", "parked": parked, "waiting": [], "last_error": e.reason}
 
 
@@ -290,7 +297,14 @@ def _unparked(s: SagaState, e: SagaUnparked) -> dict[str, Any]:
     # The deferred messages are decided on next, in the same decision (saga._orchestrator).
     if s.parked is None:
         return {"deferred": []}
-    return {"status": s.parked.status, "waiting": s.parked.waiting, "parked": None, "deferred": []}
+    parked = s.parked
+    return {
+        "status": parked.status,
+        "waiting": parked.waiting,
+        "parked": None,
+        "deferred": [],
+        "last_error": parked.last_error,
+    }
 
 
 def _deferred(s: SagaState, e: InputDeferred) -> dict[str, Any]:
