@@ -229,10 +229,14 @@ def rebuild(ctx: Context, verify: bool) -> None:
 @pass_ctx
 def graph(ctx: Context, saga_type: str) -> None:
     """A Mermaid diagram of a saga: its steps, parallel groups (fork and join), waits and their
-    signals, timers, child sagas, compensations, the pivot and timeouts."""
+    signals, timers, child sagas, compensations, the pivot and timeouts. SAGA_TYPE is a saga's
+    name (its newest version) or NAME@VERSION."""
     settings = ctx.settings()
+    name, _, version = saga_type.partition("@")
+    if version and not version.isdigit():
+        raise click.BadParameter(f"{saga_type!r}: write NAME or NAME@VERSION, e.g. OrderSaga@2")
     try:
-        saga = ctx.app(settings).saga(saga_type)
+        saga = ctx.app(settings).saga(name, int(version) if version else None)
     except AppLoadError as exc:
         raise click.ClickException(str(exc)) from None
     diagram = graph_of(saga)
