@@ -358,7 +358,7 @@ def read_export(path: Path) -> list[SagaState]:
     if document.get("format_version") != EXPORT_FORMAT_VERSION:
         raise ExportFileError(
             f"{path} is a saga export of format_version {document.get('format_version')!r}, "
-            f"this saga reads version {EXPORT_FORMAT_VERSION}; export again with this version of saga"
+            f"this saga reads version {EXPORT_FORMAT_VERSION}; export again with this version's `saga export --running`"
         )
     sagas = document.get("sagas")
     if not isinstance(sagas, list):

@@ -16,8 +16,10 @@ import pytest
 from pydantic import BaseModel
 
 from eventstore import Database
-from saga import App, Migration, Orchestrator, Saga, StepRefused
+from saga import App, Migration, Orchestrator, Saga, SagaState, StepRefused
 from saga._deploy import DeployReport, check_deploy, running_states
+from saga._events import InputDeferred
+from saga._state import Awaiting
 from tests.saga.versions_app import (
     PARTICIPANTS,
     Credited,
@@ -234,3 +236,100 @@ async def test_removing_a_version_that_still_has_running_sagas_is_flagged(
         "keep the class of version 1 registered until its sagas end, "
         "or declare Migration(from_version=1) on the newest"
     )
+
+
+# --- pure: states made by hand -------------------------------------------------------------
+
+
+def made(saga_id: str = "s1", **fields: Any) -> SagaState:
+    """A Transfer@1 saga awaiting hold's reply, as `saga export` would carry it."""
+    state: dict[str, Any] = {
+        "saga_id": saga_id,
+        "saga_type": "Transfer",
+        "saga_version": 1,
+        "fingerprint": TransferV1.fingerprint(),
+        "data": {"transfer_id": saga_id, "amount": 5, "account": "acc-1"},
+        "done": ["debit"],
+        "waiting": [Awaiting(step="hold", phase="action", attempt=1)],
+        "last_step": "hold",
+        **fields,
+    }
+    return SagaState.model_validate(state)
+
+
+def problems(*states: SagaState, app: App = app_v1) -> list[tuple[str, str]]:
+    return [(p.problem, p.fix) for p in check_deploy(app, states).problems]
+
+
+@pytest.mark.pure
+def test_a_saga_that_fits_passes_and_an_ended_one_is_not_checked() -> None:
+    report = check_deploy(app_v1, [made(), made("s2", status="completed", waiting=[])])
+    assert (report.ok, report.checked, report.by_version) == (True, 1, {"Transfer@1": 1})
+    assert check_deploy(app_in_place, [made(fingerprint="")]).counts() == {
+        f"step 'hold' (awaited) is not in Transfer@1 {HAS}": 1  # no shape recorded: none compared
+    }
+
+
+@pytest.mark.pure
+def test_a_saga_type_the_app_lacks() -> None:
+    assert problems(made(saga_type="Payment")) == [
+        (
+            "saga type Payment is not in the new app (it has: Transfer)",
+            "keep Payment registered in the app until its sagas end",
+        )
+    ]
+
+
+@pytest.mark.pure
+def test_data_the_version_refuses_names_the_fields() -> None:
+    assert problems(made(data={"transfer_id": "s1", "amount": "lots"})) == [
+        (
+            "its data does not fit TransferData of Transfer@1 (amount: Input should be a valid integer, "
+            "unable to parse string as an integer; account: Field required)",
+            "keep TransferData accepting the data of running sagas (a new field needs a default), "
+            "or change it in a new version with a Migration data function",
+        )
+    ]
+
+
+@pytest.mark.pure
+def test_a_missing_step_is_named_with_each_place_the_saga_uses_it() -> None:
+    compensating = made(
+        status="compensating",
+        done=["debit", "hold"],
+        to_compensate=["hold", "debit"],
+        waiting=[Awaiting(step="hold", phase="compensation", attempt=1)],
+    )
+    assert [p for p, _ in problems(compensating, app=app_in_place)] == [
+        SHAPE,
+        f"step 'hold' (awaited, done, to compensate) is not in Transfer@1 {HAS}",
+    ]
+
+
+@pytest.mark.pure
+def test_what_the_saga_awaits_must_still_be_awaitable() -> None:
+    no_undo = made(status="compensating", waiting=[Awaiting(step="credit", phase="compensation", attempt=1)])
+    timer = made(waiting=[Awaiting(step="debit", phase="action", attempt=1, kind="timer")])
+    assert problems(no_undo, timer) == [
+        (
+            "the saga awaits the reply to its compensation on step 'credit' of Transfer@1, but it expects none",
+            "keep its compensation and compensation_reply",
+        ),
+        (
+            "the saga awaits a timer on step 'debit' of Transfer@1, but it is a remote step",
+            "keep step 'debit' of Transfer@1 the kind of step it was; change it only in a new version",
+        ),
+    ]
+
+
+@pytest.mark.pure
+def test_a_kept_message_the_app_no_longer_registers() -> None:
+    deferred = InputDeferred(kind="signal", message_type="fraud.flagged", message_id="m1", data={})
+    kept = InputDeferred(kind="reply", message_type="risk.held", message_id="m2", data={"transfer_id": "s1"})
+    assert problems(made(deferred=[deferred, kept])) == [
+        (
+            "message fraud.flagged that the saga keeps (deferred or a signal for a later wait) "
+            "is not registered in the app's messages",
+            "keep fraud.flagged registered in the app's MessageRegistry until these sagas end",
+        )
+    ]
