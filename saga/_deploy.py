@@ -282,10 +282,12 @@ def _reply(
     if model is not None:
         return _registered(model, f"the reply {where} awaits", registered)
     if waits.phase == "compensation":
-        problem, keep = "its compensation", "its compensation and compensation_reply"
+        problem, keep = "its compensation", "the compensation and compensation_reply"
     else:
-        problem, keep = "its command", "its reply"
-    return [(f"the saga awaits the reply to {problem} on {where}, but it expects none", f"keep {keep}")]
+        problem, keep = "its command", "the reply model"
+    return [
+        (f"the saga awaits the reply to {problem} on {where}, but it expects none", f"keep {keep} of {where}")
+    ]
 
 
 def _registered(model: type[BaseModel], what: str, registered: set[type[BaseModel]]) -> list[Finding]:

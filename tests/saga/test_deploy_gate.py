@@ -313,7 +313,7 @@ def test_what_the_saga_awaits_must_still_be_awaitable() -> None:
     assert problems(no_undo, timer) == [
         (
             "the saga awaits the reply to its compensation on step 'credit' of Transfer@1, but it expects none",
-            "keep its compensation and compensation_reply",
+            "keep the compensation and compensation_reply of step 'credit' of Transfer@1",
         ),
         (
             "the saga awaits a timer on step 'debit' of Transfer@1, but it is a remote step",
