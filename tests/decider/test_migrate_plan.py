@@ -8,6 +8,7 @@ old name moves the saga under the new version.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import reduce
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from pydantic import BaseModel
 
 from saga import (
     Decision,
+    Migrate,
     Migration,
     RemoteStep,
     Reply,
@@ -25,8 +27,9 @@ from saga import (
     StepKind,
     decide,
 )
-from saga._events import SagaMigrated, StepSucceeded
+from saga._events import InputDeferred, SagaMigrated, SagaParked, StepSucceeded
 from saga._migrate import migrated, migrated_event, plan_migration
+from saga._state import apply
 from tests.saga.versions_app import (
     Credited,
     CreditStep,
@@ -292,3 +295,31 @@ def test_the_migrated_event_records_the_plan_and_the_note() -> None:
         note="rename hold",
     )
     assert migrated_event(state, TransferV2, plan, "rename hold") == event
+
+
+def test_a_saga_parked_for_its_version_goes_on_as_it_was_once_migrated() -> None:
+    state = awaiting("hold")
+    deferred = InputDeferred(
+        kind="reply",
+        message_type="risk.held",
+        message_id="m-1",
+        data={"transfer_id": "t1"},
+        step="hold",
+        phase="action",
+        attempt=1,
+    )
+    parked = reduce(
+        apply, [SagaParked(missing=[], cause="reply", reason="no v1", saga_version=1), deferred], state
+    )
+    plan = plan_migration(None, TransferV2, parked, RENAME)
+    assert plan.ok, plan.problems
+
+    decision = decide(TransferV2, parked, Migrate(plan, "move"), NOW)
+    # No command is sent again: the reply it awaits was kept, and is decided next (saga._orchestrator).
+    assert [type(e).__name__ for e in decision.events] == ["SagaMigrated", "SagaUnparked"]
+    assert decision.commands == ()
+    moved = decision.state
+    assert (moved.status, moved.saga_version, moved.parked) == ("running", 2, None)
+    assert [(w.step, w.attempt) for w in moved.waiting] == [("risk_hold", 1)]
+    reply = Reply("risk.held", Held(transfer_id="t1"), deferred.step, "action", 1, "m-1")
+    assert decide(TransferV2, moved, reply, NOW).state.done == ["debit", "risk_hold"]
