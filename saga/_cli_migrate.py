@@ -122,7 +122,7 @@ def migration_for(
     return Migration(
         from_version=from_version,
         renames=merged,
-        dropped=list(dict.fromkeys(gone)),
+        dropped=tuple(dict.fromkeys(gone)),
         data=data if data is not None else (declared.data if declared else None),
     )
 
