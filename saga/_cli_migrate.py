@@ -210,15 +210,23 @@ def summary(outcomes: Sequence[Outcome], source: str, target: str, apply: bool, 
     return line
 
 
+def changes(plan: MigrationPlan) -> str:
+    """What the plan does to the saga, or why it is refused."""
+    if not plan.ok:
+        return "; ".join(plan.problems)
+    said = [f"{old} -> {new}" for old, new in plan.renamed.items()]
+    said += [f"drop {step}" for step in plan.dropped]
+    said += ["new data"] if plan.data is not None else []
+    return "; ".join([*said, *plan.notes])
+
+
 def render(outcomes: Sequence[Outcome], line: str) -> None:
     table = Table(title=f"{len(outcomes)} saga(s)")
-    for column in ("saga_id", "status", "step", "outcome", "problems / notes"):
+    for column in ("saga_id", "status", "step", "outcome", "changes / problems"):
         table.add_column(column, no_wrap=column in ("saga_id", "status", "outcome"), overflow="fold")
     for o in outcomes:
-        said = o.plan.problems or o.plan.notes
-        table.add_row(
-            *(Text(v) for v in (o.plan.saga_id, o.status, o.step or "", o.outcome, "; ".join(said)))
-        )
+        cells = (o.plan.saga_id, o.status, o.step or "", o.outcome, changes(o.plan))
+        table.add_row(*(Text(cell) for cell in cells))
     if outcomes:
         console.print(table)
     console.print(line, markup=False, soft_wrap=True)
@@ -234,9 +242,19 @@ def render(outcomes: Sequence[Outcome], line: str) -> None:
 @click.option(
     "--data", "data", default=None, metavar="MODULE:FUNCTION", help="Turn the old data into the new"
 )
-@click.option("--note", default=None, help="Why, recorded in each saga.migrated event")
+@click.option(
+    "--note",
+    default=None,
+    help="Why, recorded in each saga.migrated event (default: the command and its mapping)",
+)
 @click.option("--apply", is_flag=True, help="Write the migrations (without it: a dry run, nothing written)")
-@click.option("--limit", type=click.IntRange(min=1), default=DEFAULT_LIMIT, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=DEFAULT_LIMIT,
+    show_default=True,
+    help="At most this many sagas, oldest first (with --apply, run again for the rest)",
+)
 @pass_ctx
 def migrate(
     ctx: Context,
