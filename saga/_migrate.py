@@ -71,6 +71,11 @@ def plan_migration(
     if state.saga_version == target.version:
         problems.append(f"it is on version {target.version} already")
         return plan
+    if state.saga_version != migration.from_version:
+        problems.append(
+            f"it is on version {state.saga_version}, but the migration is from version {migration.from_version}"
+        )
+        return plan
     if source is not None:
         problems += [
             f"version {source.version} has no step {old!r} to rename or drop"

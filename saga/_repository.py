@@ -147,6 +147,11 @@ _NOT_ENDED = (
     "SELECT saga_id FROM saga_instances WHERE status NOT IN ('completed', 'compensated') "
     "ORDER BY created_at, saga_id"
 )
+# The sagas of one type on one version that have not ended: what `saga migrate` moves.
+_ON_VERSION = (
+    "SELECT saga_id, status, step FROM saga_instances WHERE saga_type = %s AND saga_version = %s "
+    "AND status NOT IN ('completed', 'compensated') ORDER BY created_at, saga_id LIMIT %s"
+)
 _COUNT_BY_STATUS = "SELECT status, count(*) FROM saga_instances GROUP BY 1"
 _OLDEST_ACTIVE = (
     "SELECT saga_id, saga_type, status, created_at FROM saga_instances "
@@ -379,6 +384,15 @@ async def parked_for_versions(driver: Driver, versions: Sequence[tuple[str, int]
 async def not_ended(driver: Driver) -> list[str]:
     """The ids of every saga not completed or compensated, oldest first."""
     return [row[0] for row in await (await driver.execute(_NOT_ENDED)).fetchall()]
+
+
+async def not_ended_on_version(
+    driver: Driver, saga_type: str, saga_version: int, limit: int
+) -> list[tuple[str, str, str | None]]:
+    """(saga_id, status, step) of the sagas of this type on this version not completed or
+    compensated, oldest first."""
+    rows = await (await driver.execute(_ON_VERSION, (saga_type, saga_version, limit))).fetchall()
+    return [(row[0], row[1], row[2]) for row in rows]
 
 
 async def count_by_status(driver: Driver) -> dict[str, int]:
