@@ -1,0 +1,433 @@
+"""Issue 15 items 1, 2 and 5, the decider and the fold alone: a saga records the version and
+fingerprint it started on and is decided by that version's steps; a worker without that
+version parks it once and keeps what comes for it; the fingerprint says what a version is made
+of; the version checks refuse what cannot work. On the Transfer saga of tests/saga/versions_app.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from saga import (
+    App,
+    CompensateRequest,
+    DeadlineDue,
+    Decision,
+    DefinitionError,
+    Migration,
+    RemoteStep,
+    Reply,
+    Resume,
+    Saga,
+    SagaError,
+    SagaState,
+    Signal,
+    Start,
+    StepKind,
+    UnknownSagaError,
+    decide,
+)
+from saga._events import InputDeferred, SagaParked
+from saga._parking import absent_reason, park_for_version, revived
+from saga._starting import check_start
+from saga._versions import Versions, shape_of, version_problems
+from tests.saga.versions_app import (
+    PARTICIPANTS,
+    Credited,
+    CreditStep,
+    Debited,
+    DebitStep,
+    Held,
+    Hold,
+    HoldStep,
+    TransferData,
+    TransferDataV3,
+    TransferRenamedInPlace,
+    TransferV1,
+    TransferV2,
+    TransferV3,
+    messages,
+)
+
+pytestmark = pytest.mark.pure
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
+DATA = TransferData(transfer_id="t-1", amount=10, account="acc-1")
+REPLY_TYPES: dict[type[BaseModel], str] = {
+    Debited: "ledger.debited",
+    Held: "risk.held",
+    Credited: "payee.credited",
+}
+SUCCESS: dict[str, BaseModel] = {
+    "debit": Debited(transfer_id="t-1"),
+    "hold": Held(transfer_id="t-1"),
+    "risk_hold": Held(transfer_id="t-1"),
+    "credit": Credited(transfer_id="t-1"),
+}
+
+
+def started(saga: type[Saga[Any]], saga_id: str = "s-1") -> SagaState:
+    decision = decide(saga, SagaState(saga_id=saga_id), Start(saga.name, DATA.model_dump(mode="json")), NOW)
+    return decision.state
+
+
+def answer(state: SagaState, message: BaseModel) -> Reply:
+    """The reply to what the saga awaits now."""
+    assert state.awaiting is not None
+    w = state.awaiting
+    return Reply(REPLY_TYPES[type(message)], message, w.step, w.phase, w.attempt, f"m-{w.step}-{w.attempt}")
+
+
+def awaiting_hold() -> SagaState:
+    state = started(TransferV1)
+    state = decide(TransferV1, state, answer(state, Debited(transfer_id="t-1")), NOW).state
+    assert state.awaiting is not None
+    assert state.awaiting.step == "hold"
+    return state
+
+
+def event_names(decision: Decision) -> list[str]:
+    return [type(e).__name__ for e in decision.events]
+
+
+# --- the version a saga runs on -----------------------------------------------------------
+
+
+def test_a_started_saga_records_its_version_and_fingerprint() -> None:
+    decision = decide(
+        TransferV2, SagaState(saga_id="s-1"), Start("Transfer", DATA.model_dump(mode="json")), NOW
+    )
+    started_event = decision.events[0]
+    assert started_event.model_dump()["saga_version"] == 2
+    assert started_event.model_dump()["fingerprint"] == TransferV2.fingerprint()
+    assert (decision.state.saga_version, decision.state.fingerprint) == (2, TransferV2.fingerprint())
+    assert [c.step for c in decision.commands] == ["debit"]
+
+
+def test_each_saga_is_decided_by_the_steps_of_its_own_version() -> None:
+    """Two versions of one name side by side: each saga goes on with the class of the version it
+    started on (what `Orchestrator.definition_of` picks), so v1 runs `hold`, v2 `risk_hold`."""
+    versions = Versions([TransferV1, TransferV2])
+    sagas = {"old": started(TransferV1, "old"), "new": started(TransferV2, "new")}
+    requested: dict[str, list[str]] = {"old": ["debit"], "new": ["debit"]}
+    for _ in range(3):
+        for name, state in sagas.items():
+            definition = versions.get(state.saga_type, state.saga_version)
+            assert definition is not None
+            assert state.awaiting is not None
+            decision = decide(definition, state, answer(state, SUCCESS[state.awaiting.step]), NOW)
+            requested[name] += [c.step for c in decision.commands]
+            sagas[name] = decision.state
+    assert requested == {"old": ["debit", "hold", "credit"], "new": ["debit", "risk_hold", "credit"]}
+    assert {name: (s.status, s.saga_version) for name, s in sagas.items()} == {
+        "old": ("completed", 1),
+        "new": ("completed", 2),
+    }
+
+
+def test_deciding_a_v1_saga_with_the_v2_class_would_park_it() -> None:
+    """Why the class must be the saga's own version's: v2 has no `hold`."""
+    state = awaiting_hold()
+    decision = decide(TransferV2, state, answer(state, Held(transfer_id="t-1")), NOW)
+    assert event_names(decision) == ["SagaParked"]
+    assert decision.events[0].model_dump()["missing"] == ["hold"]
+
+
+# --- a worker without the saga's version -------------------------------------------------
+
+REASON = absent_reason(Versions([TransferV2]), awaiting_hold())
+
+
+def test_the_reason_names_the_version_and_both_fixes() -> None:
+    assert REASON == (
+        "version 1 of Transfer is not deployed on this worker (it has: Transfer@2); deploy Transfer "
+        "version 1 beside the newest (a worker with it takes the saga up by itself), or move the saga: "
+        "saga migrate Transfer@1 --to 2 --apply"
+    )
+
+
+def test_a_reply_parks_the_saga_once_and_is_kept() -> None:
+    before = awaiting_hold()
+    reply = answer(before, Held(transfer_id="t-1"))
+    decision = park_for_version(before, reply, REASON)
+    parked, deferred = decision.events
+    assert parked == SagaParked(
+        missing=[], cause="reply risk.held to hold/action #1", reason=REASON, saga_version=1
+    )
+    assert deferred == InputDeferred(
+        kind="reply",
+        message_type="risk.held",
+        message_id="m-hold-1",
+        data={"transfer_id": "t-1"},
+        step="hold",
+        phase="action",
+        attempt=1,
+    )
+    assert not decision.commands
+    assert decision.deadlines == ()
+    state = decision.state
+    assert (state.status, state.waiting, state.deferred) == ("parked", [], [deferred])
+    assert state.parked is not None
+    assert (state.parked.status, state.parked.waiting, state.parked.saga_version) == (
+        "running",
+        before.waiting,
+        1,
+    )
+    # A second message adds only what it keeps: no second parking.
+    again = park_for_version(
+        state, Reply("risk.held", Held(transfer_id="t-1"), "hold", "action", 1, "m-2"), REASON
+    )
+    assert event_names(again) == ["InputDeferred"]
+    assert [d.message_id for d in again.state.deferred] == ["m-hold-1", "m-2"]
+
+
+def test_signals_and_a_parents_request_to_compensate_are_kept() -> None:
+    state = park_for_version(awaiting_hold(), answer(awaiting_hold(), Held(transfer_id="t-1")), REASON).state
+    signal = park_for_version(state, Signal("risk.held", Held(transfer_id="t-9"), "sig-1"), REASON)
+    assert signal.events == (
+        InputDeferred(
+            kind="signal", message_type="risk.held", message_id="sig-1", data={"transfer_id": "t-9"}
+        ),
+    )
+    request = CompensateRequest("the parent compensates", "fulfil", "compensation", 2)
+    compensate = park_for_version(signal.state, request, REASON)
+    assert compensate.events == (
+        InputDeferred(
+            kind="compensate",
+            message_type="",
+            message_id=None,
+            data={
+                "reason": "the parent compensates",
+                "step": "fulfil",
+                "phase": "compensation",
+                "attempt": 2,
+            },
+        ),
+    )
+    kept = compensate.state.deferred
+    assert [d.kind for d in kept] == ["reply", "signal", "compensate"]
+    assert revived(kept[1], Held) == Signal("risk.held", Held(transfer_id="t-9"), "sig-1")
+    assert revived(kept[2], None) == request
+
+
+def test_a_due_deadline_parks_but_is_not_kept() -> None:
+    before = awaiting_hold()
+    due = DeadlineDue("hold", "action", 1, "reply")
+    decision = park_for_version(before, due, REASON)
+    assert decision.events == (
+        SagaParked(missing=[], cause="reply deadline of hold/action #1", reason=REASON, saga_version=1),
+    )
+    assert decision.state.deferred == []
+    assert park_for_version(decision.state, due, REASON).events == ()
+
+
+def test_a_resume_or_a_migration_is_refused_with_the_reason() -> None:
+    state = awaiting_hold()
+    with pytest.raises(SagaError) as refused:
+        park_for_version(state, Resume("go on"), REASON)
+    assert str(refused.value) == f"saga s-1: {REASON}"
+
+
+def test_an_ended_saga_is_not_parked() -> None:
+    state = awaiting_hold().model_copy(update={"status": "completed", "waiting": []})
+    decision = park_for_version(state, answer(awaiting_hold(), Held(transfer_id="t-1")), REASON)
+    assert event_names(decision) == ["ReplyIgnored"]
+    assert decision.events[0].model_dump()["reason"] == "the saga is completed"
+
+
+def test_taken_up_the_saga_is_as_before_parking_and_decides_what_was_kept() -> None:
+    before = awaiting_hold()
+    reply = answer(before, Held(transfer_id="t-1"))
+    parked = park_for_version(before, reply, REASON).state
+    taken_up = decide(TransferV1, parked, Resume("version 1 is deployed here"), NOW)
+    assert event_names(taken_up) == ["SagaUnparked"]
+    # Its deadline is set again; what it awaited, its data and its steps are back.
+    assert [d.step for d in taken_up.deadlines] == ["hold"]
+    unchanged = {"version", "last_error"}
+    assert taken_up.state.model_dump(exclude=unchanged) == before.model_dump(exclude=unchanged)
+    [kept] = parked.deferred
+    assert revived(kept, Held) == reply
+    moved = decide(TransferV1, taken_up.state, revived(kept, Held), NOW)
+    assert event_names(moved) == ["StepSucceeded", "StepRequested"]
+    assert [c.step for c in moved.commands] == ["credit"]
+
+
+# --- the fingerprint ----------------------------------------------------------------------
+
+
+class Hold2(BaseModel):
+    transfer_id: str
+
+
+class HoldOtherRisk(HoldStep):
+    name = "hold"
+    participant = "fraud"
+
+
+class HoldOtherCommand(HoldStep):
+    name = "hold"
+
+    def command(self, data: TransferData) -> Hold2:  # type: ignore[override]
+        return Hold2(transfer_id=data.transfer_id)
+
+
+class HoldOtherBody(HoldStep):
+    name = "hold"
+
+    def command(self, data: TransferData) -> Hold:
+        raise AssertionError("never run: only the shape counts")
+
+    def on_reply(self, data: TransferData, reply: Held) -> TransferData:
+        return data.model_copy(update={"amount": data.amount + 1})
+
+
+class HoldPivot(HoldStep):
+    """The pivot moved to `hold` (a pivot has no compensation), `credit` after it retriable."""
+
+    name = "hold"
+    kind = StepKind.PIVOT
+    compensation = RemoteStep.compensation  # type: ignore[assignment]
+    compensation_reply = None  # type: ignore[assignment]
+
+
+class CreditRetriable(CreditStep):
+    name = "credit"
+    kind = StepKind.RETRIABLE
+
+
+class AuditStep(HoldStep):
+    name = "audit"
+
+
+class MoreData(TransferData):
+    note: str = ""
+
+
+def _transfer(*steps: type[RemoteStep[Any]], data: type[BaseModel] = TransferData) -> str:
+    saga: type[Saga[Any]] = type(
+        "Transfer", (Saga,), {"name": "Transfer", "steps": steps, "data_model": data}
+    )
+    return saga.fingerprint()
+
+
+BASE = _transfer(DebitStep, HoldStep, CreditStep)
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        pytest.param((DebitStep, TransferV2.steps[1], CreditStep), id="renamed"),
+        pytest.param((DebitStep, HoldStep, AuditStep, CreditStep), id="added"),
+        pytest.param((HoldStep, DebitStep, CreditStep), id="reordered"),
+        pytest.param((DebitStep, HoldPivot, CreditRetriable), id="re-kinded"),
+        pytest.param((DebitStep, HoldOtherRisk, CreditStep), id="another participant"),
+        pytest.param((DebitStep, HoldOtherCommand, CreditStep), id="another message type"),
+    ],
+)
+def test_the_fingerprints_shape_changes_with_the_steps(steps: tuple[type[RemoteStep[Any]], ...]) -> None:
+    changed = _transfer(*steps)
+    assert shape_of(changed) != shape_of(BASE)
+    assert changed.partition(".")[2] == BASE.partition(".")[2]  # same data
+
+
+def test_the_fingerprint_changes_with_the_data_schema_only_in_its_data_part() -> None:
+    changed = _transfer(DebitStep, HoldStep, CreditStep, data=MoreData)
+    assert shape_of(changed) == shape_of(BASE)
+    assert changed != BASE
+    assert TransferV3.fingerprint() != _transfer(DebitStep, TransferV2.steps[1], CreditStep)
+
+
+def test_the_fingerprint_ignores_what_a_steps_methods_do() -> None:
+    assert _transfer(DebitStep, HoldOtherBody, CreditStep) == BASE
+    assert TransferV1.fingerprint() == BASE
+    assert TransferRenamedInPlace.fingerprint() == TransferV2.fingerprint()
+    assert len(shape_of(BASE)) == 12
+    assert len(BASE.partition(".")[2]) == 8
+
+
+# --- versions of a saga ------------------------------------------------------------------
+
+
+def test_versions_by_name_and_number() -> None:
+    versions = Versions([TransferV2, TransferV1, TransferV3])
+    assert versions.names() == ["Transfer"]
+    assert versions.newest() == {"Transfer": TransferV3}
+    assert list(versions.of("Transfer").items()) == [(1, TransferV1), (2, TransferV2), (3, TransferV3)]
+    assert versions.of("Nope") == {}
+    assert (versions.get("Transfer", 2), versions.get("Transfer", 4)) == (TransferV2, None)
+    assert versions.has(TransferV1)
+    assert not versions.has(TransferRenamedInPlace)  # the name and number, not the class
+    assert versions.migration_to("Transfer", 1) == (TransferV3, TransferV3.migrations[1])
+    assert versions.migration_to("Transfer", 2) == (TransferV3, TransferV3.migrations[0])
+    assert Versions([TransferV1, TransferV2]).migration_to("Transfer", 1) == (
+        TransferV2,
+        TransferV2.migrations[0],
+    )
+    assert versions.migration_to("Transfer", 3) is None
+    assert versions.describe("Transfer") == "Transfer@1, Transfer@2, Transfer@3"
+    assert versions.describe("Nope") == "none"
+
+
+def test_one_name_and_version_twice_is_refused_naming_both_classes() -> None:
+    [problem] = version_problems([TransferV1, TransferV2, TransferRenamedInPlace])
+    assert "Transfer version 1 (TransferV1 and TransferRenamedInPlace)" in problem
+    assert "version = <next number>" in problem
+    with pytest.raises(DefinitionError) as refused:
+        App(sagas=[TransferV1, TransferRenamedInPlace], messages=messages, participants=PARTICIPANTS)
+    assert "TransferV1 and TransferRenamedInPlace" in str(refused.value)
+    assert version_problems([TransferV1, TransferV2, TransferV3]) == []
+
+
+def test_a_version_is_a_number_from_one() -> None:
+    with pytest.raises(DefinitionError, match=r"saga Transfer: version must be a whole number >= 1, got 0"):
+
+        class Zero(Saga[TransferData]):
+            name = "Transfer"
+            version = 0
+            steps = (DebitStep,)
+
+
+def test_a_migration_comes_from_an_older_version() -> None:
+    with pytest.raises(DefinitionError, match=r"a migration comes from an older version than 2"):
+
+        class FromNewer(Saga[TransferData]):
+            name = "Transfer"
+            version = 2
+            steps = (DebitStep,)
+            migrations = (Migration(from_version=3),)
+
+    with pytest.raises(DefinitionError, match=r"from_version must be a version number >= 1, got 0"):
+        Migration(from_version=0)
+
+
+def test_a_migration_renames_to_a_step_the_version_has() -> None:
+    with pytest.raises(DefinitionError) as refused:
+
+        class RenamesToNothing(Saga[TransferDataV3]):
+            name = "Transfer"
+            version = 3
+            steps = (DebitStep, CreditStep)
+            migrations = (Migration(from_version=1, renames={"hold": "risk_hold"}),)
+
+    assert str(refused.value) == (
+        "saga Transfer version 3: Migration(from_version=1): renames to 'risk_hold', not a step of "
+        "this version (it has: debit, credit)"
+    )
+
+
+def test_new_sagas_start_on_the_newest_version_only() -> None:
+    versions = Versions([TransferV1, TransferV2])
+    check_start(versions, TransferV2, [DATA], None)
+    with pytest.raises(SagaError) as older:
+        check_start(versions, TransferV1, [DATA], None)
+    assert str(older.value) == (
+        "new Transfer sagas start on its newest version, 2 (TransferV2), not version 1 (TransferV1): "
+        "start TransferV2"
+    )
+    with pytest.raises(UnknownSagaError) as other:
+        check_start(versions, TransferRenamedInPlace, [DATA], None)
+    assert "TransferRenamedInPlace (saga Transfer version 1) is not registered" in str(other.value)
+    assert "(it has: Transfer@1, Transfer@2)" in str(other.value)
