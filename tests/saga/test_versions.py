@@ -1,0 +1,304 @@
+"""Issue 15 items 2 and 5 on the real Postgres and Kafka, with real workers: versions of the
+Transfer saga side by side (each saga finishes on the version it started with, new ones run
+the newest), and a worker that lacks a saga's version parks it once, keeps its reply, and a
+worker that has the version takes it up by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from eventstore import Database, Worker
+from outbox import Relay
+from saga import App, DeadlineDue, Orchestrator, OrchestratorWorker, Saga, fire_due_deadlines, stream_of
+from saga._operations import dead_letter_counts, list_sagas
+from saga._parking import absent_reason
+from tests.cli.test_cli import Cli
+from tests.helpers import wait_for
+from tests.saga.conftest import create_topics
+from tests.saga.versions_app import (
+    Held,
+    TransferData,
+    TransferV1,
+    TransferV2,
+    app_v1,
+    app_v1_v2,
+    app_v2,
+)
+
+SERVICES = ("ledger", "risk", "payee")
+APP_V2 = "tests.saga.versions_app:app_v2"
+
+
+@dataclass
+class Deployment:
+    """Workers of one app version or another, on one test's topics, started and stopped at will."""
+
+    database: Database
+    bootstrap: str
+    prefix: str
+    running: list[Worker] = field(default_factory=list)
+
+    def orchestrator(self, app: App) -> Orchestrator:
+        return app.with_topic_prefix(self.prefix).orchestrator(self.database)
+
+    async def start(self, *workers: Worker) -> list[Worker]:
+        for worker in workers:
+            await worker.start()
+            self.running.append(worker)
+        return list(workers)
+
+    async def stop(self, workers: Sequence[Worker]) -> None:
+        for worker in reversed(workers):
+            await worker.stop()
+            self.running.remove(worker)
+
+    def relay(self) -> Relay:
+        return Relay(self.database, self.bootstrap, poll_interval_s=0.2)
+
+    def orchestrator_worker(self, orchestrator: Orchestrator) -> OrchestratorWorker:
+        return OrchestratorWorker(orchestrator, self.bootstrap, deadline_interval_s=0.1, retry_backoff_s=0.05)
+
+    def participants(self, app: App, *services: str) -> list[Worker]:
+        app = app.with_topic_prefix(self.prefix)
+        return [app.participant(self.database, self.bootstrap, s, retry_backoff_s=0.05) for s in services]
+
+    async def sql(self, query: str, **params: Any) -> list[Any]:
+        async with self.database.engine.connect() as conn:
+            return list((await conn.execute(text(query), params)).all())
+
+    async def execute(self, statement: str, **params: Any) -> None:
+        async with self.database.engine.begin() as conn:
+            await conn.execute(text(statement), params)
+
+    async def events(self, orchestrator: Orchestrator, saga_id: str) -> list[tuple[str, dict[str, Any]]]:
+        return [(e.type, e.event.model_dump()) for e in await orchestrator.store.load(stream_of(saga_id))]
+
+
+@pytest.fixture
+async def deployment(database: Database, kafka_bootstrap: str) -> AsyncIterator[Deployment]:
+    prefix = f"v{uuid.uuid4().hex[:10]}"
+    topics = app_v1.with_topic_prefix(prefix).orchestrator(database).topics
+    await create_topics(
+        kafka_bootstrap, [topics.replies("Transfer"), *(topics.commands(s) for s in SERVICES)]
+    )
+    here = Deployment(database, kafka_bootstrap, prefix)
+    try:
+        yield here
+    finally:
+        await here.stop(list(here.running))
+
+
+async def start(orchestrator: Orchestrator, saga: type[Saga[Any]], n: int) -> list[str]:
+    data = [
+        TransferData(transfer_id=f"t-{uuid.uuid4().hex[:8]}", amount=10 + i, account="acc") for i in range(n)
+    ]
+    async with orchestrator.engine.begin() as conn:
+        return await orchestrator.start_many(conn, saga, data)
+
+
+async def v1_sagas_awaiting_hold(here: Deployment, n: int) -> tuple[Orchestrator, list[str]]:
+    """`n` sagas of version 1 that debited and await `hold`, its command sent; no worker left."""
+    v1 = here.orchestrator(app_v1)
+    workers = await here.start(
+        here.relay(), here.orchestrator_worker(v1), *here.participants(app_v1, "ledger")
+    )
+    saga_ids = await start(v1, TransferV1, n)
+
+    async def all_await_hold() -> bool:
+        rows = await here.sql(
+            "SELECT count(*) FROM saga_instances i WHERE saga_id = ANY(:ids) AND step = 'hold' AND status = 'running' "
+            "AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.key = i.saga_id)",
+            ids=saga_ids,
+        )
+        return bool(rows[0][0] == n)
+
+    await wait_for(all_await_hold, 60, f"{n} v1 sagas to await hold, its command published")
+    await here.stop(workers)
+    return v1, saga_ids
+
+
+async def wait_completed(here: Deployment, saga_ids: list[str]) -> None:
+    async def completed() -> bool:
+        rows = await here.sql(
+            "SELECT count(*) FROM saga_instances WHERE saga_id = ANY(:ids) AND status = 'completed'",
+            ids=saga_ids,
+        )
+        return bool(rows[0][0] == len(saga_ids))
+
+    await wait_for(completed, 60, f"{len(saga_ids)} sagas to complete")
+
+
+def requested(events: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    return [e["step"] for t, e in events if t == "saga.step_requested" and e["phase"] == "action"]
+
+
+async def test_v1_sagas_finish_on_v1_while_new_ones_run_v2(deployment: Deployment) -> None:
+    here = deployment
+    _, old = await v1_sagas_awaiting_hold(here, 3)
+
+    # The deploy of both versions side by side: the v1 sagas in flight go on, new ones start on v2.
+    both = here.orchestrator(app_v1_v2)
+    await here.start(here.relay(), here.orchestrator_worker(both), *here.participants(app_v1_v2, *SERVICES))
+    new = await start(both, TransferV2, 3)
+    await wait_completed(here, old + new)
+
+    for saga_ids, saga, steps in (
+        (old, TransferV1, ["debit", "hold", "credit"]),
+        (new, TransferV2, ["debit", "risk_hold", "credit"]),
+    ):
+        for saga_id in saga_ids:
+            events = await here.events(both, saga_id)
+            started = events[0][1]
+            assert (started["saga_version"], started["fingerprint"]) == (saga.version, saga.fingerprint())
+            assert requested(events) == steps
+            assert events[-1][0] == "saga.completed"
+            assert not [t for t, _ in events if t in ("saga.parked", "saga.reply_ignored")], events
+    rows = await here.sql(
+        "SELECT saga_id, saga_version, fingerprint FROM saga_instances WHERE saga_id = ANY(:ids)",
+        ids=old + new,
+    )
+    assert sorted(rows) == sorted(
+        [(i, 1, TransferV1.fingerprint()) for i in old] + [(i, 2, TransferV2.fingerprint()) for i in new]
+    )
+    assert set((await dead_letter_counts(here.bootstrap, here.prefix)).values()) == {0}
+
+
+async def test_a_worker_without_the_version_parks_once_and_one_with_it_takes_the_sagas_up(
+    deployment: Deployment, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    here = deployment
+    caplog.set_level(logging.INFO, logger="saga")
+    v1, saga_ids = await v1_sagas_awaiting_hold(here, 2)
+    by_deadline, by_reply = saga_ids
+
+    # Version 1 removed: this worker lacks it. A due deadline parks one saga before any reply.
+    v2 = here.orchestrator(app_v2)
+    v2_worker = here.orchestrator_worker(v2)
+    await here.start(here.relay(), v2_worker)
+    await here.execute(
+        "UPDATE saga_deadlines SET due_at = now() - interval '1 second' WHERE saga_id = :s", s=by_deadline
+    )
+
+    async def parked(saga_id: str) -> bool:
+        return (await v2.load_raw(saga_id)).status == "parked"
+
+    await wait_for(lambda: parked(by_deadline), 60, "the saga whose deadline fell due to be parked")
+    # The risk participant answers `hold` of both: the replies reach the worker without v1.
+    await here.start(*here.participants(app_v2, "risk"))
+
+    async def kept(saga_id: str) -> bool:
+        return len((await v2.load_raw(saga_id)).deferred) == 1
+
+    for saga_id in saga_ids:
+        await wait_for(lambda saga_id=saga_id: kept(saga_id), 60, f"the hold reply of {saga_id} to be kept")
+
+    reason = absent_reason(v2.versions, await v1.load_raw(by_reply))
+    assert "version 1 of Transfer is not deployed on this worker (it has: Transfer@2)" in reason
+    for saga_id in saga_ids:
+        events = await here.events(v2, saga_id)
+        parkings = [e for t, e in events if t == "saga.parked"]
+        assert [(p["saga_version"], p["reason"], p["missing"]) for p in parkings] == [(1, reason, [])]
+        [deferred] = [e for t, e in events if t == "saga.input_deferred"]
+        assert (deferred["kind"], deferred["message_type"], deferred["step"], deferred["attempt"]) == (
+            "reply",
+            "risk.held",
+            "hold",
+            1,
+        )
+        assert not [t for t, _ in events if t == "saga.reply_ignored"]
+    causes = {
+        saga_id: [e["cause"] for t, e in await here.events(v2, saga_id) if t == "saga.parked"]
+        for saga_id in saga_ids
+    }
+    assert causes == {
+        by_deadline: ["reply deadline of hold/action #1"],
+        by_reply: ["reply risk.held to hold/action #1"],
+    }
+    # No deadline left to fire again, no dead letter, one warning a saga, no traceback.
+    assert await here.sql("SELECT saga_id FROM saga_deadlines WHERE saga_id = ANY(:ids)", ids=saga_ids) == []
+    assert await fire_due_deadlines(v2) == 0
+    assert set((await dead_letter_counts(here.bootstrap, here.prefix)).values()) == {0}
+    warned = [r.getMessage() for r in caplog.records if "parked on" in r.getMessage()]
+    assert sorted(m.split()[1] for m in warned) == sorted(saga_ids), warned
+    assert all(reason in m for m in warned)
+    assert {r.levelno for r in caplog.records if "parked on" in r.getMessage()} == {logging.WARNING}
+    assert not [r for r in caplog.records if r.exc_info], [
+        r.getMessage() for r in caplog.records if r.exc_info
+    ]
+
+    # Operators see them stuck, with the reason.
+    stuck = {r["saga_id"]: r for r in await list_sagas(here.database.engine, stuck_after_s=300)}
+    assert {
+        i: (stuck[i]["status"], stuck[i]["saga_version"], stuck[i]["last_error"]) for i in saga_ids
+    } == dict.fromkeys(saga_ids, ("parked", 1, reason))
+    cli = Cli(database_url, here.bootstrap, here.prefix)
+    shown = await cli("show", by_reply, app=APP_V2)
+    assert shown.code == 0, shown.describe()
+    assert f"parked (was running): {reason}" in shown.stdout.replace("\n", " "), shown.describe()
+
+    # Version 1 deployed again beside 2: the new worker takes them up with no new input.
+    await here.stop([v2_worker])
+    both = here.orchestrator(app_v1_v2)
+    await here.start(here.relay(), here.orchestrator_worker(both), *here.participants(app_v1_v2, "payee"))
+    await wait_completed(here, saga_ids)
+    for saga_id in saga_ids:
+        events = await here.events(both, saga_id)
+        after = [t for t, _ in events][[t for t, _ in events].index("saga.parked") :]
+        assert after[after.index("saga.unparked") :] == [
+            "saga.unparked",
+            "saga.step_succeeded",
+            "saga.step_requested",
+            "saga.step_succeeded",
+            "saga.completed",
+        ]
+        assert requested(events) == ["debit", "hold", "credit"]  # hold was not sent again
+        assert not [t for t, _ in events if t == "saga.reply_ignored"]
+    rows = await here.sql(
+        "SELECT saga_version, parked_version, status FROM saga_instances WHERE saga_id = ANY(:ids)",
+        ids=saga_ids,
+    )
+    assert rows == [(1, None, "completed")] * 2
+    taken = [r.getMessage() for r in caplog.records if "taken up" in r.getMessage()]
+    assert sorted(m.split()[1].rstrip(":") for m in taken) == sorted(saga_ids), taken
+
+
+async def test_a_reply_reaching_a_worker_with_the_version_takes_the_saga_up_first(
+    deployment: Deployment,
+) -> None:
+    here = deployment
+    v1, [saga_id] = await v1_sagas_awaiting_hold(here, 1)
+    v2 = here.orchestrator(app_v2)
+    async with here.database.engine.begin() as conn:
+        await v2.decide_many(conn, [(saga_id, DeadlineDue("hold", "action", 1, "reply"), None)])
+    assert (await v2.load_raw(saga_id)).status == "parked"
+
+    # The reply comes to a worker that has version 1 before its loop took the saga up.
+    reply = Held(transfer_id="t")
+    envelope = v1.outbox.envelope(
+        reply, saga_id=saga_id, saga_type="Transfer", step="hold", phase="action", attempt=1
+    )
+    both = here.orchestrator(app_v1_v2)
+    async with here.database.engine.begin() as conn:
+        await both.handle_reply(conn, reply, envelope)
+    events = [t for t, _ in await here.events(both, saga_id)]
+    assert events[events.index("saga.parked") :] == [
+        "saga.parked",
+        "saga.unparked",
+        "saga.step_succeeded",
+        "saga.step_requested",
+    ]
+    state = await both.load_raw(saga_id)
+    assert (state.status, state.saga_version, state.parked, state.deferred) == ("running", 1, None, [])
+    assert state.awaiting is not None
+    assert (state.awaiting.step, state.awaiting.attempt) == ("credit", 1)
+    assert await here.sql("SELECT step, attempt FROM saga_deadlines WHERE saga_id = :s", s=saga_id) == [
+        ("credit", 1)
+    ]
