@@ -18,6 +18,7 @@ from saga import (
     DeadlineDue,
     Decision,
     DefinitionError,
+    Migrate,
     Migration,
     RemoteStep,
     Reply,
@@ -32,6 +33,7 @@ from saga import (
     decide,
 )
 from saga._events import InputDeferred, SagaParked
+from saga._migrate import plan_migration
 from saga._parking import absent_reason, park_for_version, revived
 from saga._starting import check_start
 from saga._versions import Versions, shape_of, version_problems
@@ -431,3 +433,21 @@ def test_new_sagas_start_on_the_newest_version_only() -> None:
         check_start(versions, TransferRenamedInPlace, [DATA], None)
     assert "TransferRenamedInPlace (saga Transfer version 1) is not registered" in str(other.value)
     assert "(it has: Transfer@1, Transfer@2)" in str(other.value)
+
+
+def test_migrated_while_parked_for_its_version_it_goes_on_as_it_was() -> None:
+    """Nothing is sent again: the kept reply to `hold` answers `risk_hold`, its new name."""
+    before = awaiting_hold()
+    reply = answer(before, Held(transfer_id="t-1"))
+    parked = park_for_version(before, reply, REASON).state
+    plan = plan_migration(TransferV1, TransferV2, parked, TransferV2.migrations[0])
+    assert plan.ok, plan.problems
+    moved = decide(TransferV2, parked, Migrate(plan, "hold is risk_hold"), NOW)
+    assert event_names(moved) == ["SagaMigrated", "SagaUnparked"]
+    assert not moved.commands
+    assert [(d.step, d.attempt) for d in moved.deadlines] == [("risk_hold", 1)]
+    assert (moved.state.status, moved.state.saga_version, moved.state.parked) == ("running", 2, None)
+    [kept] = parked.deferred
+    answered = decide(TransferV2, moved.state, revived(kept, Held), NOW)
+    assert event_names(answered) == ["StepSucceeded", "StepRequested"]
+    assert answered.state.done == ["debit", "risk_hold"]
