@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -14,12 +15,45 @@ def _value(value: Any) -> str:
     return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
-def event_details(event: dict[str, Any], wide: bool) -> str:
+def _migrated(event: dict[str, Any]) -> str:
+    parts = [
+        f"version {event['from_version']} -> {event['to_version']} "
+        f"(fingerprint {event['from_fingerprint'] or 'none'} -> {event['to_fingerprint']})"
+    ]
+    parts += [f"renamed {old} -> {new}" for old, new in event["renamed"].items()]
+    if event["dropped"]:
+        parts.append(f"dropped {', '.join(event['dropped'])}")
+    parts.append("data changed" if event["data"] is not None else "data unchanged")
+    if event["note"]:
+        parts.append(f"note: {event['note']}")
+    return "; ".join(parts)
+
+
+def _deferred(event: dict[str, Any]) -> str:
+    if event["kind"] == "compensate":
+        return f"kept the parent's request to compensate: {event['data'].get('reason', '')}"
+    what = f"kept {event['kind']} {event['message_type']}"
+    if event["kind"] == "reply":
+        what += f" to {event['step']}/{event['phase']} #{event['attempt']}"
+    return f"{what} (id {event['message_id']}) until a worker with the saga's version takes it up"
+
+
+# Events read better as a sentence than as their fields (--wide still shows the fields).
+_SENTENCES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "saga.migrated": _migrated,
+    "saga.input_deferred": _deferred,
+}
+
+
+def event_details(event: dict[str, Any], wide: bool, event_type: str = "") -> str:
     """`field=value` pairs. Whole fields only: a value (an id, a key) is never cut; fields
     past the width, or too long alone, are left out and counted, and --wide shows them all.
-    A field that is null (a saga with no parent, a step with no child) is not shown."""
+    A field that is null (a saga with no parent, a step with no child) is not shown. A
+    migration and a message kept for a missing version are said in words."""
     if wide:
         return orjson.dumps(event).decode()
+    if event_type in _SENTENCES:
+        return _SENTENCES[event_type](event)
     shown: list[str] = []
     left_out = 0
     used = 0
@@ -35,6 +69,11 @@ def event_details(event: dict[str, Any], wide: bool) -> str:
     if left_out:
         shown.append(f"(+{left_out} more: --wide)")
     return " ".join(shown)
+
+
+def definition(saga_version: int, fingerprint: str) -> str:
+    """The version of its definition a saga runs on, for `saga show`'s header."""
+    return f"version {saga_version} (fingerprint {fingerprint})" if fingerprint else f"version {saga_version}"
 
 
 def steps(done: list[str], timed_out: list[str]) -> list[str]:

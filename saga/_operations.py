@@ -124,7 +124,9 @@ async def show(orchestrator: Orchestrator, saga_id: str) -> SagaDetails:
             for m in in_flight
         ],
         deadlines=deadlines,
-        language=language_view(orchestrator.sagas.get(state.saga_type), state, timeline, read),
+        language=language_view(
+            orchestrator.versions.get(state.saga_type, state.saga_version), state, timeline, read
+        ),
     )
 
 
