@@ -16,7 +16,7 @@ from eventstore import Database
 from saga import _operations as ops
 from saga._app import AppLoadError
 from saga._cli_base import Context, cli, console, pass_ctx, run, seconds, with_orchestrator
-from saga._cli_format import event_details, language_lines, steps
+from saga._cli_format import definition, event_details, language_lines, steps
 from saga._graph import graph as graph_of
 from saga._orchestrator import Orchestrator
 from saga._state import Status
@@ -77,7 +77,12 @@ def ls(
 
     rows = run(go())
     columns = ["saga_id", "saga_type", "key", "status", "step", "version", "updated_at", "last_error"]
-    ctx.emit(rows, lambda: _table(f"{len(rows)} saga(s)", columns, [[r[c] for c in columns] for r in rows]))
+
+    def cells(row: dict[str, Any]) -> list[Any]:
+        # The type column names the version of its definition the saga runs on: Transfer@2.
+        return [f"{row['saga_type']}@{row['saga_version']}" if c == "saga_type" else row[c] for c in columns]
+
+    ctx.emit(rows, lambda: _table(f"{len(rows)} saga(s)", columns, [cells(r) for r in rows]))
 
 
 TYPE_OPTION = click.option(
@@ -111,7 +116,8 @@ def show(ctx: Context, saga: str, saga_type: str | None) -> None:
         s = details.state
         key = f"  key {escape(s.key)}" if s.key is not None else ""
         console.print(
-            f"[bold]{s.saga_type}[/bold] {s.saga_id}{key}  status [bold]{s.status}[/bold]  version {s.version}"
+            f"[bold]{s.saga_type}[/bold] {s.saga_id}{key}  status [bold]{s.status}[/bold]  "
+            f"{definition(s.saga_version, s.fingerprint)}  {s.version} events"
         )
         if s.parked is not None:
             console.print(f"parked (was {s.parked.status}): {s.parked.reason}", markup=False, soft_wrap=True)
@@ -123,7 +129,7 @@ def show(ctx: Context, saga: str, saga_type: str | None) -> None:
             "timeline",
             ["v", "at", "event", "details"],
             [
-                [e["version"], e["at"], e["type"], event_details(e["event"], ctx.wide)]
+                [e["version"], e["at"], e["type"], event_details(e["event"], ctx.wide, e["type"])]
                 for e in details.timeline
             ],
         )

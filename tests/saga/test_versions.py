@@ -302,3 +302,62 @@ async def test_a_reply_reaching_a_worker_with_the_version_takes_the_saga_up_firs
     assert await here.sql("SELECT step, attempt FROM saga_deadlines WHERE saga_id = :s", s=saga_id) == [
         ("credit", 1)
     ]
+
+
+async def test_ls_and_show_name_the_version_the_kept_reply_and_the_migration(
+    deployment: Deployment, database_url: str
+) -> None:
+    here = deployment
+    v1, [saga_id] = await v1_sagas_awaiting_hold(here, 1)
+    v2 = here.orchestrator(app_v2)
+    reply = Held(transfer_id="t")
+    envelope = v1.outbox.envelope(
+        reply, saga_id=saga_id, saga_type="Transfer", step="hold", phase="action", attempt=1
+    )
+    async with here.database.engine.begin() as conn:
+        await v2.handle_reply(conn, reply, envelope)
+    cli = Cli(database_url, here.bootstrap, here.prefix)
+
+    async def shown() -> str:
+        result = await cli("show", saga_id, app=APP_V2, columns="400")
+        assert result.code == 0, result.describe()
+        return result.stdout
+
+    async def listed() -> tuple[str, dict[str, Any]]:
+        table = await cli("ls", app=APP_V2, columns="400")
+        [row] = (await cli("--json", "ls", app=APP_V2)).json()
+        return table.stdout, row
+
+    text_ = await shown()
+    assert f"status parked  version 1 (fingerprint {TransferV1.fingerprint()})" in text_
+    assert f"kept reply risk.held to hold/action #1 (id {envelope.message_id}) until a worker" in text_
+    table, row = await listed()
+    assert "Transfer@1 " in table
+    assert (row["saga_type"], row["saga_version"], row["status"]) == ("Transfer", 1, "parked")
+
+    # Moved to version 2: the kept reply answers `hold` under its new name, the saga goes on.
+    async with here.database.engine.begin() as conn:
+        plan = await v2.migrate(conn, saga_id, TransferV2, TransferV2.migrations[0], note="hold is risk_hold")
+    assert plan.ok, plan.problems
+    state = await v2.load_raw(saga_id)
+    assert (state.status, state.saga_version, state.done) == ("running", 2, ["debit", "risk_hold"])
+    events = await here.events(v2, saga_id)
+    kinds = [t for t, _ in events]
+    assert kinds[kinds.index("saga.parked") :] == [
+        "saga.parked",
+        "saga.input_deferred",
+        "saga.migrated",
+        "saga.unparked",
+        "saga.step_succeeded",
+        "saga.step_requested",
+    ]
+    assert requested(events) == ["debit", "hold", "credit"]  # nothing sent again
+    text_ = await shown()
+    assert f"status running  version 2 (fingerprint {TransferV2.fingerprint()})" in text_
+    assert (
+        f"version 1 -> 2 (fingerprint {TransferV1.fingerprint()} -> {TransferV2.fingerprint()}); "
+        "renamed hold -> risk_hold; data unchanged; note: hold is risk_hold"
+    ) in text_
+    table, row = await listed()
+    assert "Transfer@2 " in table
+    assert (row["saga_version"], row["status"], row["step"]) == (2, "running", "credit")
