@@ -262,10 +262,10 @@ async def test_a_worker_without_the_version_parks_once_and_one_with_it_takes_the
         assert requested(events) == ["debit", "hold", "credit"]  # hold was not sent again
         assert not [t for t, _ in events if t == "saga.reply_ignored"]
     rows = await here.sql(
-        "SELECT saga_version, parked_version, status FROM saga_instances WHERE saga_id = ANY(:ids)",
+        "SELECT saga_version, parked_version, status, last_error FROM saga_instances WHERE saga_id = ANY(:ids)",
         ids=saga_ids,
     )
-    assert rows == [(1, None, "completed")] * 2
+    assert rows == [(1, None, "completed", None)] * 2  # the park's reason was not the saga's error
     taken = [r.getMessage() for r in caplog.records if "taken up" in r.getMessage()]
     assert sorted(m.split()[1].rstrip(":") for m in taken) == sorted(saga_ids), taken
 
