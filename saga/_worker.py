@@ -92,7 +92,9 @@ async def _unpublished(orchestrator: Orchestrator, conn: AsyncConnection, due: r
     sent = command_id(due.saga_id, due.step, due.phase, due.attempt)
     if not any(m.message_id == sent for m in await Outbox.pending(conn, due.saga_id)):
         return False
-    saga = orchestrator.sagas.get(due.saga_type)
+    # The step's timeout is that of the saga's own version (the newest may lack the step).
+    state = await orchestrator.load_raw(due.saga_id, conn)
+    saga = orchestrator.versions.get(state.saga_type, state.saga_version)
     timeout = saga.step(due.step).timeout_s if saga and saga.has_step(due.step) else None
     if timeout is None:
         return False

@@ -24,7 +24,9 @@ from tests.cli.test_cli import Cli
 from tests.helpers import wait_for
 from tests.saga.conftest import create_topics
 from tests.saga.versions_app import (
+    Debited,
     Held,
+    HoldStep,
     TransferData,
     TransferV1,
     TransferV2,
@@ -361,3 +363,32 @@ async def test_ls_and_show_name_the_version_the_kept_reply_and_the_migration(
     table, row = await listed()
     assert "Transfer@2 " in table
     assert (row["saga_version"], row["status"], row["step"]) == (2, "running", "credit")
+
+
+async def test_an_unpublished_commands_timeout_starts_over_by_the_sagas_own_version(
+    deployment: Deployment,
+) -> None:
+    """No relay: `hold` waits in the outbox, so its timeout starts over when due, although the
+    newest version has no `hold` step (the step's timeout is its own version's)."""
+    here = deployment
+    v1 = here.orchestrator(app_v1)
+    [saga_id] = await start(v1, TransferV1, 1)
+    reply = Debited(transfer_id="t")
+    envelope = v1.outbox.envelope(
+        reply, saga_id=saga_id, saga_type="Transfer", step="debit", phase="action", attempt=1
+    )
+    async with here.database.engine.begin() as conn:
+        await v1.handle_reply(conn, reply, envelope)
+    await here.execute(
+        "UPDATE saga_deadlines SET due_at = now() - interval '1 second' WHERE saga_id = :s", s=saga_id
+    )
+    both = here.orchestrator(app_v1_v2)
+    assert await fire_due_deadlines(both) == 0
+    state = await both.load_raw(saga_id)
+    assert state.awaiting is not None
+    assert (state.status, state.awaiting.step, state.awaiting.attempt) == ("running", "hold", 1)
+    assert "saga.step_timed_out" not in [t for t, _ in await here.events(both, saga_id)]
+    [(left,)] = await here.sql(
+        "SELECT extract(epoch FROM due_at - now()) FROM saga_deadlines WHERE saga_id = :s", s=saga_id
+    )
+    assert 0 < left <= HoldStep.timeout_s
