@@ -141,7 +141,8 @@ async def take_up_parked(orchestrator: Orchestrator, failed: set[str] | None = N
     taken = 0
     for saga_id in saga_ids:
         try:
-            await orchestrator.resume(saga_id, "taken up by a worker that has its version")
+            if not await _take_up(orchestrator, saga_id):
+                continue
         except SagaError as exc:
             if saga_id not in failed:
                 failed.add(saga_id)
@@ -151,6 +152,19 @@ async def take_up_parked(orchestrator: Orchestrator, failed: set[str] | None = N
         taken += 1
         log.info("saga %s: taken up, its version is deployed here", saga_id)
     return taken
+
+
+async def _take_up(orchestrator: Orchestrator, saga_id: str) -> bool:
+    """Take up one saga if it is still parked for its version once we hold its lock: another
+    worker, or a reply, may have taken it up since it was listed, and resuming a saga that runs
+    would send its step again."""
+    async with orchestrator.engine.begin() as conn:
+        await repo.lock_one(await driver_connection(conn), saga_id)
+        state = await orchestrator.load_raw(saga_id, conn)
+        if state.parked is None or state.parked.saga_version is None:
+            return False
+        await orchestrator.resume(saga_id, "taken up by a worker that has its version", conn)
+    return True
 
 
 class OrchestratorWorker(Worker):

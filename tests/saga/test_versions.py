@@ -6,6 +6,7 @@ worker that has the version takes it up by itself.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -15,9 +16,19 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from eventstore import Database, Worker
+from eventstore import Database, Worker, driver_connection
 from outbox import Relay
-from saga import App, DeadlineDue, Orchestrator, OrchestratorWorker, Saga, fire_due_deadlines, stream_of
+from saga import (
+    App,
+    DeadlineDue,
+    Orchestrator,
+    OrchestratorWorker,
+    Saga,
+    fire_due_deadlines,
+    stream_of,
+    take_up_parked,
+)
+from saga import _repository as repo
 from saga._operations import dead_letter_counts, list_sagas
 from saga._parking import absent_reason
 from tests.cli.test_cli import Cli
@@ -392,3 +403,29 @@ async def test_an_unpublished_commands_timeout_starts_over_by_the_sagas_own_vers
         "SELECT extract(epoch FROM due_at - now()) FROM saga_deadlines WHERE saga_id = :s", s=saga_id
     )
     assert 0 < left <= HoldStep.timeout_s
+
+
+async def test_two_workers_taking_up_one_parked_saga_take_it_up_once(deployment: Deployment) -> None:
+    """Both list it as parked; the second gets its lock after the first took it up: it must not
+    resume a saga that runs again (that would send its step once more)."""
+    here = deployment
+    _, [saga_id] = await v1_sagas_awaiting_hold(here, 1)
+    v2 = here.orchestrator(app_v2)
+    async with here.database.engine.begin() as conn:
+        await v2.decide_many(conn, [(saga_id, DeadlineDue("hold", "action", 1, "reply"), None)])
+    first, second = here.orchestrator(app_v1_v2), here.orchestrator(app_v1_v2)
+    async with here.database.engine.begin() as conn:
+        await repo.lock_one(await driver_connection(conn), saga_id)  # both list it, then wait here
+        tasks = [asyncio.create_task(take_up_parked(o)) for o in (first, second)]
+
+        async def both_wait() -> bool:
+            rows = await here.sql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            return bool(rows[0][0] == 2)
+
+        await wait_for(both_wait, 30, "both workers to wait for the saga's lock")
+    assert sorted(await asyncio.gather(*tasks)) == [0, 1]
+    events = [t for t, _ in await here.events(first, saga_id)]
+    assert events[events.index("saga.parked") :] == ["saga.parked", "saga.unparked"]
+    state = await first.load_raw(saga_id)
+    assert state.awaiting is not None
+    assert (state.status, state.awaiting.step, state.awaiting.attempt) == ("running", "hold", 1)
