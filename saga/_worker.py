@@ -20,7 +20,6 @@ from eventstore import (
 from outbox import Consumer, Outbox, outbox_migrations
 from saga import _repository as repo
 from saga._decision import DeadlineDue
-from saga._errors import SagaError
 from saga._orchestrator import Orchestrator
 from saga._protocol import command_id
 
@@ -143,10 +142,18 @@ async def take_up_parked(orchestrator: Orchestrator, failed: set[str] | None = N
         try:
             if not await _take_up(orchestrator, saga_id):
                 continue
-        except SagaError as exc:
+        except Exception as exc:
+            if classify_error(exc) in (ErrorKind.CONTENTION, ErrorKind.CONNECTION_LOST):
+                raise  # not this saga's fault: the loop waits and tries again
             if saga_id not in failed:
                 failed.add(saga_id)
-                log.error("saga %s stays parked: taking it up failed: %s", saga_id, exc)
+                log.error(
+                    "saga %s stays parked: taking it up failed: %s; it is tried again as long as it is parked "
+                    "(saga show %s; saga migrate moves it to another version)",
+                    saga_id,
+                    " ".join(f"{type(exc).__name__}: {exc}".split())[:1000],  # a validation error's lines too
+                    saga_id,
+                )
             continue
         failed.discard(saga_id)
         taken += 1

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from eventstore import Database, Worker, driver_connection
+from eventstore import Database, NewEvents, Worker, driver_connection
 from outbox import Relay
 from saga import (
     App,
@@ -29,6 +29,7 @@ from saga import (
     take_up_parked,
 )
 from saga import _repository as repo
+from saga._events import InputDeferred
 from saga._operations import dead_letter_counts, list_sagas
 from saga._parking import absent_reason
 from tests.cli.test_cli import Cli
@@ -429,3 +430,40 @@ async def test_two_workers_taking_up_one_parked_saga_take_it_up_once(deployment:
     state = await first.load_raw(saga_id)
     assert state.awaiting is not None
     assert (state.status, state.awaiting.step, state.awaiting.attempt) == ("running", "hold", 1)
+
+
+async def test_a_saga_that_cannot_be_taken_up_is_said_once_and_does_not_hold_up_the_others(
+    deployment: Deployment, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its kept reply no longer fits the reply's model: it stays parked, one error logged, and
+    the saga listed after it is taken up all the same."""
+    here = deployment
+    caplog.set_level(logging.INFO, logger="saga")
+    _, [broken, fine] = await v1_sagas_awaiting_hold(here, 2)
+    v2 = here.orchestrator(app_v2)
+    for saga_id in (broken, fine):
+        async with here.database.engine.begin() as conn:
+            await v2.decide_many(conn, [(saga_id, DeadlineDue("hold", "action", 1, "reply"), None)])
+    bad = InputDeferred(
+        kind="reply",
+        message_type="risk.held",
+        message_id="m-1",
+        data={},
+        step="hold",
+        phase="action",
+        attempt=1,
+    )
+    version = (await v2.load_raw(broken)).version
+    async with here.database.engine.begin() as conn:
+        await v2.store.append_many([NewEvents(stream_of(broken), [bad], version)], conn=conn)
+
+    both = here.orchestrator(app_v1_v2)
+    not_taken: set[str] = set()
+    assert await take_up_parked(both, not_taken) == 1
+    assert not_taken == {broken}
+    assert (await both.load_raw(broken)).status == "parked"
+    assert (await both.load_raw(fine)).status == "running"
+    assert await take_up_parked(both, not_taken) == 0  # tried again, said no more
+    said = [r for r in caplog.records if "stays parked" in r.getMessage()]
+    assert [(r.levelno, r.getMessage().split()[1]) for r in said] == [(logging.ERROR, broken)]
+    assert "transfer_id" in said[0].getMessage()
