@@ -122,11 +122,14 @@ def _render(report: deploy.DeployReport) -> None:
     checked = f"checked {_plural(report.checked, 'running saga')} against the app"
     if report.problems:
         _problems_table(report)
-        counts = Table(title="problems")
+        # Each problem once, with what to do: the per-saga table stays narrow enough to read.
+        fixes = {p.problem: p.fix for p in reversed(report.problems)}
+        counts = Table(title="problems, and what to do")
         counts.add_column("sagas", justify="right")
         counts.add_column("problem", overflow="fold")
+        counts.add_column("fix", overflow="fold")
         for problem, n in report.counts().items():
-            counts.add_row(str(n), Text(problem))
+            counts.add_row(str(n), Text(problem), Text(fixes[problem]))
         console.print(counts)
         problems = _plural(len(report.problems), "problem")
         click.echo(f"{checked}: {report.broken} would break ({problems}; {versions})")
@@ -142,9 +145,9 @@ def _render(report: deploy.DeployReport) -> None:
 
 def _problems_table(report: deploy.DeployReport) -> None:
     table = Table(title=f"what would break ({_plural(report.broken, 'saga')})")
-    for column in ("saga_id", "saga@version", "status", "step", "problem", "fix"):
+    for column in ("saga_id", "saga@version", "status", "step", "problem"):
         table.add_column(column, no_wrap=column in ("saga_id", "saga@version", "status"), overflow="fold")
     for p in report.problems:
-        cells = (p.saga_id, f"{p.saga_type}@{p.saga_version}", p.status, p.step or "", p.problem, p.fix)
+        cells = (p.saga_id, f"{p.saga_type}@{p.saga_version}", p.status, p.step or "", p.problem)
         table.add_row(*(Text(cell) for cell in cells))  # Text: a "[...]" in a problem is no markup
     console.print(table)
