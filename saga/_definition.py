@@ -55,8 +55,8 @@ class Saga(Generic[D]):
         super().__init_subclass__(**kwargs)
         if "name" not in cls.__dict__:
             cls.name = cls.__name__
-        if "migrations" not in cls.__dict__:
-            cls.migrations = ()  # a version's migrations are its own (an old version may subclass a new one)
+        if "migrations" not in cls.__dict__ and "version" in cls.__dict__:
+            cls.migrations = ()  # another version's migrations are not its own (an old version may subclass a new one)
         if "data_model" not in cls.__dict__:
             for base in getattr(cls, "__orig_bases__", ()):
                 if get_origin(base) is Saga and get_args(base):

@@ -219,3 +219,28 @@ def test_new_sagas_start_on_the_newest_version_only() -> None:
         check_start(versions, TransferRenamedInPlace, [DATA], None)
     assert "TransferRenamedInPlace (saga Transfer version 1) is not registered" in str(other.value)
     assert "(it has: Transfer@1, Transfer@2)" in str(other.value)
+
+
+def test_an_old_version_may_subclass_the_new_one_as_the_readme_shows() -> None:
+    """README "Changing a saga safely": the old class subclasses the new, keeps its hooks and
+    data model, declares its own steps, and does not inherit the new version's migrations."""
+
+    class Hooked(TransferV2):
+        name = "Transfer"  # a saga's name is its class's name unless the class sets it
+
+        async def on_completed(self, conn: Any, data: TransferData) -> None:
+            """A hook both versions share."""
+
+    class HookedV1(Hooked):
+        name = "Transfer"
+        version = 1
+        steps = (DebitStep, HoldStep, CreditStep)
+
+    assert Hooked.migrations == TransferV2.migrations
+    assert HookedV1.migrations == ()
+    assert HookedV1.data_model is TransferData
+    assert HookedV1.on_completed is Hooked.on_completed
+    assert HookedV1.fingerprint() == TransferV1.fingerprint()
+    both = App(sagas=[Hooked, HookedV1], messages=messages, participants=PARTICIPANTS)
+    assert both.saga("Transfer") is Hooked
+    assert both.saga("Transfer", 1) is HookedV1
