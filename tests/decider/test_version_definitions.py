@@ -6,7 +6,8 @@ on the newest version only. On the Transfer saga of tests/saga/versions_app.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import pytest
 from pydantic import BaseModel
@@ -30,6 +31,7 @@ from tests.saga.versions_app import (
     Held,
     Hold,
     HoldStep,
+    RiskHoldStep,
     TransferData,
     TransferDataV3,
     TransferRenamedInPlace,
@@ -225,8 +227,12 @@ def test_an_old_version_may_subclass_the_new_one_as_the_readme_shows() -> None:
     """README "Changing a saga safely": the old class subclasses the new, keeps its hooks and
     data model, declares its own steps, and does not inherit the new version's migrations."""
 
-    class Hooked(TransferV2):
-        name = "Transfer"  # a saga's name is its class's name unless the class sets it
+    class Hooked(Saga[TransferData]):
+        version = 2
+        name = "Transfer"
+        # Typed wide, as the README says for mypy: the old version's subclass sets other steps.
+        steps: ClassVar[Sequence[Any]] = (DebitStep, RiskHoldStep, CreditStep)
+        migrations: ClassVar[Sequence[Migration]] = TransferV2.migrations
 
         async def on_completed(self, conn: Any, data: TransferData) -> None:
             """A hook both versions share."""
@@ -241,6 +247,7 @@ def test_an_old_version_may_subclass_the_new_one_as_the_readme_shows() -> None:
     assert HookedV1.data_model is TransferData
     assert HookedV1.on_completed is Hooked.on_completed
     assert HookedV1.fingerprint() == TransferV1.fingerprint()
+    assert Hooked.fingerprint() == TransferV2.fingerprint()
     both = App(sagas=[Hooked, HookedV1], messages=messages, participants=PARTICIPANTS)
     assert both.saga("Transfer") is Hooked
     assert both.saga("Transfer", 1) is HookedV1
