@@ -42,6 +42,9 @@ def test_item11_wheel_holds_only_the_library(tmp_path: Path) -> None:
     assert top == LIBRARY
     assert {f"{package}/py.typed" for package in LIBRARY} <= set(names)
     assert {n.split("/")[0] for n in names if n.endswith(".sql")} == LIBRARY
+    # The testing kit, with the pom its local Kafka broker's jars are fetched with.
+    kit = {"saga/testing/__init__.py", "saga/testing/services.py", "saga/testing/kafka-pom.xml"}
+    assert kit <= set(names)
 
 
 @pytest.mark.pure

@@ -1,0 +1,1 @@
+"""Testing kit for sagas (placeholder until the lead lands the package)."""

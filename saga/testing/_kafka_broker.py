@@ -1,0 +1,276 @@
+"""A single-node KRaft Kafka broker run from the Apache jars, and the process helpers it needs.
+
+The jars come from Maven Central once (the pom ships beside this module) into a folder the
+caller chooses; the broker's config, data, logs and pid live in a folder of its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+KAFKA_POM = Path(__file__).with_name("kafka-pom.xml")
+KAFKA_START_TIMEOUT_S = 90.0
+
+
+class ServicesError(Exception):
+    """A local service cannot be used or started; the message says what to do."""
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); /proc tells the truth.
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.exists():
+        return stat.read_text().split(") ", 1)[1][:1] != "Z"
+    return True
+
+
+def stop_pid(pid: int, sig: signal.Signals, timeout_s: float) -> None:
+    if pid <= 0:  # kill(0, ...) would signal our own process group
+        return
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        # Like the broker's own listener: a port left in TIME_WAIT by its last run is free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _need(program: str, why: str) -> None:
+    if shutil.which(program) is None:
+        raise ServicesError(f"kafka: `{program}` is not on PATH; {why}")
+
+
+def fetch_kafka_jars(jars: Path) -> None:
+    """The broker's jars into `jars`, once (a `.complete` marker records a whole fetch)."""
+    if (jars / ".complete").exists():
+        return
+    _need("mvn", "it fetches the Kafka broker's jars once (install Maven, e.g. `apt-get install maven`)")
+    print(f"kafka: fetching broker jars from Maven Central into {jars} (once)...", file=sys.stderr)
+    jars.mkdir(parents=True, exist_ok=True)
+    command = ["mvn", "-q", "-B", "-f", str(KAFKA_POM), "dependency:copy-dependencies"]
+    command += [f"-DoutputDirectory={jars}", "-DincludeScope=runtime"]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise ServicesError(
+            f"kafka: mvn could not fetch the jars:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+        )
+    (jars / ".complete").write_text("ok\n")
+
+
+def kafka_problem(bootstrap: str, timeout_s: float = 2.0) -> str | None:
+    """None when `bootstrap` answers a real Kafka request (ApiVersions, key 18, v0, error code 0);
+    otherwise why not."""
+    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
+    if not host or not port.isdigit():
+        return f"{bootstrap!r} is not host:port"
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s) as s:
+            s.settimeout(timeout_s)
+            client_id = b"services"
+            body = (18).to_bytes(2, "big") + (0).to_bytes(2, "big") + (1).to_bytes(4, "big")
+            body += len(client_id).to_bytes(2, "big") + client_id
+            s.sendall(len(body).to_bytes(4, "big") + body)
+            head = s.recv(10)
+    except OSError as exc:
+        return str(exc) or type(exc).__name__
+    if len(head) < 10 or head[8:10] != b"\x00\x00":
+        return "it answered, but not as a ready Kafka broker"
+    return None
+
+
+class KafkaBroker:
+    """A single-node KRaft broker whose config, data, logs and pid live in `home`.
+
+    `up()` after `down()` restarts it on the same port with the same data; a fresh home (or
+    a port taken meanwhile) gets new ports and newly formatted storage. Tests use a second
+    instance in a folder of their own to stop and restart a broker under load; the chaos suite
+    runs one with `auto_create_topics=False`.
+    """
+
+    def __init__(self, home: Path, *, jars: Path, auto_create_topics: bool = True) -> None:
+        self.home = home
+        self.jars = jars
+        # Off is the usual production setting: every topic must be created before use.
+        self.auto_create_topics = auto_create_topics
+        self.data = home / "data"
+        self.config = home / "server.properties"
+        self.pidfile = home / "broker.pid"
+        self.portfile = home / "broker.ports"
+        self._process: subprocess.Popen[bytes] | None = None  # when this object started it
+
+    def pid(self) -> int | None:
+        if not self.pidfile.exists():
+            return None
+        pid = int(self.pidfile.read_text())
+        return pid if pid_alive(pid) else None
+
+    def bootstrap(self) -> str | None:
+        if not self.portfile.exists():
+            return None
+        return f"127.0.0.1:{self.portfile.read_text().split()[0]}"
+
+    def _java(self, main: str, *args: str) -> list[str]:
+        heap = os.environ.get("KAFKA_HEAP", "-Xms128m -Xmx512m")
+        return [
+            "java",
+            *heap.split(),
+            "-XX:+UseSerialGC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
+            "-cp",
+            f"{self.jars}/*",
+            main,
+            *args,
+        ]
+
+    def _ports(self) -> tuple[int, int, bool]:
+        """(broker port, controller port, reuse the stored data?)"""
+        if self.portfile.exists() and (self.data / "meta.properties").exists():
+            port, controller = (int(p) for p in self.portfile.read_text().split())
+            if all(_port_free(p) for p in (port, controller)):
+                return port, controller, True
+        return _free_port(), _free_port(), False
+
+    def _write_config(self, port: int, controller_port: int) -> None:
+        settings = [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
+            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+            "controller.listener.names=CONTROLLER",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name=PLAINTEXT",
+            f"log.dirs={self.data}",
+            "num.partitions=1",
+            f"auto.create.topics.enable={str(self.auto_create_topics).lower()}",
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=4",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "transaction.state.log.num.partitions=4",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            "num.network.threads=2",
+            "num.io.threads=2",
+            "log.retention.hours=24",
+        ]
+        self.config.write_text("\n".join(settings) + "\n")
+        log4j = [
+            "status = warn",
+            "appender.file.type = File",
+            "appender.file.name = file",
+            f"appender.file.fileName = {self.home / 'broker.log'}",
+            "appender.file.layout.type = PatternLayout",
+            "appender.file.layout.pattern = [%d] %p %m (%c)%n",
+            "rootLogger.level = info",
+            "rootLogger.appenderRef.file.ref = file",
+            "logger.state.name = state.change.logger",
+            "logger.state.level = warn",
+        ]
+        (self.home / "log4j2.properties").write_text("\n".join(log4j) + "\n")
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = ""
+        for f in (self.home / "broker.log", self.home / "broker.out"):
+            if f.exists():
+                tail = "\n".join(f.read_text(errors="replace").splitlines()[-lines:])
+                text += f"--- {f} ---\n{tail}\n"
+        return text
+
+    def _format_storage(self) -> None:
+        shutil.rmtree(self.data, ignore_errors=True)
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        fmt = subprocess.run(
+            self._java(
+                "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", f"--config={self.config}"
+            ),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if fmt.returncode != 0:
+            raise ServicesError(f"kafka: formatting KRaft storage failed:\n{fmt.stdout}{fmt.stderr}")
+
+    def up(self) -> str:
+        bootstrap = self.bootstrap()
+        if self.pid() is not None and bootstrap and kafka_problem(bootstrap) is None:
+            return bootstrap
+        _need("java", "the local Kafka broker runs on a JVM (install Java 17 or newer)")
+        fetch_kafka_jars(self.jars)
+        self.home.mkdir(parents=True, exist_ok=True)
+        port, controller_port, reuse = self._ports()
+        self._write_config(port, controller_port)
+        if not reuse:
+            self._format_storage()
+        with (self.home / "broker.out").open("w") as out:
+            proc = subprocess.Popen(
+                self._java("kafka.Kafka", str(self.config)),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self._process = proc
+        self.pidfile.write_text(str(proc.pid))
+        self.portfile.write_text(f"{port} {controller_port}")
+        return self._wait_serving(proc, f"127.0.0.1:{port}")
+
+    def _wait_serving(self, proc: subprocess.Popen[bytes], bootstrap: str) -> str:
+        deadline = time.monotonic() + KAFKA_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise ServicesError(f"kafka: broker exited with code {proc.returncode}\n{self.log_tail()}")
+            if kafka_problem(bootstrap) is None:
+                return bootstrap
+            time.sleep(0.25)
+        stop_pid(proc.pid, signal.SIGKILL, 5)
+        raise ServicesError(
+            f"kafka: broker did not serve metadata within {KAFKA_START_TIMEOUT_S:.0f}s\n{self.log_tail()}"
+        )
+
+    def down(self) -> int | None:
+        """Stop the broker (SIGTERM, then SIGKILL after 30s); returns its pid if it ran."""
+        pid = self.pid()
+        if pid is not None:
+            stop_pid(pid, signal.SIGTERM, 30)
+        if self._process is not None:
+            self._process.wait()  # reap our child
+            self._process = None
+        return pid
