@@ -1,1 +1,5 @@
-"""Testing kit for sagas (placeholder until the lead lands the package)."""
+"""Testing sagas (placeholder until the lead lands the package)."""
+
+from saga.testing._services import Services, ServicesError, find_services
+
+__all__ = ["Services", "ServicesError", "find_services"]

@@ -70,16 +70,25 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+JAVA_WHY = "the local Kafka broker runs on a JVM (install Java 17 or newer)"
+MVN_WHY = "it fetches the Kafka broker's jars once (install Maven, e.g. `apt-get install maven`)"
+
+
+def _missing(program: str, why: str) -> str | None:
+    return f"`{program}` is not on PATH; {why}" if shutil.which(program) is None else None
+
+
 def _need(program: str, why: str) -> None:
-    if shutil.which(program) is None:
-        raise ServicesError(f"kafka: `{program}` is not on PATH; {why}")
+    problem = _missing(program, why)
+    if problem is not None:
+        raise ServicesError(f"kafka: {problem}")
 
 
 def fetch_kafka_jars(jars: Path) -> None:
     """The broker's jars into `jars`, once (a `.complete` marker records a whole fetch)."""
     if (jars / ".complete").exists():
         return
-    _need("mvn", "it fetches the Kafka broker's jars once (install Maven, e.g. `apt-get install maven`)")
+    _need("mvn", MVN_WHY)
     print(f"kafka: fetching broker jars from Maven Central into {jars} (once)...", file=sys.stderr)
     jars.mkdir(parents=True, exist_ok=True)
     command = ["mvn", "-q", "-B", "-f", str(KAFKA_POM), "dependency:copy-dependencies"]
@@ -113,6 +122,25 @@ def kafka_problem(bootstrap: str, timeout_s: float = 2.0) -> str | None:
     return None
 
 
+# A go-between starts the broker and exits: the broker outlives whoever called `up()` (it stays
+# up for the next run) without being that process's child, which would have to be waited for.
+_LAUNCHER = """
+import subprocess, sys
+with open(sys.argv[1], "wb") as out:
+    broker = subprocess.Popen(sys.argv[2:], stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+print(broker.pid)
+"""
+
+
+def _launch(command: list[str], output: Path) -> int:
+    launched = subprocess.run(
+        [sys.executable, "-c", _LAUNCHER, str(output), *command], capture_output=True, text=True, check=False
+    )
+    if launched.returncode != 0:
+        raise ServicesError(f"kafka: could not launch the broker: {launched.stderr.strip()}")
+    return int(launched.stdout)
+
+
 class KafkaBroker:
     """A single-node KRaft broker whose config, data, logs and pid live in `home`.
 
@@ -131,7 +159,6 @@ class KafkaBroker:
         self.config = home / "server.properties"
         self.pidfile = home / "broker.pid"
         self.portfile = home / "broker.ports"
-        self._process: subprocess.Popen[bytes] | None = None  # when this object started it
 
     def pid(self) -> int | None:
         if not self.pidfile.exists():
@@ -143,6 +170,13 @@ class KafkaBroker:
         if not self.portfile.exists():
             return None
         return f"127.0.0.1:{self.portfile.read_text().split()[0]}"
+
+    def missing(self) -> str | None:
+        """What `up()` would lack to start the broker (java; mvn while the jars are not here)."""
+        if self.pid() is not None:
+            return None
+        fetched = (self.jars / ".complete").exists()
+        return _missing("java", JAVA_WHY) or (None if fetched else _missing("mvn", MVN_WHY))
 
     def _java(self, main: str, *args: str) -> list[str]:
         heap = os.environ.get("KAFKA_HEAP", "-Xms128m -Xmx512m")
@@ -232,35 +266,27 @@ class KafkaBroker:
         bootstrap = self.bootstrap()
         if self.pid() is not None and bootstrap and kafka_problem(bootstrap) is None:
             return bootstrap
-        _need("java", "the local Kafka broker runs on a JVM (install Java 17 or newer)")
+        _need("java", JAVA_WHY)
         fetch_kafka_jars(self.jars)
         self.home.mkdir(parents=True, exist_ok=True)
         port, controller_port, reuse = self._ports()
         self._write_config(port, controller_port)
         if not reuse:
             self._format_storage()
-        with (self.home / "broker.out").open("w") as out:
-            proc = subprocess.Popen(
-                self._java("kafka.Kafka", str(self.config)),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        self._process = proc
-        self.pidfile.write_text(str(proc.pid))
+        pid = _launch(self._java("kafka.Kafka", str(self.config)), self.home / "broker.out")
+        self.pidfile.write_text(str(pid))
         self.portfile.write_text(f"{port} {controller_port}")
-        return self._wait_serving(proc, f"127.0.0.1:{port}")
+        return self._wait_serving(pid, f"127.0.0.1:{port}")
 
-    def _wait_serving(self, proc: subprocess.Popen[bytes], bootstrap: str) -> str:
+    def _wait_serving(self, pid: int, bootstrap: str) -> str:
         deadline = time.monotonic() + KAFKA_START_TIMEOUT_S
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise ServicesError(f"kafka: broker exited with code {proc.returncode}\n{self.log_tail()}")
+            if not pid_alive(pid):
+                raise ServicesError(f"kafka: broker exited\n{self.log_tail()}")
             if kafka_problem(bootstrap) is None:
                 return bootstrap
             time.sleep(0.25)
-        stop_pid(proc.pid, signal.SIGKILL, 5)
+        stop_pid(pid, signal.SIGKILL, 5)
         raise ServicesError(
             f"kafka: broker did not serve metadata within {KAFKA_START_TIMEOUT_S:.0f}s\n{self.log_tail()}"
         )
@@ -270,7 +296,4 @@ class KafkaBroker:
         pid = self.pid()
         if pid is not None:
             stop_pid(pid, signal.SIGTERM, 30)
-        if self._process is not None:
-            self._process.wait()  # reap our child
-            self._process = None
         return pid

