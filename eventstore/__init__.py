@@ -1,6 +1,6 @@
 """Append-only event store on Postgres: streams, a gap-free global feed, snapshots, subscriptions."""
 
-from eventstore._crash import CrashPointError, crash_point
+from eventstore._crash import CRASH_POINTS, CrashHook, CrashPointError, crash_point, set_crash_hook
 from eventstore._database import Database
 from eventstore._engine import create_engine, driver_connection, libpq_url, sqlalchemy_url
 from eventstore._errors import (
@@ -44,11 +44,13 @@ from eventstore._worker import Worker
 
 __all__ = [
     "ANY",
+    "CRASH_POINTS",
     "FEED_START",
     "NO_STREAM",
     "AppendResult",
     "ConcurrencyError",
     "ConnectionRefusal",
+    "CrashHook",
     "CrashPointError",
     "Database",
     "DatabaseConfigError",
@@ -90,6 +92,7 @@ __all__ = [
     "load_checkpoint",
     "load_migrations",
     "save_checkpoint",
+    "set_crash_hook",
     "sqlalchemy_url",
     "translate_errors",
     "upgrade",

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 
 ENV_VAR = "SAGA_CRASH_AT"
 EXIT_CODE = 86
@@ -45,6 +46,9 @@ CRASH_POINTS: dict[str, str] = {
     "relay.after_ack": "Kafka acknowledged the relay's batch; its outbox rows are not deleted yet",
 }
 
+CrashHook = Callable[[str], None]
+# In-process: called with the name at every crash point reached (a test's stand-in for a kill).
+_hook: CrashHook | None = None
 # Point name -> on which time it is reached to crash; None until the variable is read.
 _armed: dict[str, int] | None = None
 _reached: dict[str, int] = {}
@@ -93,11 +97,23 @@ def armed() -> dict[str, int]:
     return _armed
 
 
+def set_crash_hook(hook: CrashHook | None) -> CrashHook | None:
+    """Have `hook(name)` called at every crash point this process reaches, before
+    `SAGA_CRASH_AT` is looked at; None removes it. Returns the hook it replaces. A hook that
+    raises (a BaseException, which no worker loop catches) stops that worker exactly there:
+    `saga.testing` uses it to kill and restart in-process workers."""
+    global _hook
+    previous, _hook = _hook, hook
+    return previous
+
+
 def crash_point(name: str) -> None:
     """Exit the process at once (code 86) if `SAGA_CRASH_AT` names this point and this is the
     time to; otherwise return. `name` must be one of `CRASH_POINTS`."""
     if name not in CRASH_POINTS:
         raise CrashPointError(f"crash_point({name!r}): not a crash point; the crash points are: {_known()}")
+    if _hook is not None:
+        _hook(name)
     at = (_armed if _armed is not None else armed()).get(name)
     if at is None:
         return

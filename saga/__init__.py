@@ -12,6 +12,7 @@ from eventstore import Migration as SchemaMigration
 from eventstore import eventstore_migrations, load_migrations
 from outbox import outbox_migrations
 from saga._app import App, AppLoadError, load_app
+from saga._clock import Clock, SystemClock
 from saga._decide import decide
 from saga._decision import (
     CompensateRequest,
@@ -73,6 +74,7 @@ __all__ = [
     "AppLoadError",
     "ChildEnded",
     "ChildSaga",
+    "Clock",
     "CompensateRequest",
     "CompensateSaga",
     "Deadline",
@@ -111,6 +113,7 @@ __all__ = [
     "Step",
     "StepKind",
     "StepRefused",
+    "SystemClock",
     "TimerStep",
     "Topics",
     "TypedSagaState",

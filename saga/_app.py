@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from eventstore import Database
 from outbox import MessageRegistry, Outbox
+from saga._clock import Clock
 from saga._definition import DefinitionError, Saga
 from saga._orchestrator import Orchestrator
 from saga._participant import CommandHandler, Participant
@@ -104,9 +105,10 @@ class App:
         except KeyError:
             raise AppLoadError(unknown_service(service, self.participants)) from None
 
-    def orchestrator(self, database: Database) -> Orchestrator:
-        """An orchestrator for the app's sagas, on the app's topics. Close it with `aclose()`."""
-        return Orchestrator(database, self.sagas, self.messages, topic_prefix=self.topic_prefix)
+    def orchestrator(self, database: Database, *, clock: Clock | None = None) -> Orchestrator:
+        """An orchestrator for the app's sagas, on the app's topics (`clock`: a test's
+        `VirtualClock`; the wall clock by default). Close it with `aclose()`."""
+        return Orchestrator(database, self.sagas, self.messages, topic_prefix=self.topic_prefix, clock=clock)
 
     async def signal(
         self,

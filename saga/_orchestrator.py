@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
 from typing import Any, overload
 
 from pydantic import BaseModel
@@ -27,6 +26,7 @@ from eventstore import (
 )
 from outbox import Delivery, Envelope, MessageRegistry, Outbox, Outgoing
 from saga import _repository as repo
+from saga._clock import Clock, SystemClock, check_clock
 from saga._decide import decide
 from saga._decision import (
     DeadlineDue,
@@ -69,6 +69,7 @@ class Orchestrator:
         messages: MessageRegistry,
         *,
         topic_prefix: str = "saga",
+        clock: Clock | None = None,
     ) -> None:
         raise_problems(
             [*version_problems(sagas), *message_problems(sagas, messages), *child_problems(sagas)],
@@ -82,6 +83,8 @@ class Orchestrator:
         self.topics = Topics(topic_prefix)
         self.store = EventStore(database, saga_event_registry())
         self.outbox = Outbox(self.messages)
+        # What decisions are made at, and deadlines fired by (a test gives a virtual one).
+        self.clock = SystemClock() if clock is None else check_clock(clock, "Orchestrator")
 
     async def aclose(self) -> None:
         """Nothing to close: the database is the caller's."""
@@ -347,7 +350,7 @@ class Orchestrator:
         ):
             taken_up = Resume(f"version {before.saga_version} is deployed here")
             await self._decide(conn, savepoint, pending, entry, taken_up, None)
-        now = datetime.now(UTC)
+        now = self.clock.now()
         decision = decide(entry.saga, entry.decision.state, given, now)
         while decision.local is not None:
             result = await run_local(conn, savepoint, entry.saga, decision.state, decision.local)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -82,17 +83,19 @@ _CLEAR_STEPS = """
 _CLEAR_SAGAS = "DELETE FROM saga_deadlines WHERE saga_id = ANY(%b::text[])"
 _MATCHES = "saga_id = %s AND step = %s AND phase = %s AND attempt = %s AND kind = %s"
 _DROP_DEADLINE = f"DELETE FROM saga_deadlines WHERE {_MATCHES}"
-_POSTPONE = f"UPDATE saga_deadlines SET due_at = now() + make_interval(secs => %s) WHERE {_MATCHES}"
-_STILL_DUE = f"SELECT 1 FROM saga_deadlines WHERE {_MATCHES} AND due_at <= now() AND parked_at IS NULL"
+# `_AT`: the time the table is read at, the orchestrator's clock's (None: the database's now()).
+_AT = "coalesce(%s::timestamptz, now())"
+_POSTPONE = f"UPDATE saga_deadlines SET due_at = {_AT} + make_interval(secs => %s) WHERE {_MATCHES}"
+_STILL_DUE = f"SELECT 1 FROM saga_deadlines WHERE {_MATCHES} AND due_at <= {_AT} AND parked_at IS NULL"
 _DUE = (
     "SELECT saga_id, step, phase, attempt, kind, failures, saga_type FROM saga_deadlines "
-    "WHERE due_at <= now() AND parked_at IS NULL ORDER BY due_at LIMIT %s"
+    f"WHERE due_at <= {_AT} AND parked_at IS NULL ORDER BY due_at LIMIT %s"
 )
 # A failed firing moves the deadline later (so that it cannot keep the head of the due
 # queue from healthy ones), or parks it once it failed `max_failures` times.
 _FAILED = f"""
     UPDATE saga_deadlines SET failures = failures + 1, last_error = %s,
-        due_at = now() + make_interval(secs => %s),
+        due_at = {_AT} + make_interval(secs => %s),
         parked_at = CASE WHEN failures + 1 >= %s THEN now() END
     WHERE {_MATCHES} RETURNING failures, parked_at IS NOT NULL
 """
@@ -257,17 +260,20 @@ async def delete_instances(driver: Driver, saga_ids: Sequence[str]) -> None:
 # --- deadlines ---------------------------------------------------------------------------
 
 
-async def due_deadlines(driver: Driver, limit: int) -> list[DueDeadline]:
-    rows = await (await driver.execute(_DUE, (limit,))).fetchall()
+async def due_deadlines(driver: Driver, limit: int, at: datetime | None = None) -> list[DueDeadline]:
+    """Deadlines due at `at` (None: the database's now()), soonest first."""
+    rows = await (await driver.execute(_DUE, (at, limit))).fetchall()
     return [DueDeadline(*row) for row in rows]
 
 
-async def still_due(driver: Driver, due: DueDeadline) -> bool:
-    return await (await driver.execute(_STILL_DUE, due.match)).fetchone() is not None
+async def still_due(driver: Driver, due: DueDeadline, at: datetime | None = None) -> bool:
+    return await (await driver.execute(_STILL_DUE, (*due.match, at))).fetchone() is not None
 
 
-async def postpone_deadline(driver: Driver, due: DueDeadline, seconds: float) -> None:
-    await driver.execute(_POSTPONE, (seconds, *due.match))
+async def postpone_deadline(
+    driver: Driver, due: DueDeadline, seconds: float, at: datetime | None = None
+) -> None:
+    await driver.execute(_POSTPONE, (at, seconds, *due.match))
 
 
 async def drop_deadline(driver: Driver, due: DueDeadline) -> None:
@@ -275,11 +281,16 @@ async def drop_deadline(driver: Driver, due: DueDeadline) -> None:
 
 
 async def deadline_failed(
-    driver: Driver, due: DueDeadline, error: str, backoff_s: float, max_failures: int
+    driver: Driver,
+    due: DueDeadline,
+    error: str,
+    backoff_s: float,
+    max_failures: int,
+    at: datetime | None = None,
 ) -> tuple[int, bool]:
     """Count a failed firing; returns (failures so far, parked now)."""
     row = await (
-        await driver.execute(_FAILED, (error[:2000], backoff_s, max_failures, *due.match))
+        await driver.execute(_FAILED, (error[:2000], at, backoff_s, max_failures, *due.match))
     ).fetchone()
     return (0, False) if row is None else (int(row[0]), bool(row[1]))
 

@@ -19,6 +19,7 @@ from eventstore import (
 )
 from outbox import Consumer, Outbox, outbox_migrations
 from saga import _repository as repo
+from saga._clock import table_time
 from saga._decision import DeadlineDue
 from saga._orchestrator import Orchestrator
 from saga._protocol import command_id
@@ -55,7 +56,7 @@ async def fire_due_deadlines(
     (`saga ls --stuck` shows it; `saga resume` takes it up again)."""
     engine = orchestrator.engine
     async with engine.connect() as conn:
-        rows = await repo.due_deadlines(await driver_connection(conn), limit)
+        rows = await repo.due_deadlines(await driver_connection(conn), limit, table_time(orchestrator.clock))
         await conn.rollback()
     fired = 0
     for due in rows:
@@ -73,7 +74,7 @@ async def _fire(orchestrator: Orchestrator, due: repo.DueDeadline) -> int:
         driver = await driver_connection(conn)
         if not await repo.try_lock(driver, due.saga_id):
             return 0  # another worker (or a reply) is on this saga right now
-        if not await repo.still_due(driver, due):
+        if not await repo.still_due(driver, due, table_time(orchestrator.clock)):
             return 0
         if due.kind == "reply" and await _unpublished(orchestrator, conn, due):
             return 0
@@ -97,7 +98,7 @@ async def _unpublished(orchestrator: Orchestrator, conn: AsyncConnection, due: r
     timeout = saga.step(due.step).timeout_s if saga and saga.has_step(due.step) else None
     if timeout is None:
         return False
-    await repo.postpone_deadline(await driver_connection(conn), due, timeout)
+    await repo.postpone_deadline(await driver_connection(conn), due, timeout, table_time(orchestrator.clock))
     log.info(
         "saga %s: %s/%s #%d not published yet; its timeout starts over",
         due.saga_id,
@@ -115,7 +116,7 @@ async def _count_failure(
     backoff = min(backoff_s * 2.0**due.failures, DEADLINE_MAX_BACKOFF_S)
     async with orchestrator.engine.begin() as conn:
         failures, parked = await repo.deadline_failed(
-            await driver_connection(conn), due, error, backoff, max_failures
+            await driver_connection(conn), due, error, backoff, max_failures, table_time(orchestrator.clock)
         )
     what = f"saga {due.saga_id}: deadline {due.kind} of {due.step}/{due.phase} #{due.attempt}"
     if parked:

@@ -1,5 +1,26 @@
-"""Testing sagas (placeholder until the lead lands the package)."""
+"""Testing sagas: a pytest plugin, a running system in-process, a virtual clock.
 
+System          the app running in the test's process (`saga_system` fixture, or open_system)
+SystemConfig    what a System runs: the app, the services, the template database
+VirtualClock    time that moves only when a test moves it (`await clock.advance(3600)`)
+Killed          a worker killed at a crash point (the stand-in for kill -9)
+Services        the Postgres and Kafka a run uses; ServicesError when they cannot be had
+"""
+
+from saga.testing._clock import VirtualClock
+from saga.testing._crashes import Killed
+from saga.testing._databases import SchemaHook
 from saga.testing._services import Services, ServicesError, find_services
+from saga.testing._system import System, SystemConfig, open_system
 
-__all__ = ["Services", "ServicesError", "find_services"]
+__all__ = [
+    "Killed",
+    "SchemaHook",
+    "Services",
+    "ServicesError",
+    "System",
+    "SystemConfig",
+    "VirtualClock",
+    "find_services",
+    "open_system",
+]
