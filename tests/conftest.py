@@ -27,6 +27,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from eventstore import Database, create_engine, libpq_url, upgrade
 from saga import all_migrations
 
+# The testing kit's plugin is tested by running pytest on a user's test folder (tests/testing).
+pytest_plugins = ("pytester",)
+
 HOW_TO_START = (
     "`make test` starts local services when the variable is unset; or start them with `make services` "
     'and load their addresses with `eval "$(scripts/services env)"`.'

