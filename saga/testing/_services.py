@@ -108,7 +108,8 @@ def _check_prerequisites(local: LocalServices, *, postgres: bool, kafka: bool) -
         raise ServicesError(
             "saga.testing needs Postgres and Kafka.\n"
             + "\n".join(f"  {p}" for p in problems)
-            + f"\nInstall what is missing (the tests then start local services and leave them up), {SET_BOTH}."
+            + f"\nInstall what is missing (the tests then start local services under {local.dirs.state} "
+            f"and leave them up), {SET_BOTH}."
         )
 
 

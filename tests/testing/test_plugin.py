@@ -124,13 +124,26 @@ def test_an_unreachable_postgres_fails_the_test_naming_postgres_and_what_to_do(
     assert "skipped" not in result.stdout.str()
 
 
-def test_a_test_that_needs_no_services_runs_green_without_any(
+def test_without_any_services_a_pure_test_passes_and_one_needing_them_fails_naming_what_is_missing(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """No variables, and no java on PATH: nothing starts, the local services' folder would be
+    the rootdir's .cache/saga-services."""
     monkeypatch.delenv(URL)
     monkeypatch.delenv(BOOTSTRAP)
-    monkeypatch.setenv("SAGA_SERVICES_DIR", str(pytester.path / "services"))
-    user_project(pytester, test_pure=PURE_TEST)
+    monkeypatch.delenv("SAGA_SERVICES_DIR", raising=False)
+    (pytester.path / "bin").mkdir()
+    monkeypatch.setenv("PATH", str(pytester.path / "bin"))
+    user_project(pytester, test_pure=PURE_TEST, test_greet=GREET_TEST)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=1)
-    assert not (pytester.path / "services").exists()  # nothing was started
+    result.assert_outcomes(passed=1, errors=1)
+    services = pytester.path / ".cache" / "saga-services"
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at setup of test_greet*",
+            f"*Kafka: {BOOTSTRAP} is not set and a local broker cannot start: `java` is not on PATH*",
+            f"*Install what is missing (the tests then start local services under {services} *",
+            f"*or set {URL} and {BOOTSTRAP} to a Postgres server*",
+        ]
+    )
+    assert not services.exists()  # nothing was started

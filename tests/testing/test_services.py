@@ -80,7 +80,10 @@ def test_without_java_and_mvn_nothing_starts_and_the_error_names_them_and_both_w
     message = str(raised.value)
     assert f"Kafka: {BOOTSTRAP} is not set and a local broker cannot start: `java` is not on PATH" in message
     assert "`mvn` is not on PATH" not in message  # one missing piece named at a time per service
-    assert "Install what is missing" in message
+    assert (
+        f"Install what is missing (the tests then start local services under {tmp_path / 'services'} "
+        in message
+    )
     assert f"or set {URL} and {BOOTSTRAP} to a Postgres server" in message
     assert not (tmp_path / "services").exists()
 
