@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eventstore import Database, EventStoreError, check_database
-from saga.testing.services import LocalServices, ServiceDirs, ServicesError, kafka_problem
+from saga.testing._kafka_broker import ServicesError, kafka_problem
+from saga.testing._local_services import LocalServices, ServiceDirs
 
 __all__ = ["Services", "ServicesError", "find_services"]
 
@@ -134,9 +135,10 @@ def _start(local: LocalServices, *, postgres: bool, kafka: bool, report: Report)
                 f"Fix that (the next run starts it again), {SET_BOTH}."
             ) from None
     if started:
+        where = "" if local.dirs == ServiceDirs.default() else f" --dir {local.dirs.state}"
         report(
             f"saga.testing: {' and '.join(started)} started under {local.dirs.state}; they stay up for the "
-            f"next runs. Stop them with `python -m saga.testing.services --dir {local.dirs.state} down`."
+            f"next runs. Stop them with `python -m saga.testing.services{where} down`."
         )
     return addresses
 

