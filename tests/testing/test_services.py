@@ -127,6 +127,7 @@ def test_local_services_start_stay_up_and_stop_with_the_command_the_report_gives
         assert len(heard) == 3
         env = {k: v for k, v in os.environ.items() if k not in (URL, BOOTSTRAP)}
         shown = services_command("--dir", str(dirs.state), "env", env=env)
+        assert shown.stderr == ""  # python -m runs the module once (no runpy warning)
         assert shown.stdout.splitlines() == [
             f"export {URL}='{found.database_url}'",
             f"export {BOOTSTRAP}='{found.kafka_bootstrap}'",
