@@ -106,6 +106,22 @@ class System:
         """Wait until every message written so far has been published to Kafka."""
         await self._poll(self._outbox_empty, deadline_s, "the outbox to be published")
 
+    @asynccontextmanager
+    async def paused(self, worker: str) -> AsyncIterator[None]:
+        """Stop one worker for the block ("relay", "orchestrator", "participant:<service>"):
+        a participant that does not answer, a relay that does not publish. It starts again,
+        where it left off, at the end."""
+        if worker not in self.workers:
+            raise ValueError(f"no worker {worker!r} in this system; it runs: {', '.join(self.workers)}")
+        watcher = self._watchers.pop(worker)
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await self.workers.pop(worker).stop()
+        try:
+            yield
+        finally:
+            await self._start_worker(worker, self._factories()[worker])
+
     async def scalar(self, sql: str, **params: Any) -> Any:
         """One value of a query on the system's database (`text()` SQL with :params)."""
         async with self.engine.connect() as conn:

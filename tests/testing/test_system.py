@@ -54,3 +54,16 @@ async def test_wait_names_where_the_saga_is_when_it_does_not_get_there(saga_syst
         AssertionError, match=r"is running after 0.5s, not completed; it waits for: wait_for_confirmed"
     ):
         await saga_system.wait(saga_id, "completed", deadline_s=0.5)
+
+
+async def test_a_paused_wallet_leaves_the_charge_unanswered_until_it_runs_again(saga_system: System) -> None:
+    async with saga_system.paused("participant:wallet"):
+        saga_id = await saga_system.start(GiftCard, Purchase(purchase_id="p6", customer="alice", amount=40))
+        await saga_system.settle()
+        with pytest.raises(AssertionError, match="it waits for: charge/action"):
+            await saga_system.wait(saga_id, step="wait_for_confirmed", deadline_s=0.3)
+    await saga_system.wait(saga_id, step="wait_for_confirmed")
+    assert await saga_system.scalar("SELECT balance FROM wallets WHERE customer = 'alice'") == 60
+    with pytest.raises(ValueError, match="no worker 'wallet' in this system; it runs: relay, orchestrator"):
+        async with saga_system.paused("wallet"):
+            pass
