@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from saga import stream_of
 from saga.testing import System
-from tests.testing.giftcards import Confirmed, Delayed, GiftCard, Purchase, app, create_tables
+from tests.testing.giftcards import Confirmed, Delayed, GiftCard, Purchase, Retried, app, create_tables
 
 saga_app = app
 saga_schema = create_tables
@@ -67,3 +68,19 @@ async def test_a_paused_wallet_leaves_the_charge_unanswered_until_it_runs_again(
     with pytest.raises(ValueError, match="no worker 'wallet' in this system; it runs: relay, orchestrator"):
         async with saga_system.paused("wallet"):
             pass
+
+
+async def test_advance_fires_what_falls_due_on_the_way_each_at_its_own_time(saga_system: System) -> None:
+    """A wallet silent past every attempt: one advance runs each timeout at its own time (60 s
+    after the attempt before it was sent, three times), and the saga compensates."""
+    async with saga_system.paused("participant:wallet"):
+        saga_id = await saga_system.start(Retried, Purchase(purchase_id="p7", customer="alice", amount=40))
+        await saga_system.wait(saga_id, step="charge")
+        await saga_system.clock.advance(200)
+        await saga_system.wait(saga_id, "compensating", step="charge")
+        events = [
+            type(e.event).__name__ for e in await saga_system.orchestrator.store.load(stream_of(saga_id))
+        ]
+        assert (events.count("StepRequested"), events.count("StepTimedOut")) == (3 + 1, 3)  # + the refund
+    state = await saga_system.wait(saga_id, "compensated")  # the wallet is back: the refund runs
+    assert state.data.customer == "alice"
