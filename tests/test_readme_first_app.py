@@ -1,6 +1,7 @@
-"""The README's "Your first app", followed literally in an empty folder (issue 13).
+"""The README's "Your first app" and then "Testing your sagas", followed literally in an empty
+folder (issues 13 and 16).
 
-How this test reads the section (from its `## Your first app` heading to the next `## `):
+How this test reads a section (from its `## ` heading to the next `## `):
 - a fenced block whose info string names a file, ```python title="bookings/app.py"```, is
   that file's whole content; it is written, at that point, under the project folder;
 - a ```sh block is commands; all of them run in order in ONE bash session (as a user types
@@ -42,7 +43,7 @@ from eventstore import libpq_url
 from tests.checkout import clean_source
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTION = "## Your first app"
+SECTIONS = ("## Your first app", "## Testing your sagas")
 FENCE = re.compile(r"^```([^\n]*)\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 TITLE = re.compile(r'title="([^"]+)"')
 RUN_TIMEOUT_S = 300
@@ -66,10 +67,13 @@ class Block:
 
 
 def section_blocks(readme: str) -> list[Block]:
-    start = readme.index(f"\n{SECTION}\n")
-    end = readme.find("\n## ", start + len(SECTION) + 1)
-    text = readme[start : end if end != -1 else len(readme)]
-    return [Block(m.group(1), m.group(2)) for m in FENCE.finditer(text)]
+    blocks = []
+    for section in SECTIONS:
+        start = readme.index(f"\n{section}\n")
+        end = readme.find("\n## ", start + len(section) + 1)
+        text = readme[start : end if end != -1 else len(readme)]
+        blocks += [Block(m.group(1), m.group(2)) for m in FENCE.finditer(text)]
+    return blocks
 
 
 def script_of(blocks: list[Block]) -> str:
@@ -207,4 +211,6 @@ def test_item9_first_app_section_runs_literally_from_an_empty_folder(
     }
     code, log = run_section(tmp_path, env)
     assert code == 0, f"the section's commands failed (exit {code}):\n{failing_part(log)}"
-    assert "1 passed" in log, log[-4000:]
+    tests = sum(len(re.findall(r"^(?:async )?def test_", b.body, re.MULTILINE)) for b in blocks if b.path)
+    assert tests >= 3, "the section's tests were not found"
+    assert re.search(rf"^{tests} passed in ", log, re.MULTILINE), log[-4000:]

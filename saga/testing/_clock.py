@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
-Listener = Callable[[float], Awaitable[None]]
+Driver = Callable[[datetime], Awaitable[None]]
 
 
 class VirtualClock:
     """Give it to an `Orchestrator` (`clock=`): decisions are made at its time and deadlines
-    fire by it. `await clock.advance(3600)` moves it an hour ahead at once; a running
-    `System` first lets what is in flight reach Kafka, and then fires what fell due."""
+    fire by it. `await clock.advance(3600)` moves it an hour ahead at once. On a running
+    `System`, what falls due on the way fires in order, each at its own time: a timeout, the
+    retry it schedules, that retry's timeout, and so on up to the hour."""
 
     def __init__(self, start: datetime | None = None) -> None:
         if start is not None and start.tzinfo is None:
@@ -19,34 +20,39 @@ class VirtualClock:
                 f"VirtualClock: start must be timezone-aware (e.g. datetime.now(UTC)), got {start!r}"
             )
         self._now = start if start is not None else datetime.now(UTC)
-        self._before: list[Listener] = []
-        self._after: list[Listener] = []
+        self._driver: Driver | None = None
 
     def now(self) -> datetime:
         return self._now
 
     def move(self, seconds: float) -> None:
-        """Move the time ahead, and do nothing else (decision tests without services)."""
-        if seconds < 0:
-            raise ValueError(f"VirtualClock: time moves forward only; got {seconds} seconds")
-        self._now += timedelta(seconds=seconds)
+        """Move the time ahead and do nothing else (decision tests without services)."""
+        self.move_to(self._now + timedelta(seconds=_ahead(seconds)))
+
+    def move_to(self, when: datetime) -> None:
+        if when < self._now:
+            raise ValueError(f"VirtualClock: time moves forward only; it is {self._now}, not {when}")
+        self._now = when
 
     async def advance(self, seconds: float) -> None:
-        """Move the time ahead; what listens (a running `System`) settles before, and fires
-        the deadlines that fell due after."""
-        if seconds < 0:
-            raise ValueError(f"VirtualClock: time moves forward only; got {seconds} seconds")
-        for listener in self._before:
-            await listener(seconds)
-        self.move(seconds)
-        for listener in self._after:
-            await listener(seconds)
+        """Move the time ahead by `seconds`; on a running system, fire what falls due."""
+        target = self._now + timedelta(seconds=_ahead(seconds))
+        if self._driver is None:
+            self.move_to(target)
+        else:
+            await self._driver(target)
 
-    def listen(self, *, before: Listener | None = None, after: Listener | None = None) -> None:
-        if before is not None:
-            self._before.append(before)
-        if after is not None:
-            self._after.append(after)
+    def attach(self, driver: Driver) -> None:
+        """`driver(target)` moves the clock to `target` (a running system's deadline firing)."""
+        self._driver = driver
 
     def __repr__(self) -> str:
         return f"VirtualClock({self._now.isoformat()})"
+
+
+def _ahead(seconds: float) -> float:
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+        raise ValueError(
+            f"VirtualClock: time moves forward only, by a number of seconds >= 0; got {seconds!r}"
+        )
+    return float(seconds)

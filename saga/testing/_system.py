@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -63,7 +64,7 @@ class System:
         self.workers: dict[str, Worker] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._failures: list[BaseException] = []
-        clock.listen(before=self._before_advance, after=self._after_advance)
+        clock.attach(self._advance_to)
 
     # --- what a test calls ------------------------------------------------------------
 
@@ -105,6 +106,22 @@ class System:
     async def settle(self, deadline_s: float = WAIT_S) -> None:
         """Wait until every message written so far has been published to Kafka."""
         await self._poll(self._outbox_empty, deadline_s, "the outbox to be published")
+
+    @asynccontextmanager
+    async def paused(self, worker: str) -> AsyncIterator[None]:
+        """Stop one worker for the block ("relay", "orchestrator", "participant:<service>"):
+        a participant that does not answer, a relay that does not publish. It starts again,
+        where it left off, at the end."""
+        if worker not in self.workers:
+            raise ValueError(f"no worker {worker!r} in this system; it runs: {', '.join(self.workers)}")
+        watcher = self._watchers.pop(worker)
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await self.workers.pop(worker).stop()
+        try:
+            yield
+        finally:
+            await self._start_worker(worker, self._factories()[worker])
 
     async def scalar(self, sql: str, **params: Any) -> Any:
         """One value of a query on the system's database (`text()` SQL with :params)."""
@@ -155,13 +172,42 @@ class System:
     async def _outbox_empty(self) -> bool:
         return (await Outbox.counts(self.database)).pending == 0
 
-    async def _before_advance(self, seconds: float) -> None:
+    async def _advance_to(self, target: datetime) -> None:
+        """What the clock's `advance` does here: let what is written reach Kafka first (a reply
+        timeout counts from the command's publication), then fire each deadline that falls
+        due before `target` at its own time, in order, and settle after each."""
+        await self.settle()
+        while (due := await self._next_due()) is not None and due <= target:
+            self.clock.move_to(max(due, self.clock.now()))
+            if not await self._fire_due() and not await self._moved_on(due):
+                break  # due, yet nobody fires it (its command is not published): at `target`, then
+            await self.settle()
+        self.clock.move_to(target)
+        await self._fire_due()
         await self.settle()
 
-    async def _after_advance(self, seconds: float) -> None:
-        while await fire_due_deadlines(self.orchestrator):
-            pass
-        await self.settle()
+    async def _fire_due(self) -> int:
+        fired = 0
+        while n := await fire_due_deadlines(self.orchestrator):
+            fired += n
+        return fired
+
+    async def _moved_on(self, due: datetime, deadline_s: float = 2.0) -> bool:
+        """Whether the soonest deadline is no longer `due` within `deadline_s` (the worker
+        fired it meanwhile, or is deciding on it)."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + deadline_s
+        while loop.time() < until:
+            if await self._next_due() != due:
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
+    async def _next_due(self) -> datetime | None:
+        due: datetime | None = await self.scalar(
+            "SELECT min(due_at) FROM saga_deadlines WHERE parked_at IS NULL"
+        )
+        return due
 
     def _raise_failures(self) -> None:
         if self._failures:

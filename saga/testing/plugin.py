@@ -19,7 +19,11 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
+
+try:
+    import pytest_asyncio
+except ImportError:  # the plugin loads wherever the library is installed; its async fixture needs it
+    pytest_asyncio = None  # type: ignore[assignment]
 
 from saga import App, AppLoadError, load_app
 from saga.testing._databases import SchemaHook, create_template, drop_database
@@ -152,8 +156,7 @@ def _import(path: str, where: str) -> Any:
         pytest.fail(f"saga.testing: {where}: cannot load {path!r}: {exc}", pytrace=False)
 
 
-@pytest_asyncio.fixture
-async def saga_system(
+async def _saga_system(
     saga_app: App, saga_schema: SchemaHook | None, saga_services: Services, saga_templates: Templates
 ) -> AsyncIterator[System]:
     """The app running in-process (relay, orchestrator worker, its participants) on a fresh
@@ -161,3 +164,16 @@ async def saga_system(
     template = await saga_templates.get(saga_schema)
     async with open_system(SystemConfig(saga_app, saga_services, template)) as system:
         yield system
+
+
+if pytest_asyncio is not None:
+    saga_system = pytest_asyncio.fixture(_saga_system, name="saga_system")
+else:
+
+    @pytest.fixture(name="saga_system")
+    def _no_asyncio() -> None:
+        pytest.fail(
+            "saga.testing: the saga_system fixture needs pytest-asyncio: pip install pytest-asyncio "
+            "(the library's [testing] extra brings it)",
+            pytrace=False,
+        )

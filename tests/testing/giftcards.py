@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from outbox import Envelope, MessageRegistry
-from saga import App, Delay, Refused, RemoteStep, Saga, StepKind, WaitFor
+from saga import App, Delay, Refused, RemoteStep, RetryPolicy, Saga, StepKind, WaitFor
 
 messages = MessageRegistry()
 
@@ -108,6 +108,18 @@ class Delayed(Saga[Purchase]):
     steps = (ChargeStep, Delay(24 * 3600, name="cooling_off"), ActivateStep)
 
 
+class RetriedChargeStep(ChargeStep):
+    name = "charge"
+    retry = RetryPolicy(attempts=3)
+
+
+class Retried(Saga[Purchase]):
+    """The charge sent again on timeout, three times in all."""
+
+    name = "RetriedGiftCard"
+    steps = (RetriedChargeStep, ActivateStep)
+
+
 async def create_tables(conn: AsyncConnection) -> None:
     await conn.execute(text("CREATE TABLE wallets (customer text PRIMARY KEY, balance int NOT NULL)"))
     await conn.execute(text("CREATE TABLE charges (purchase_id text NOT NULL, amount int NOT NULL)"))
@@ -145,7 +157,7 @@ async def activate(conn: AsyncConnection, command: Activate, envelope: Envelope)
 WALLET: dict[type[BaseModel], Any] = {Charge: charge, Refund: refund}
 CARDS: dict[type[BaseModel], Any] = {Activate: activate}
 app = App(
-    sagas=[GiftCard, Delayed],
+    sagas=[GiftCard, Delayed, Retried],
     messages=messages,
     participants={"wallet": WALLET, "cards": CARDS},
     topic_prefix="giftcards",

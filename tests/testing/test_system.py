@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from saga import stream_of
 from saga.testing import System
-from tests.testing.giftcards import Confirmed, Delayed, GiftCard, Purchase, app, create_tables
+from tests.testing.giftcards import Confirmed, Delayed, GiftCard, Purchase, Retried, app, create_tables
 
 saga_app = app
 saga_schema = create_tables
@@ -54,3 +55,32 @@ async def test_wait_names_where_the_saga_is_when_it_does_not_get_there(saga_syst
         AssertionError, match=r"is running after 0.5s, not completed; it waits for: wait_for_confirmed"
     ):
         await saga_system.wait(saga_id, "completed", deadline_s=0.5)
+
+
+async def test_a_paused_wallet_leaves_the_charge_unanswered_until_it_runs_again(saga_system: System) -> None:
+    async with saga_system.paused("participant:wallet"):
+        saga_id = await saga_system.start(GiftCard, Purchase(purchase_id="p6", customer="alice", amount=40))
+        await saga_system.settle()
+        with pytest.raises(AssertionError, match="it waits for: charge/action"):
+            await saga_system.wait(saga_id, step="wait_for_confirmed", deadline_s=0.3)
+    await saga_system.wait(saga_id, step="wait_for_confirmed")
+    assert await saga_system.scalar("SELECT balance FROM wallets WHERE customer = 'alice'") == 60
+    with pytest.raises(ValueError, match="no worker 'wallet' in this system; it runs: relay, orchestrator"):
+        async with saga_system.paused("wallet"):
+            pass
+
+
+async def test_advance_fires_what_falls_due_on_the_way_each_at_its_own_time(saga_system: System) -> None:
+    """A wallet silent past every attempt: one advance runs each timeout at its own time (60 s
+    after the attempt before it was sent, three times), and the saga compensates."""
+    async with saga_system.paused("participant:wallet"):
+        saga_id = await saga_system.start(Retried, Purchase(purchase_id="p7", customer="alice", amount=40))
+        await saga_system.wait(saga_id, step="charge")
+        await saga_system.clock.advance(200)
+        await saga_system.wait(saga_id, "compensating", step="charge")
+        events = [
+            type(e.event).__name__ for e in await saga_system.orchestrator.store.load(stream_of(saga_id))
+        ]
+        assert (events.count("StepRequested"), events.count("StepTimedOut")) == (3 + 1, 3)  # + the refund
+    state = await saga_system.wait(saga_id, "compensated")  # the wallet is back: the refund runs
+    assert state.data.customer == "alice"
