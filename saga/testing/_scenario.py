@@ -44,33 +44,34 @@ from saga import (
     SendCommand,
     Signal,
     Start,
-    Step,
     StepRefused,
-    TimerStep,
     TypedSagaState,
-    WaitStep,
     decide,
-    saga_event_registry,
 )
-from saga._decide import deadline_for
 from saga._decision import Input
 from saga._definition import D
-from saga._events import SagaStarted
+from saga._protocol import CHILD_ENDED, STEP_REFUSED
 from saga._state import Awaiting, apply
 from saga._typed import typed_state
+from saga.testing._scenario_checks import (
+    Phase,
+    attempt_of,
+    check_model,
+    check_past,
+    check_ready,
+    check_signal,
+    check_started,
+    phase_of,
+    reply_phases,
+    rows_for,
+    running_local,
+    step_of,
+    step_of_kind,
+)
 from saga.testing._scenario_decided import Decided
 from saga.testing._scenario_text import ScenarioError, awaiting, short
 
 EPOCH = datetime(2030, 1, 1, tzinfo=UTC)
-Phase = Literal["action", "compensation"]
-_EVENT_MODELS = frozenset(saga_event_registry().models())
-_HOW = {
-    LocalStep: "a local step: give its outcome with when_local_done / when_local_failed",
-    WaitStep: "a wait: send its signal with when_signal, or let it time out with when_timeout",
-    TimerStep: "a timer: fire it with when_timeout",
-    ChildSaga: "a child saga's step: end the child with when_child_completed / when_child_compensated",
-    RemoteStep: "a remote step: answer it with when_reply / when_refused",
-}
 
 
 def scenario(saga: type[Saga[D]], *, now: datetime = EPOCH, saga_id: str = "saga-1") -> Scenario[D]:
@@ -110,7 +111,7 @@ class Scenario(Generic[D]):
     @property
     def state(self) -> TypedSagaState[D]:
         """The saga's state, its data as the saga's data model."""
-        self._check_started()
+        check_started(self.saga, self._state)
         return typed_state(self.saga, self._state)
 
     @property
@@ -144,39 +145,17 @@ class Scenario(Generic[D]):
         """Past events of the saga, in order (its history starts with SagaStarted). A reply
         awaited with a timeout gets its deadline counted from `now`."""
         for event in events:
-            if type(event) not in _EVENT_MODELS:
-                raise ScenarioError(f"given(...): {short(event)} is not a saga event (saga._events)")
-            if not self._history and not isinstance(event, SagaStarted):
-                raise ScenarioError(
-                    f"given(...): a saga's history starts with SagaStarted, not {short(event)}"
-                )
-            if isinstance(event, SagaStarted) and self._history:
-                raise ScenarioError("given(...): a second SagaStarted; the saga has started already")
-            if isinstance(event, SagaStarted) and event.saga_type != self.saga.name:
-                raise ScenarioError(
-                    f"given(...): SagaStarted of a {event.saga_type!r}, this is {self.saga.name!r}"
-                )
+            check_past(self.saga, self._state, event)
             self._state = apply(self._state, event)
             self._history.append(event)
-        rows = {}
-        for w in self._state.waiting:
-            kept = self._rows.get(w.step)
-            row = (
-                kept
-                if kept is not None and (kept.phase, kept.attempt, kept.kind) == (w.phase, w.attempt, w.kind)
-                else None
-            )
-            row = row or deadline_for(self.saga, w, self._now)
-            if row is not None:
-                rows[w.step] = row
-        self._rows = rows
+        self._rows = rows_for(self.saga, self._state, self._rows, self._now)
         return self
 
     def started(self, data: D, *, key: str | None = None) -> Decided[D]:
         """Start the saga with `data` (an instance of its data model)."""
         if self._state.version:
             raise ScenarioError(f"started(...): the saga has started already; {self.awaits}")
-        self._check_model(data, self.saga.data_model, "started(data)")
+        check_model(data, self.saga.data_model, "started(data)")
         return self._decide(Start(self.saga.name, data.model_dump(mode="json"), key), "start")
 
     # --- inputs --------------------------------------------------------------------------------
@@ -186,64 +165,50 @@ class Scenario(Generic[D]):
     ) -> Decided[D]:
         """A participant's reply to the command of `step`: by default to the attempt the saga
         awaits, else to the latest one sent; its phase follows from its type (the step's `reply`
-        or `compensation_reply`). A reply to an earlier attempt: `attempt=1`."""
-        remote = self._remote(step, "when_reply")
+        or `compensation_reply`). A reply to an earlier attempt: `attempt=1`. Its type is named
+        by its class (in production, by the app's MessageRegistry)."""
+        remote: type[RemoteStep[Any]] = step_of_kind(self.saga, self._state, step, "when_reply", RemoteStep)
         if isinstance(message, StepRefused):
             return self.when_refused(step, message.reason, phase=phase, attempt=attempt)
-        pairs: list[tuple[Phase, type[BaseModel] | None]] = [
-            ("action", remote.reply),
-            ("compensation", remote.compensation_reply),
-        ]
-        declared = {p: t for p, t in pairs if t is not None}
-        phases = [p for p, t in declared.items() if isinstance(message, t)]
-        if not phases:
-            takes = " or ".join(f"{t.__name__} ({p})" for p, t in declared.items())
-            raise ScenarioError(f"when_reply({step!r}, ...): {step} takes {takes}, got {short(message)}")
+        phases = reply_phases(remote, message, "when_reply")
         if phase is None:
             waiting = self._state.waiting_on(step)
             phase = waiting.phase if waiting is not None and waiting.phase in phases else phases[0]
         elif phase not in phases:
             raise ScenarioError(f"when_reply({step!r}, ...): {short(message)} is no reply to its {phase}")
-        return self._reply(step, message, phase, attempt, "when_reply")
+        attempt = attempt_of(self._state, step, phase, attempt, "when_reply", self.awaits)
+        given = Reply(type(message).__name__, message, step, phase, attempt)
+        return self._decide(given, f"reply {type(message).__name__} to {step}/{phase} #{attempt}")
 
     def when_refused(
         self, step: str, reason: str, *, phase: Phase | None = None, attempt: int | None = None
     ) -> Decided[D]:
         """The participant refuses the command of `step` (StepRefused): by default the one the
         saga awaits, else the latest one sent."""
-        self._remote(step, "when_refused")
-        return self._reply(
-            step, StepRefused(reason=reason), phase or self._phase_of(step), attempt, "when_refused"
-        )
+        step_of_kind(self.saga, self._state, step, "when_refused", RemoteStep)
+        phase = phase or phase_of(self._state, step)
+        attempt = attempt_of(self._state, step, phase, attempt, "when_refused", self.awaits)
+        given = Reply(STEP_REFUSED, StepRefused(reason=reason), step, phase, attempt)
+        return self._decide(given, f"refusal {reason!r} to {step}/{phase} #{attempt}")
 
     def when_timeout(self, step: str) -> Decided[D]:
         """The deadline of `step` falls due: a reply's timeout, a scheduled retry, a timer.
         `now` moves to it if it lies ahead."""
-        self._check_ready("when_timeout")
+        check_ready(self.saga, self._state, "when_timeout")
         row = self._rows.get(step)
         if row is None:
-            has = (
-                ""
-                if self._step(step, "when_timeout").timeout_s is not None
-                else f" ({step} has no timeout_s)"
-            )
-            raise ScenarioError(f"when_timeout({step!r}): {step} has no deadline now{has}; {self.awaits}")
+            why = "" if step_of(self.saga, step, "when_timeout").timeout_s else f" ({step} has no timeout_s)"
+            raise ScenarioError(f"when_timeout({step!r}): {step} has no deadline now{why}; {self.awaits}")
         self._now = max(self._now, row.due_at)
         what = {"reply": "timeout", "retry": "scheduled retry", "timer": "timer"}[row.kind]
-        label = f"{what} of {step}/{row.phase} #{row.attempt}"
-        return self._decide(DeadlineDue(row.step, row.phase, row.attempt, row.kind), label)
+        given = DeadlineDue(row.step, row.phase, row.attempt, row.kind)
+        return self._decide(given, f"{what} of {step}/{row.phase} #{row.attempt}")
 
     def when_signal(self, message: BaseModel, *, message_id: str | None = None) -> Decided[D]:
         """A signal to the saga (`App.signal`): a wait takes it now, or it is kept until one
         does, or it is ignored (recorded) when no wait ahead takes it."""
-        self._check_ready("when_signal")
-        waits = [s for s in self.saga.all_steps() if issubclass(s, WaitStep)]
-        if not isinstance(message, BaseModel) or not any(isinstance(message, w.signals) for w in waits):
-            takes = sorted({m.__name__ for w in waits for m in w.signals})
-            raise ScenarioError(
-                f"when_signal(...): no step of {self.saga.name} waits for {short(message)} "
-                f"(it waits for: {', '.join(takes) or 'no signal'})"
-            )
+        check_ready(self.saga, self._state, "when_signal")
+        check_signal(self.saga, message)
         self._signals += 1
         given = Signal(type(message).__name__, message, message_id or f"signal-{self._signals}")
         return self._decide(given, f"signal {type(message).__name__}")
@@ -255,21 +220,20 @@ class Scenario(Generic[D]):
         if data is not None:
             if run.phase == "compensation":
                 raise ScenarioError(f"when_local_done({step!r}, data): a compensation gives no new data")
-            self._check_model(data, self.saga.data_model, f"when_local_done({step!r}, data)")
+            check_model(data, self.saga.data_model, f"when_local_done({step!r}, data)")
         dumped = None if data is None else data.model_dump(mode="json")
         return self._decide(LocalDone(step, run.phase, run.attempt, dumped), f"local {step}/{run.phase} done")
 
     def when_local_failed(self, step: str, reason: str) -> Decided[D]:
         """The local step the saga runs now failed (raised, or `Refused(reason)`)."""
         run = self._local(step, "when_local_failed")
-        return self._decide(
-            LocalFailed(step, run.phase, run.attempt, reason), f"local {step}/{run.phase} failed"
-        )
+        given = LocalFailed(step, run.phase, run.attempt, reason)
+        return self._decide(given, f"local {step}/{run.phase} failed")
 
     def when_child_completed(self, step: str, data: BaseModel) -> Decided[D]:
         """The child saga of `step` completed with `data` (its data model)."""
         child = self._child(step, "when_child_completed")
-        self._check_model(data, child.saga.data_model, f"when_child_completed({step!r}, data)")
+        check_model(data, child.saga.data_model, f"when_child_completed({step!r}, data)")
         return self._child_ended(child, "completed", data.model_dump(mode="json"), None)
 
     def when_child_compensated(self, step: str, reason: str) -> Decided[D]:
@@ -279,7 +243,7 @@ class Scenario(Generic[D]):
     def when_resumed(self, note: str = "operator") -> Decided[D]:
         """An operator resumes the saga (`saga retry`); the decider refuses (SagaError) one
         with nothing to resume."""
-        self._check_ready("when_resumed")
+        check_ready(self.saga, self._state, "when_resumed")
         return self._decide(Resume(note), f"operator resume ({note})")
 
     def when(self, given: Input, what: str | None = None) -> Decided[D]:
@@ -300,97 +264,19 @@ class Scenario(Generic[D]):
             self._rows[deadline.step] = deadline
         return Decided(self.saga, what, given, decision, self._now, self.awaits)
 
-    def _check_started(self) -> None:
-        if not self._state.version:
-            raise ScenarioError(
-                f"{self.saga.name} has not started: call started(data) or given(events...) first"
-            )
-
-    def _check_ready(self, call: str) -> None:
-        """Started, and not amid a local step (nothing comes between it and its outcome)."""
-        self._check_started()
-        running = self._running_local()
-        if running is not None:
-            raise ScenarioError(
-                f"{call}(...): the saga runs local step {running.step} now, nothing can come before its "
-                f"outcome: call when_local_done({running.step!r}) or when_local_failed({running.step!r}, reason)"
-            )
-
-    def _running_local(self) -> Awaiting | None:
-        saga = self.saga
-        return next(
-            (
-                w
-                for w in self._state.waiting
-                if w.kind == "reply" and saga.has_step(w.step) and issubclass(saga.step(w.step), LocalStep)
-            ),
-            None,
-        )
-
-    def _step(self, name: str, call: str) -> type[Step[Any]]:
-        if not self.saga.has_step(name):
-            steps = ", ".join(s.name for s in self.saga.all_steps())
-            raise ScenarioError(
-                f"{call}({name!r}): {self.saga.name} has no step {name!r} (its steps: {steps})"
-            )
-        return self.saga.step(name)
-
-    def _of_kind(self, name: str, call: str, kind: type[Step[Any]]) -> type[Step[Any]]:
-        step = self._step(name, call)
-        self._check_ready(call)
-        if not issubclass(step, kind):
-            how = next(h for k, h in _HOW.items() if issubclass(step, k))
-            raise ScenarioError(f"{call}({name!r}): {name} is {how}")
-        return step
-
-    def _remote(self, name: str, call: str) -> type[RemoteStep[Any]]:
-        step = self._of_kind(name, call, RemoteStep)
-        assert issubclass(step, RemoteStep)
-        return step
-
-    def _child(self, name: str, call: str) -> type[ChildSaga[Any]]:
-        step = self._of_kind(name, call, ChildSaga)
-        assert issubclass(step, ChildSaga)
-        if name not in self._state.children:
-            raise ScenarioError(f"{call}({name!r}): {name} never started a child saga; {self.awaits}")
-        return step
-
     def _local(self, name: str, call: str) -> Awaiting:
-        step = self._step(name, call)
-        self._check_started()
-        running = self._running_local()
+        step = step_of(self.saga, name, call)
+        check_started(self.saga, self._state)
+        running = running_local(self.saga, self._state)
         if not issubclass(step, LocalStep) or running is None or running.step != name:
             raise ScenarioError(f"{call}({name!r}): the saga does not run {name} now; {self.awaits}")
         return running
 
-    def _phase_of(self, step: str) -> Phase:
-        """The phase the saga awaits on `step`, else the latest it asked for."""
-        waiting = self._state.waiting_on(step)
-        if waiting is not None:
-            return waiting.phase
-        return "compensation" if self._state.attempt_of("compensation", step) else "action"
-
-    def _reply(
-        self, step: str, message: BaseModel, phase: Phase, attempt: int | None, call: str
-    ) -> Decided[D]:
-        sent = self._state.attempt_of(phase, step)
-        if attempt is None:
-            waiting = self._state.waiting_on(step)
-            attempt = waiting.attempt if waiting is not None and waiting.phase == phase else sent
-        if not 1 <= attempt <= sent:
-            never = (
-                f"attempt {attempt} of {step}/{phase} was never sent"
-                if sent
-                else f"{step}/{phase} was never sent"
-            )
-            raise ScenarioError(f"{call}({step!r}, ...): {never}, so nothing can answer it; {self.awaits}")
-        given = Reply(type(message).__name__, message, step, phase, attempt)
-        what = (
-            f"refusal {message.reason!r}"
-            if isinstance(message, StepRefused)
-            else f"reply {type(message).__name__}"
-        )
-        return self._decide(given, f"{what} to {step}/{phase} #{attempt}")
+    def _child(self, name: str, call: str) -> type[ChildSaga[Any]]:
+        step: type[ChildSaga[Any]] = step_of_kind(self.saga, self._state, name, call, ChildSaga)
+        if name not in self._state.children:
+            raise ScenarioError(f"{call}({name!r}): {name} never started a child saga; {self.awaits}")
+        return step
 
     def _child_ended(
         self,
@@ -399,18 +285,14 @@ class Scenario(Generic[D]):
         data: dict[str, Any],
         reason: str | None,
     ) -> Decided[D]:
-        phase = self._phase_of(step.name)
+        phase = phase_of(self._state, step.name)
         attempt = self._state.attempt_of(phase, step.name)
         child = self._state.children[step.name]
         ended = ChildEnded(
             child_id=child, saga_type=step.saga.name, outcome=outcome, data=data, reason=reason
         )
-        given = Reply("saga.child_ended", ended, step.name, phase, attempt)
+        given = Reply(CHILD_ENDED, ended, step.name, phase, attempt)
         return self._decide(given, f"child saga {child} {outcome}, to {step.name}/{phase} #{attempt}")
-
-    def _check_model(self, value: Any, model: type[BaseModel], call: str) -> None:
-        if not isinstance(value, model):
-            raise ScenarioError(f"{call}: an instance of {model.__name__}, got {short(value)}")
 
 
 __all__ = ["EPOCH", "Scenario", "scenario"]
