@@ -18,7 +18,8 @@ timer), moving `now` to it if it lies ahead.
 A local step runs inside the orchestrator's transaction, so the decider stops and asks for it
 (`Decided.local`); the test gives its outcome with `when_local_done(step, new_data)` or
 `when_local_failed(step, reason)` before any other input (in production no input can come in
-between; the orchestrator merges both decisions into one).
+between; the orchestrator merges both decisions into one). Nothing here runs a step's code
+beyond the decider's (`command`, `on_reply`, `on_signal`, ...): no local action, no end hook.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from saga.testing._scenario_text import (
     CommandSpec,
     EventSpec,
     ExpectationFailed,
+    check_specs,
     command_matches,
     command_natural,
     command_spec_label,
@@ -93,6 +94,7 @@ class Decided(Generic[D]):
             "pay #2"), a message equal to the command's, or the command's message class.
             status: the saga's status after it. An argument left out is not checked; `[]`
             expects none."""
+        check_specs(self.saga, events, commands, status)
         problems: list[str] = []
         if events is not None:
             problems += compared(

@@ -7,12 +7,13 @@ import difflib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 from pydantic import BaseModel
 
 from saga import ChildSaga, Deadline, Decision, LocalStep, Saga, SagaState, SendCommand, WaitStep
 from saga import saga_event_registry as _saga_event_registry
+from saga._state import Status
 
 EventSpec = type[BaseModel] | BaseModel | str
 CommandSpec = str | type[BaseModel] | BaseModel
@@ -24,6 +25,7 @@ for _model in _saga_event_registry().models():
 # "book_hotel", "book_hotel/compensation", "book_hotel #2", "book_flight/compensation #1"
 _COMMAND = re.compile(r"^\s*([^/#\s]+)\s*(?:/\s*(action|compensation))?\s*(?:#\s*(\d+))?\s*$")
 _LONG = 160
+STATUSES: tuple[str, ...] = get_args(Status)
 S = TypeVar("S")
 T = TypeVar("T")
 
@@ -124,6 +126,29 @@ def event_model(name: str) -> type[BaseModel]:
         raise ScenarioError(
             f"expect(events=...): no saga event is named {name!r}; they are: {known}"
         ) from None
+
+
+def check_specs(
+    saga: type[Saga[Any]],
+    events: Sequence[EventSpec] | None,
+    commands: Sequence[CommandSpec] | None,
+    status: str | None,
+) -> None:
+    """What `expect` is given names things that exist: a typo is the test's mistake, no failure."""
+    models = set(_EVENTS.values())
+    for spec in events or ():
+        model = event_model(spec) if isinstance(spec, str) else spec if isinstance(spec, type) else type(spec)
+        if model not in models:
+            raise ScenarioError(f"expect(events=...): {event_spec_label(spec)} is not a saga event")
+    for command in commands or ():
+        step = parsed_command(command)[0] if isinstance(command, str) else None
+        if step is not None and not saga.has_step(step):
+            steps = ", ".join(s.name for s in saga.all_steps())
+            raise ScenarioError(
+                f"expect(commands=...): {saga.name} has no step {step!r} (its steps: {steps})"
+            )
+    if status is not None and status not in STATUSES:
+        raise ScenarioError(f"expect(status=...): no status {status!r}; they are: {', '.join(STATUSES)}")
 
 
 def event_matches(spec: EventSpec, event: BaseModel) -> bool:

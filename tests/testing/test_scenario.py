@@ -26,6 +26,7 @@ from tests.testing.trip import (
     InsuranceSaga,
     InsuredTripSaga,
     PolicyBought,
+    QuickTripSaga,
     TravellerConfirmed,
     TripData,
     TripSaga,
@@ -206,6 +207,19 @@ def test_a_compensated_child_saga_fails_its_step() -> None:
     )
 
 
+def test_a_group_member_that_answers_after_its_sibling_failed_is_undone() -> None:
+    s = scenario(QuickTripSaga)
+    s.started(TRIP).expect(commands=["book_flight", "book_hotel"])
+    refused = s.when_refused("book_hotel", "no rooms")
+    # The flight is still in flight: nothing to undo yet, the saga waits for its answer.
+    refused.expect(events=["StepFailed", "CompensationStarted"], commands=[], status="compensating")
+    late = s.when_reply("book_flight", FlightBooked(ref="F1"))
+    late.expect(
+        events=["StepSucceeded", "CompensationAdded", "StepRequested"], commands=[CancelFlight(ref="F1")]
+    )
+    s.when_reply("book_flight", FlightCancelled(ref="F1")).expect(status="compensated")
+
+
 def test_expect_fails_with_a_diff_of_what_was_expected_and_what_the_decider_did() -> None:
     s = scenario(TripSaga)
     s.started(TRIP)
@@ -248,7 +262,7 @@ def test_expect_passes_on_event_and_command_values_and_classes() -> None:
         started.expect(commands=[])
 
 
-def test_an_unknown_event_name_in_expect_is_a_mistake_not_a_failure() -> None:
+def test_a_typo_in_expect_is_the_tests_mistake_not_a_failure() -> None:
     started = scenario(TripSaga).started(TRIP)
     with pytest.raises(
         ScenarioError, match=r"no saga event is named 'StepSucceded'; they are: .*StepSucceeded"
@@ -256,6 +270,14 @@ def test_an_unknown_event_name_in_expect_is_a_mistake_not_a_failure() -> None:
         started.expect(events=["StepSucceded"])
     with pytest.raises(ScenarioError, match="'book flight' is no command"):
         started.expect(commands=["book flight"])
+    with pytest.raises(ScenarioError, match=r"TripSaga has no step 'book_flite' \(its steps: book_flight, "):
+        started.expect(commands=["book_flite #1"])
+    with pytest.raises(ScenarioError, match="FlightBooked is not a saga event"):
+        started.expect(events=[FlightBooked])
+    with pytest.raises(
+        ScenarioError, match="no status 'complete'; they are: running, compensating, completed"
+    ):
+        started.expect(status="complete")
 
 
 def test_inputs_nothing_real_could_send_are_refused_naming_what_the_saga_awaits() -> None:

@@ -3,6 +3,7 @@
     book_flight -> book_hotel -> wait_for_traveller_confirmed -> charge_card (the pivot)
         -> cool_off (an hour) -> issue_tickets (local)
 
+`QuickTripSaga` books the flight and the hotel side by side, then charges the card.
 `InsuredTripSaga` books the flight, then insures the trip through a child saga
 (`InsuranceSaga`).
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from saga import ChildSaga, Delay, LocalStep, RemoteStep, RetryPolicy, Saga, StepKind, WaitStep
+from saga import ChildSaga, Delay, LocalStep, Parallel, RemoteStep, RetryPolicy, Saga, StepKind, WaitStep
 
 
 class TripData(BaseModel):
@@ -213,3 +214,7 @@ class InsureStep(ChildSaga[TripData]):
 
 class InsuredTripSaga(Saga[TripData]):
     steps = (BookFlightStep, InsureStep)
+
+
+class QuickTripSaga(Saga[TripData]):
+    steps = (Parallel(BookFlightStep, BookHotelStep), ChargeCardStep)
