@@ -11,17 +11,28 @@ from typing import Any, TypeVar, get_args
 
 from pydantic import BaseModel
 
-from saga import ChildSaga, Deadline, Decision, LocalStep, Saga, SagaState, SendCommand, WaitStep
-from saga import saga_event_registry as _saga_event_registry
+from saga import (
+    ChildSaga,
+    Deadline,
+    Decision,
+    LocalStep,
+    Saga,
+    SagaState,
+    SendCommand,
+    WaitStep,
+    saga_event_registry,
+)
 from saga._state import Status
 
 EventSpec = type[BaseModel] | BaseModel | str
 CommandSpec = str | type[BaseModel] | BaseModel
 
-_EVENTS: dict[str, type[BaseModel]] = {}
-for _model in _saga_event_registry().models():
-    _EVENTS[_model.__name__] = _model
-    _EVENTS[_saga_event_registry().type_of_model(_model).name] = _model
+_REGISTRY = saga_event_registry()
+# An event by its class name ("StepSucceeded") or its stored type name ("saga.step_succeeded").
+_EVENTS: dict[str, type[BaseModel]] = {
+    **{m.__name__: m for m in _REGISTRY.models()},
+    **{_REGISTRY.type_of_model(m).name: m for m in _REGISTRY.models()},
+}
 # "book_hotel", "book_hotel/compensation", "book_hotel #2", "book_flight/compensation #1"
 _COMMAND = re.compile(r"^\s*([^/#\s]+)\s*(?:/\s*(action|compensation))?\s*(?:#\s*(\d+))?\s*$")
 _LONG = 160
