@@ -56,6 +56,7 @@ def test_expect_passes_on_event_and_command_values_and_classes() -> None:
     first = started.events[1]
     started.expect(events=[started.events[0], first], commands=[BookFlight], status="running")
     started.expect(commands=["book_flight #1"]).expect(commands=["book_flight/action"])
+    started.expect(events=["saga.started", "saga.step_requested"])  # the stored type names too
     with pytest.raises(ExpectationFailed, match=r"\+ BookFlight\(trip_id='t1'\)"):
         started.expect(commands=[BookHotel(trip_id="t1", nights=2)])
     with pytest.raises(ExpectationFailed, match=r"- StepSucceeded\n    \+ SagaStarted"):
