@@ -5,16 +5,26 @@ SystemConfig    what a System runs: the app, the services, the template database
 VirtualClock    time that moves only when a test moves it (`await clock.advance(3600)`)
 Killed          a worker killed at a crash point (the stand-in for kill -9)
 Services        the Postgres and Kafka a run uses; ServicesError when they cannot be had
+scenario        decision tests without services: given events, when a reply/timeout/signal,
+                expect events and commands (Scenario, Decided, ScenarioError, ExpectationFailed)
 """
 
 from saga.testing._clock import VirtualClock
 from saga.testing._crashes import Killed
 from saga.testing._databases import SchemaHook
+from saga.testing._scenario import EPOCH, Scenario, scenario
+from saga.testing._scenario_decided import Decided
+from saga.testing._scenario_text import ExpectationFailed, ScenarioError
 from saga.testing._services import Services, ServicesError, find_services
 from saga.testing._system import System, SystemConfig, open_system
 
 __all__ = [
+    "EPOCH",
+    "Decided",
+    "ExpectationFailed",
     "Killed",
+    "Scenario",
+    "ScenarioError",
     "SchemaHook",
     "Services",
     "ServicesError",
@@ -23,4 +33,5 @@ __all__ = [
     "VirtualClock",
     "find_services",
     "open_system",
+    "scenario",
 ]

@@ -7,8 +7,7 @@ from datetime import timedelta
 import pytest
 
 from saga import ChildEnded, CompensateRequest, DeadlineDue, ParentRef, SagaError, Start
-from saga.testing._scenario import EPOCH, scenario
-from saga.testing._scenario_text import ScenarioError
+from saga.testing import EPOCH, ScenarioError, scenario
 from tests.testing.trip import (
     CONFIRM_TIMEOUT_S,
     HOTEL_TIMEOUT_S,

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from saga.testing._scenario import scenario
-from saga.testing._scenario_text import ExpectationFailed, ScenarioError
+from saga.testing import ExpectationFailed, ScenarioError, scenario
 from tests.testing.trip import (
     BookFlight,
     BookHotel,

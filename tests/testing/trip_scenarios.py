@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from saga.testing._scenario import Scenario, scenario
+from saga.testing import Scenario, scenario
 from tests.testing.trip import CardCharged, FlightBooked, HotelBooked, TravellerConfirmed, TripData, TripSaga
 
 TRIP = TripData(trip_id="t1", traveller="ann", nights=2)
