@@ -63,9 +63,14 @@ CREATE TABLE IF NOT EXISTS handled_commands (
 """
 
 
+async def create_tables(conn: AsyncConnection) -> None:
+    """The services' tables, in the caller's transaction (a test kit's `saga_schema` hook)."""
+    await conn.exec_driver_sql(SCHEMA)
+
+
 async def create_schema(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
-        await conn.exec_driver_sql(SCHEMA)
+        await create_tables(conn)
 
 
 LOG = text("INSERT INTO handled_commands (service, command, order_id, attempt) VALUES (:s, :c, :o, :a)")

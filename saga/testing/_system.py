@@ -85,14 +85,20 @@ class System:
         return await self.orchestrator.load(saga_id)
 
     async def wait(
-        self, saga_id: str, *statuses: str, step: str | None = None, deadline_s: float = WAIT_S
+        self,
+        saga_id: str,
+        *statuses: str,
+        step: str | None = None,
+        deadline_s: float = WAIT_S,
+        skip_time: bool = False,
     ) -> TypedSagaState[Any]:
         """Wait until the saga is in one of `statuses` (default: ended or parked), and, with
         `step`, waits on that step (its reply, signal, timer or retry); return its typed state.
         AssertionError naming where it is after `deadline_s` seconds. Time does not move by
-        itself here: `await system.clock.advance(s)` moves it."""
+        itself here: `await system.clock.advance(s)` moves it; or `skip_time=True` moves it
+        as `run` does (a saga started some other way, e.g. in the test's own transaction)."""
         wanted = statuses or (("running", "compensating") if step else ENDED)
-        return await self._until(saga_id, wanted, step, deadline_s, skip_time=False)
+        return await self._until(saga_id, wanted, step, deadline_s, skip_time=skip_time)
 
     async def run(
         self, saga: type[Saga[Any]], data: BaseModel, *, key: str | None = None, deadline_s: float = WAIT_S
