@@ -84,3 +84,13 @@ async def test_advance_fires_what_falls_due_on_the_way_each_at_its_own_time(saga
         assert (events.count("StepRequested"), events.count("StepTimedOut")) == (3 + 1, 3)  # + the refund
     state = await saga_system.wait(saga_id, "compensated")  # the wallet is back: the refund runs
     assert state.data.customer == "alice"
+
+
+async def test_wait_can_move_the_clock_for_a_saga_the_test_started(saga_system: System) -> None:
+    """As run does, for a saga started some other way (here `start`; often the test's own
+    transaction): wait(skip_time=True) jumps the day-long delay."""
+    before = saga_system.clock.now()
+    saga_id = await saga_system.start(Delayed, Purchase(purchase_id="p8", customer="alice", amount=10))
+    state = await saga_system.wait(saga_id, "completed", skip_time=True)
+    assert state.data.code == "GC-p8"
+    assert (saga_system.clock.now() - before).total_seconds() >= 24 * 3600
