@@ -1,4 +1,5 @@
-"""Test helpers: waiting on conditions with deadlines, and collecting Kafka records."""
+"""Test helpers: waiting on conditions with deadlines, collecting Kafka records, and checking
+the saga read model against the events."""
 
 from __future__ import annotations
 
@@ -9,9 +10,17 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from outbox import Envelope
+from saga import Orchestrator, instance_row
+
+_READ_MODEL = (
+    "SELECT saga_id, saga_type, key, status, step, version, data::text, last_error FROM saga_instances"
+)
 
 
 def kafka_headers(envelope: Envelope) -> list[tuple[str, bytes]]:
@@ -72,3 +81,18 @@ class Collector:
 
     def headers(self, index: int) -> dict[str, str]:
         return {k: v.decode() for k, v in self.records[index].headers}
+
+
+async def assert_read_model_matches_events(engine: AsyncEngine, orchestrator: Orchestrator) -> int:
+    """For every saga: the state folded from its events equals its saga_instances row; returns
+    how many sagas."""
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text(_READ_MODEL))).all()
+    for row in rows:
+        expected = instance_row(await orchestrator.load_raw(row[0]))
+        assert (*row[:6], orjson.loads(row[6]), row[7]) == (
+            *expected[:6],
+            orjson.loads(expected[6]),
+            expected[7],
+        )
+    return len(rows)

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import text
@@ -26,8 +25,8 @@ from saga import (
     Participant,
     Saga,
     TypedSagaState,
-    instance_row,
 )
+from tests.helpers import assert_read_model_matches_events
 
 
 @dataclass
@@ -61,24 +60,7 @@ class System:
             return (await conn.execute(text(sql), params)).scalar()
 
     async def assert_read_model_matches_events(self) -> int:
-        """For every saga: the state folded from its events equals its saga_instances row."""
-        async with self.engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    text(
-                        "SELECT saga_id, saga_type, key, status, step, version, data::text, last_error FROM saga_instances"
-                    )
-                )
-            ).all()
-        for row in rows:
-            state = await self.orchestrator.load_raw(row[0])
-            expected = instance_row(state)
-            assert (*row[:6], orjson.loads(row[6]), row[7]) == (
-                *expected[:6],
-                orjson.loads(expected[6]),
-                expected[7],
-            )
-        return len(rows)
+        return await assert_read_model_matches_events(self.engine, self.orchestrator)
 
 
 async def create_topics(bootstrap: str, names: Sequence[str], partitions: int = 4) -> None:

@@ -8,7 +8,6 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
@@ -29,9 +28,9 @@ from examples.orders.saga import (
 from examples.orders.services import create_tables, release_credit
 from examples.orders.shop import Warehouse
 from outbox import Envelope
-from saga import App, Refused, instance_row, saga_event_registry, stream_of
+from saga import App, Refused, saga_event_registry, stream_of
 from saga.testing import System
-from tests.helpers import Collector, kafka_headers, wait_for
+from tests.helpers import Collector, assert_read_model_matches_events, kafka_headers, wait_for
 
 
 async def shop_tables(conn: AsyncConnection) -> None:
@@ -86,27 +85,6 @@ def step_log(events: list[Any]) -> list[tuple[str, str]]:
     return [(e.step, e.phase) for e in events if type(e).__name__ == "StepRequested"]
 
 
-async def read_model_matches_events(system: System) -> int:
-    """For every saga: the state folded from its events equals its saga_instances row; returns
-    how many sagas."""
-    async with system.connect() as conn:
-        rows = (
-            await conn.execute(
-                text(
-                    "SELECT saga_id, saga_type, key, status, step, version, data::text, last_error FROM saga_instances"
-                )
-            )
-        ).all()
-    for row in rows:
-        expected = instance_row(await system.orchestrator.load_raw(row[0]))
-        assert (*row[:6], orjson.loads(row[6]), row[7]) == (
-            *expected[:6],
-            orjson.loads(expected[6]),
-            expected[7],
-        )
-    return len(rows)
-
-
 async def test_happy_path_picked_before_the_wait_then_ship_and_invoice_together(saga_system: System) -> None:
     system = saga_system
     saga_id = await place(system, customer="alice", sku="widget", quantity=2, amount="30")  # picked at once
@@ -147,7 +125,7 @@ async def test_happy_path_picked_before_the_wait_then_ship_and_invoice_together(
     assert await system.scalar("SELECT count(*) FROM handled_commands") == 5
     assert await system.scalar("SELECT count(*) FROM shipments WHERE order_id = :o", o=data.order_id) == 1
     assert await system.scalar("SELECT count(*) FROM invoices WHERE order_id = :o", o=data.order_id) == 1
-    assert await read_model_matches_events(system) == 1
+    assert await assert_read_model_matches_events(system.engine, system.orchestrator) == 1
 
 
 GROUP = (ShipOrderStep.name, IssueInvoiceStep.name)
@@ -168,7 +146,7 @@ async def test_a_pick_after_the_wait_began_moves_the_saga_on(saga_system: System
     events = await events_of(system, saga_id)
     consumed = [e for e in events if type(e).__name__ == "SignalConsumed"]
     assert [(e.step, e.message_type) for e in consumed] == [(WaitForPicked.name, "warehouse.picked")]
-    assert await read_model_matches_events(system) == 1
+    assert await assert_read_model_matches_events(system.engine, system.orchestrator) == 1
 
 
 async def test_goods_never_picked_time_the_wait_out_and_release_stock_and_credit(saga_system: System) -> None:
@@ -186,7 +164,7 @@ async def test_goods_never_picked_time_the_wait_out_and_release_stock_and_credit
     assert await system.scalar("SELECT available FROM stock WHERE sku = 'widget'") == 100
     assert await system.scalar("SELECT count(*) FROM payments") == 0
     assert await system.scalar("SELECT count(*) FROM shipments") == 0
-    assert await read_model_matches_events(system) == 1
+    assert await assert_read_model_matches_events(system.engine, system.orchestrator) == 1
 
 
 async def test_failure_at_the_third_step_compensates_the_second_then_the_first(saga_system: System) -> None:
@@ -209,7 +187,7 @@ async def test_failure_at_the_third_step_compensates_the_second_then_the_first(s
     assert await system.scalar("SELECT count(*) FROM payments") == 0
     order_status = await system.scalar("SELECT status FROM orders WHERE saga_id IS NULL LIMIT 1")
     assert order_status == "pending"
-    assert await read_model_matches_events(system) == 1
+    assert await assert_read_model_matches_events(system.engine, system.orchestrator) == 1
 
 
 async def test_a_refusal_at_the_first_step_compensates_nothing(saga_system: System) -> None:
@@ -253,7 +231,7 @@ async def test_a_timeout_compensates_and_the_late_reply_changes_nothing(saga_sys
     assert final.status == "compensated"
     # Whatever the slow service did, its effect was undone: no stock or credit stays reserved.
     await wait_for(lambda: _all_released(system), 30, "the reservations to be released")
-    assert await read_model_matches_events(system) == 1
+    assert await assert_read_model_matches_events(system.engine, system.orchestrator) == 1
 
 
 async def _all_released(system: System) -> bool:
@@ -317,7 +295,7 @@ class TestWithAFlakyCreditService:
         # Each attempt of the step's policy, then one more after the resume.
         assert ReserveCreditStep.compensation_retry.attempts == 5
         assert attempts == [1, 2, 3, 4, 5, 6]
-        assert await read_model_matches_events(system) == 1
+        assert await assert_read_model_matches_events(system.engine, system.orchestrator) == 1
 
 
 async def test_duplicate_replies_and_double_starts_move_nothing_twice(saga_system: System) -> None:
