@@ -51,6 +51,7 @@ async def test_a_confirmed_purchase_completes_with_the_card_code(saga_system: Sy
 
 async def test_wait_names_where_the_saga_is_when_it_does_not_get_there(saga_system: System) -> None:
     saga_id = await saga_system.start(GiftCard, Purchase(purchase_id="p5", customer="alice", amount=30))
+    await saga_system.wait(saga_id, step="wait_for_confirmed")
     with pytest.raises(
         AssertionError, match=r"is running after 0.5s, not completed; it waits for: wait_for_confirmed"
     ):
