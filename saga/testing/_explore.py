@@ -30,16 +30,20 @@ if TYPE_CHECKING:
 # The user's check, after each run: raise (AssertionError) when the run broke it.
 Invariant = Callable[["System", TypedSagaState[Any]], Awaitable[None]]
 Outcome = Literal["ok", "broken", "not hit"]
+# Systems of their own run side by side: one's setup overlaps the other's Kafka waits.
+RUNS_AT_ONCE = 2
 
 
 @dataclass(frozen=True)
 class FaultRun:
-    """One run: its fault (None for the baseline), how it went, and why it broke.
-    `not hit`: the fault never happened in this run (the run took another path)."""
+    """One run: its fault (None for the baseline), how it went, why it broke, and the
+    status the saga ended in. `not hit`: the fault never happened in this run (the run took
+    another path)."""
 
     fault: Fault | None
     outcome: Outcome
     message: str = ""
+    status: str = ""
 
     @property
     def broken(self) -> bool:
@@ -70,9 +74,10 @@ class Exploration:
     def __str__(self) -> str:
         lines = [self.summary()]
         for run in self.runs:
-            lines.append(f"  {run.outcome.upper() if run.broken else run.outcome:<8} {run.what}")
+            outcome = run.outcome.upper() if run.broken else run.outcome
+            lines.append(f"  {outcome:<8} {run.status or '-':<12} {run.what}")
             if run.message:
-                lines.extend(f"           {line}" for line in run.message.splitlines())
+                lines.extend(f"{'':24}{line}" for line in run.message.splitlines())
         return "\n".join(lines)
 
     def failure(self) -> str:
@@ -97,12 +102,20 @@ async def explore(
     """Run `saga` with `data` once without faults and once per fault, each on a fresh system
     of `config`, awaiting `invariant(system, state)` after each. With `check`, raise
     AssertionError naming each fault whose run broke it; else return the report."""
+    selected([], faults)  # a wrong kind fails before anything runs
     baseline = Baseline()
     first = await _run(config, saga, data, invariant, baseline, deadline_s)
     runs = [first]
     if not first.broken:
-        for fault in selected(baseline.faults, faults):
-            runs.append(await _run(config, saga, data, invariant, injection_for(fault), deadline_s))
+        limit = asyncio.Semaphore(RUNS_AT_ONCE)
+
+        async def run(fault: Fault) -> FaultRun:
+            async with limit:
+                return await _run(config, saga, data, invariant, injection_for(fault), deadline_s)
+
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(run(fault)) for fault in selected(baseline.faults, faults)]
+        runs.extend(task.result() for task in tasks)
     exploration = Exploration(saga.name, tuple(runs))
     if check and exploration.broken:
         raise AssertionError(exploration.failure())
@@ -124,28 +137,28 @@ async def _run(
         await wire.start()
         try:
             injection.arm(system)
-            message = await _attempt(system, wire, saga, data, invariant, injection, deadline_s)
+            saga_id = await system.start(saga, data)
+            message = await _attempt(system, wire, saga_id, invariant, injection, deadline_s)
             injection.after(system)
+            status = (await system.orchestrator.load_raw(saga_id)).status
         finally:
             injection.release()
             await wire.stop()
     if message:
-        return FaultRun(injection.fault, "broken", message)
-    return FaultRun(injection.fault, "ok" if injection.hit else "not hit")
+        return FaultRun(injection.fault, "broken", message, status)
+    return FaultRun(injection.fault, "ok" if injection.hit else "not hit", status=status)
 
 
 async def _attempt(
     system: System,
     wire: Wire,
-    saga: type[Saga[Any]],
-    data: BaseModel,
+    saga_id: str,
     invariant: Invariant,
     injection: Injection,
     deadline_s: float,
 ) -> str:
-    """The run; what broke, or "" when nothing did."""
+    """The run of the started saga; what broke, or "" when nothing did."""
     try:
-        saga_id = await system.start(saga, data)
         await injection.drive(system, saga_id, deadline_s)
         await _finish(system, saga_id, deadline_s)
         await _quiet(system, wire, deadline_s)

@@ -107,7 +107,9 @@ async def charge(conn: AsyncConnection, command: Charge, envelope: Envelope) -> 
         text("INSERT INTO payments VALUES (:o, 'charged') ON CONFLICT DO NOTHING"), {"o": command.order_id}
     )
     if payment.rowcount == 1:
-        await conn.execute(text("INSERT INTO ledger VALUES (:o, :a)"), {"o": command.order_id, "a": command.amount})
+        await conn.execute(
+            text("INSERT INTO ledger VALUES (:o, :a)"), {"o": command.order_id, "a": command.amount}
+        )
     elif await _state(conn, command.order_id) == "refunded":
         raise Refused(f"order {command.order_id} was refunded: its late charge takes nothing")
     return Charged(order_id=command.order_id)
@@ -116,7 +118,9 @@ async def charge(conn: AsyncConnection, command: Charge, envelope: Envelope) -> 
 async def refund(conn: AsyncConnection, command: Refund, envelope: Envelope) -> Refunded:
     state = await _state(conn, command.order_id)
     await conn.execute(
-        text("INSERT INTO payments VALUES (:o, 'refunded') ON CONFLICT (order_id) DO UPDATE SET state = 'refunded'"),
+        text(
+            "INSERT INTO payments VALUES (:o, 'refunded') ON CONFLICT (order_id) DO UPDATE SET state = 'refunded'"
+        ),
         {"o": command.order_id},
     )
     if state == "charged":
@@ -153,7 +157,9 @@ async def refund_at_gateway(conn: AsyncConnection, command: Refund, envelope: En
 
 
 async def ship(conn: AsyncConnection, command: Ship, envelope: Envelope) -> Shipped:
-    await conn.execute(text("INSERT INTO shipments VALUES (:o) ON CONFLICT DO NOTHING"), {"o": command.order_id})
+    await conn.execute(
+        text("INSERT INTO shipments VALUES (:o) ON CONFLICT DO NOTHING"), {"o": command.order_id}
+    )
     return Shipped(order_id=command.order_id)
 
 
@@ -169,7 +175,9 @@ async def paid_once_or_refunded(system: System, state: TypedSagaState[Any]) -> N
     """The invariant: a completed order took its amount once and shipped once; a compensated
     one took nothing and shipped nothing."""
     order: Order = state.data
-    taken = await system.scalar("SELECT coalesce(sum(amount), 0) FROM ledger WHERE order_id = :o", o=order.order_id)
+    taken = await system.scalar(
+        "SELECT coalesce(sum(amount), 0) FROM ledger WHERE order_id = :o", o=order.order_id
+    )
     shipped = await system.scalar("SELECT count(*) FROM shipments WHERE order_id = :o", o=order.order_id)
     expected = {"completed": (order.amount, 1), "compensated": (0, 0)}.get(state.status)
     assert expected is not None, f"order {order.order_id} ended {state.status}: {state.last_error}"
