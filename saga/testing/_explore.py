@@ -14,21 +14,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from outbox import Outbox
 from saga import Saga, TypedSagaState
 from saga.testing._faults import Fault, FaultFilter, selected
-from saga.testing._injections import ENDED, Baseline, Injection, injection_for
+from saga.testing._injections import Baseline, Injection, injection_for
+from saga.testing._system import ENDED, System, SystemConfig, open_system
 from saga.testing._wire import Wire
 
-if TYPE_CHECKING:
-    from saga.testing._system import System, SystemConfig
-
 # The user's check, after each run: raise (AssertionError) when the run broke it.
-Invariant = Callable[["System", TypedSagaState[Any]], Awaitable[None]]
+Invariant = Callable[[System, TypedSagaState[Any]], Awaitable[None]]
 Outcome = Literal["ok", "broken", "not hit"]
 # Systems of their own run side by side: one's setup overlaps the other's Kafka waits.
 RUNS_AT_ONCE = 2
@@ -83,6 +81,8 @@ class Exploration:
     def failure(self) -> str:
         """The AssertionError's message: each fault that broke the invariant, and the table."""
         which = "\n".join(f"- {run.what}: {run.message}" for run in self.broken)
+        if self.runs[0].broken:
+            which += "\n(it broke without any fault, so no fault was tried: make the plain run hold first)"
         return (
             f"{len(self.broken)} of {len(self.runs)} runs of {self.saga} broke the invariant:\n"
             f"{which}\n\n{self}"
@@ -130,8 +130,6 @@ async def _run(
     injection: Injection,
     deadline_s: float,
 ) -> FaultRun:
-    from saga.testing._system import open_system
-
     async with open_system(injection.configure(config)) as system:
         wire = Wire(config.services.kafka_bootstrap, system.topic_names(), injection.seen)
         await wire.start()

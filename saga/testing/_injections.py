@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiokafka import ConsumerRecord
 from pydantic import BaseModel
@@ -19,13 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from outbox import Envelope
 from saga.testing._faults import Fault, Sent, faults_of, topics_of
 from saga.testing._skipping import next_skip
+from saga.testing._system import ENDED, System, SystemConfig
 from saga.testing._wire import Wire, header
 
-if TYPE_CHECKING:
-    from saga.testing._system import System, SystemConfig
-
 Handler = Callable[[AsyncConnection, Any, Envelope], Awaitable[BaseModel]]
-ENDED = ("completed", "compensated", "failed", "compensation_failed", "parked")
 
 
 class Injection:

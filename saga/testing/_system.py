@@ -261,15 +261,18 @@ class System:
 
     async def _start_worker(self, name: str, factory: Callable[[], Worker]) -> None:
         worker = factory()
+        dying = self.crashes.killing(name)
         with running_as(self, name):
             await worker.start()
         self.workers[name] = worker
-        self._watchers[name] = asyncio.create_task(self._watch(name, factory, worker))
+        self._watchers[name] = asyncio.create_task(self._watch(name, factory, worker, dying))
 
-    async def _watch(self, name: str, factory: Callable[[], Worker], worker: Worker) -> None:
+    async def _watch(
+        self, name: str, factory: Callable[[], Worker], worker: Worker, dying: asyncio.Event
+    ) -> None:
         """A worker killed at a crash point (in any of its tasks) is replaced by a new one,
         as a supervisor would."""
-        killed = asyncio.create_task(self.crashes.killing(name).wait())
+        killed = asyncio.create_task(dying.wait())
         ended = asyncio.create_task(worker.wait())
         try:
             await asyncio.wait({killed, ended}, return_when=asyncio.FIRST_COMPLETED)

@@ -80,14 +80,13 @@ async def test_a_command_delivered_twice_is_on_kafka_twice(saga_system: System) 
         PaidOrder,
         Order(order_id="o3", amount=10),
         invariant=one_charge_command,
-        faults=["command"],
+        faults=lambda fault: fault.kind == "command" and fault.service == "wallet",
         check=False,
     )
-    assert {run.what: run.outcome for run in exploration.runs} == {
-        "no fault (the baseline)": "ok",
-        "command charge/action to wallet delivered twice": "broken",
-        "command ship/action to shop delivered twice": "ok",
-    }
+    assert [(run.what, run.outcome) for run in exploration.runs] == [
+        ("no fault (the baseline)", "ok"),
+        ("command charge/action to wallet delivered twice", "broken"),
+    ]
     (broken,) = exploration.broken
     assert re.match(r"2 records on t\w+\.wallet\.commands\n", broken.message), broken.message
     assert "BROKEN   completed    command charge/action to wallet delivered twice" in str(exploration)
