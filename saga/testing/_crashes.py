@@ -3,12 +3,15 @@
 `eventstore.crash_point(name)` calls a hook; this one knows which worker of which system is
 running (a context variable set when the worker starts, inherited by its tasks), counts the
 passes, and raises `Killed` at the armed pass. `Killed` is a BaseException: no worker loop
-catches it, so the worker's task ends there, its transaction rolled back, its Kafka offsets
-not committed; the system then starts a fresh worker in its place.
+catches it, so the task that got there ends there, its transaction rolled back, its Kafka
+offsets not committed. As with a killed process, the whole worker goes, whichever of its
+tasks got there (the orchestrator worker's reply consumer is a task of its own): the
+system stops the worker and starts a fresh one in its place.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -58,6 +61,12 @@ class Crashes:
         self.counts: Counter[tuple[str, str]] = Counter()
         self.armed: tuple[str, str, int] | None = None
         self.kills: list[Killed] = []
+        self._dying: dict[str, asyncio.Event] = {}
+
+    def killing(self, worker: str) -> asyncio.Event:
+        """An event set when `worker` (the one running now) is killed, in any of its tasks."""
+        self._dying[worker] = asyncio.Event()
+        return self._dying[worker]
 
     def arm(self, worker: str, point: str, nth: int = 1) -> None:
         """Kill `worker` the `nth` time it reaches `point` from now on (once)."""
@@ -75,6 +84,8 @@ class Crashes:
             self.armed = None
             killed = Killed(worker, point, self.counts[(worker, point)])
             self.kills.append(killed)
+            if worker in self._dying:
+                self._dying[worker].set()
             raise killed
 
     @staticmethod

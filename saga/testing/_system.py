@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import BaseModel
@@ -24,8 +24,12 @@ from saga import App, Orchestrator, OrchestratorWorker, Participant, Saga, Typed
 from saga.testing._clock import VirtualClock
 from saga.testing._crashes import Crashes, running_as
 from saga.testing._databases import clone_database, drop_database, with_database
+from saga.testing._faults import FaultFilter
 from saga.testing._services import Services
 from saga.testing._skipping import next_skip
+
+if TYPE_CHECKING:
+    from saga.testing._explore import Exploration, Invariant
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +132,30 @@ class System:
             yield
         finally:
             await self._start_worker(worker, self._factories()[worker])
+
+    async def explore(
+        self,
+        saga: type[Saga[Any]],
+        data: BaseModel,
+        *,
+        invariant: Invariant,
+        faults: FaultFilter | None = None,
+        check: bool = True,
+        deadline_s: float = WAIT_S,
+    ) -> Exploration:
+        """Run `saga` with `data` once per fault, each time on a fresh system like this one,
+        and `await invariant(system, state)` after each run (raise AssertionError when it
+        does not hold). The faults, found by a first run without any: each command and each
+        reply delivered twice, each step with a timeout timing out (its command arriving
+        late), each worker killed at each crash point it passed. `faults`: the kinds to try
+        ("command", "reply", "timeout", "crash") or a predicate on `Fault`. Raises
+        AssertionError naming each fault that broke the invariant; `check=False` returns
+        the `Exploration` instead."""
+        from saga.testing._explore import explore
+
+        return await explore(
+            self.config, saga, data, invariant, faults=faults, check=check, deadline_s=deadline_s
+        )
 
     async def scalar(self, sql: str, **params: Any) -> Any:
         """One value of a query on the system's database (`text()` SQL with :params)."""
@@ -239,25 +267,35 @@ class System:
 
     async def _start_worker(self, name: str, factory: Callable[[], Worker]) -> None:
         worker = factory()
+        dying = self.crashes.killing(name)
         with running_as(self, name):
             await worker.start()
         self.workers[name] = worker
-        self._watchers[name] = asyncio.create_task(self._watch(name, factory, worker))
+        self._watchers[name] = asyncio.create_task(self._watch(name, factory, worker, dying))
 
-    async def _watch(self, name: str, factory: Callable[[], Worker], worker: Worker) -> None:
-        """A worker killed at a crash point is replaced by a new one, as a supervisor would."""
+    async def _watch(
+        self, name: str, factory: Callable[[], Worker], worker: Worker, dying: asyncio.Event
+    ) -> None:
+        """A worker killed at a crash point (in any of its tasks) is replaced by a new one,
+        as a supervisor would."""
+        killed = asyncio.create_task(dying.wait())
+        ended = asyncio.create_task(worker.wait())
         try:
-            await worker.wait()
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            with contextlib.suppress(BaseException):
-                await worker.stop()  # its connections and Kafka client go; nothing is committed
-            if not self.crashes.is_kill(exc):
-                log.error("saga.testing: worker %s failed: %r", name, exc)
-                self._failures.append(exc)
-                return
-            await self._start_worker(name, factory)
+            await asyncio.wait({killed, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (killed, ended):
+                task.cancel()
+            await asyncio.gather(killed, ended, return_exceptions=True)
+        failure = None if ended.cancelled() else ended.exception()
+        if killed.cancelled() and failure is None:
+            return
+        with contextlib.suppress(BaseException):
+            await worker.stop()  # its connections and Kafka client go; nothing is committed
+        if failure is not None and not self.crashes.is_kill(failure):
+            log.error("saga.testing: worker %s failed: %r", name, failure)
+            self._failures.append(failure)
+            return
+        await self._start_worker(name, factory)
 
     async def stop_workers(self) -> None:
         for task in self._watchers.values():
