@@ -56,10 +56,18 @@ class Worker:
             self._wakeup.set()
             try:
                 await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if not task.cancelled():  # this stop() is being cancelled, not the task
+                    raise
             finally:
                 if task.done():
                     self._task = None
                     await self._close()
+
+    def ended(self) -> bool:
+        """Whether the task ended by itself (failed, or returned) while nobody stopped it."""
+        task = self._task
+        return task is not None and task.done() and not self._stopping.is_set()
 
     async def wait(self) -> None:
         """Until the task ends by itself (or fails: its error is raised here)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -227,6 +228,8 @@ class OrchestratorWorker(Worker):
         not_taken: set[str] = set()
         last_reached = time.monotonic()
         while not self._stopping.is_set():
+            if self.replies.ended():
+                await self._replies_ended()
             if time.monotonic() >= next_probe:
                 next_probe = time.monotonic() + KAFKA_PROBE_S
                 if not await self.replies.broker_reachable(KAFKA_PROBE_TIMEOUT_S):
@@ -257,6 +260,15 @@ class OrchestratorWorker(Worker):
                 continue
             if not fired:
                 await self._backoff(self.deadline_interval_s)
+
+    async def _replies_ended(self) -> None:
+        """The reply consumer's task died: the worker fails with its error (the process then
+        exits and its supervisor starts a new one) rather than fire deadlines without replies."""
+        try:
+            await self.replies.wait()  # raises what ended it
+        except asyncio.CancelledError as exc:  # its task was cancelled (this one is not: it runs)
+            raise RuntimeError("orchestrator: the reply consumer was cancelled; the worker stops") from exc
+        raise RuntimeError("orchestrator: the reply consumer ended by itself; the worker stops")
 
     async def _credit(self, lasted_s: float) -> None:
         """Move the pending reply deadlines later by the outage (raises while still down)."""
