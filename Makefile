@@ -23,7 +23,7 @@ demo: services
 	$(WITH_SERVICES) $(PY) -m examples.orders.demo $(ARGS)
 
 test: services
-	$(WITH_SERVICES) $(PY) -m pytest $(ARGS)
+	$(WITH_SERVICES) $(PY) -m pytest --durations=15 $(ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

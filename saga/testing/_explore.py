@@ -22,6 +22,7 @@ from outbox import Outbox
 from saga import Saga, TypedSagaState
 from saga.testing._faults import Fault, FaultFilter, selected
 from saga.testing._injections import Baseline, Injection, injection_for
+from saga.testing._skipping import waits_of
 from saga.testing._system import ENDED, System, SystemConfig, open_system
 from saga.testing._wire import Wire
 
@@ -176,7 +177,7 @@ async def _finish(system: System, saga_id: str, deadline_s: float) -> None:
         state = await system.orchestrator.load_raw(saga_id)
         if state.status in ENDED or system._failures:
             raise
-        waits = ", ".join(f"{w.step}/{w.phase} ({w.kind})" for w in state.waiting) or "nothing"
+        waits = waits_of(state)
         raise AssertionError(
             f"did not end: {state.status} after {deadline_s:g}s, waits for {waits}; "
             f"last error: {state.last_error or 'none'}"

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from outbox import Envelope
 from saga.testing._faults import Fault, Sent, faults_of, topics_of
-from saga.testing._skipping import next_skip
+from saga.testing._skipping import next_skip, waits_of
 from saga.testing._system import ENDED, System, SystemConfig
 from saga.testing._wire import Wire, header
 
@@ -190,7 +190,7 @@ class LateCommand(Injection):
                 await system.clock.advance(due)
                 continue
             if loop.time() > deadline:
-                waits = ", ".join(f"{w.step}/{w.phase} ({w.kind})" for w in state.waiting) or "nothing"
+                waits = waits_of(state)
                 raise AssertionError(
                     f"did not end: {state.status} after {deadline_s:g}s, waits for {waits} (the first "
                     f"command of {self.fault.step}/{self.fault.phase} never reached {self.fault.service})"

@@ -50,3 +50,8 @@ def _only_time(system: System, state: SagaState) -> bool:
         if issubclass(step, RemoteStep) and step.participant in system.handlers:
             return False
     return True
+
+
+def waits_of(state: SagaState) -> str:
+    """What the saga waits for, for a message: `charge/action (reply), ...` or `nothing`."""
+    return ", ".join(f"{w.step}/{w.phase} ({w.kind})" for w in state.waiting) or "nothing"

@@ -26,7 +26,7 @@ from saga.testing._crashes import Crashes, running_as
 from saga.testing._databases import clone_database, drop_database, with_database
 from saga.testing._faults import FaultFilter
 from saga.testing._services import Services
-from saga.testing._skipping import next_skip
+from saga.testing._skipping import next_skip, waits_of
 
 if TYPE_CHECKING:
     from saga.testing._explore import Exploration, Invariant
@@ -186,7 +186,7 @@ class System:
                     await self.clock.advance(due)
                     continue
             if loop.time() > deadline:
-                waits = ", ".join(f"{w.step}/{w.phase} ({w.kind})" for w in state.waiting) or "nothing"
+                waits = waits_of(state)
                 on = f" waiting on {step}" if step else ""
                 raise AssertionError(
                     f"saga {saga_id} ({state.saga_type}) is {state.status} after {deadline_s:g}s, not "
