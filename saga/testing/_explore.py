@@ -12,6 +12,7 @@ by the invariant.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -27,7 +28,7 @@ from saga.testing._system import ENDED, System, SystemConfig, open_system
 from saga.testing._wire import Wire
 
 # The user's check, after each run: raise (AssertionError) when the run broke it.
-Invariant = Callable[[System, TypedSagaState[Any]], Awaitable[None]]
+Invariant = Callable[[System, TypedSagaState[Any]], Awaitable[None] | None]
 Outcome = Literal["ok", "broken", "not hit"]
 # Systems of their own run side by side: one's setup overlaps the other's Kafka waits.
 RUNS_AT_ONCE = 2
@@ -104,6 +105,11 @@ async def explore(
     of `config`, awaiting `invariant(system, state)` after each. With `check`, raise
     AssertionError naming each fault whose run broke it; else return the report."""
     selected([], faults)  # a wrong kind fails before anything runs
+    if not callable(invariant):
+        raise TypeError(
+            f"explore: invariant must be a function (system, state) that raises AssertionError when the "
+            f"run broke it, got {invariant!r}"
+        )
     baseline = Baseline()
     first = await _run(config, saga, data, invariant, baseline, deadline_s)
     runs = [first]
@@ -161,7 +167,9 @@ async def _attempt(
         await injection.drive(system, saga_id, deadline_s)
         await _finish(system, saga_id, deadline_s)
         await _quiet(system, wire, deadline_s)
-        await invariant(system, await system.state(saga_id))
+        held = invariant(system, await system.state(saga_id))
+        if inspect.isawaitable(held):  # an async invariant, or a plain function
+            await held
     except AssertionError as exc:
         return str(exc) or "AssertionError"
     except Exception as exc:

@@ -127,3 +127,17 @@ def test_faults_of_an_unknown_kind_are_refused_naming_the_kinds() -> None:
     assert selected(faults, lambda f: f.kind == "reply") == faults[:1]
     with pytest.raises(ValueError, match=r"'crashes' is not a kind of fault; the kinds are command, reply"):
         selected(faults, ["crashes"])
+
+
+async def test_a_plain_function_is_an_invariant_too_and_a_baseline_that_breaks_it_says_so(
+    saga_system: System,
+) -> None:
+    def never_shipped(system: System, state: TypedSagaState[Any]) -> None:
+        assert state.status != "completed", f"order {state.data.order_id} completed"
+
+    with pytest.raises(AssertionError, match=r"no fault \(the baseline\).*order o5 completed"):
+        await saga_system.explore(
+            PaidOrder, Order(order_id="o5", amount=10), invariant=never_shipped, faults=lambda fault: False
+        )
+    with pytest.raises(TypeError, match="explore: invariant must be a function"):
+        await saga_system.explore(PaidOrder, Order(order_id="o6", amount=10), invariant="completed")  # type: ignore[arg-type]
