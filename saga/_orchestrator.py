@@ -18,13 +18,11 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from eventstore import (
-    NO_STREAM,
     Database,
     EventStore,
-    NewEvents,
     driver_connection,
 )
-from outbox import Delivery, Envelope, MessageRegistry, Outbox, Outgoing
+from outbox import Delivery, Envelope, MessageRegistry, Outbox
 from saga import _repository as repo
 from saga._clock import Clock, SystemClock, check_clock
 from saga._decide import decide
@@ -43,7 +41,7 @@ from saga._events import SagaUnparked, saga_event_registry
 from saga._hooks import run_end_hooks
 from saga._local import run_local
 from saga._migrate import MigrationPlan, plan_migration
-from saga._outgoing import Pending, input_of, outbox_rows, saga_of
+from saga._outgoing import Pending, flush_decisions, input_of, saga_of
 from saga._parking import absent_reason, log_parked, park_for_version, revived
 from saga._protocol import Topics, saga_id_for, stream_of, with_saga_messages
 from saga._savepoint import StepSavepoint
@@ -392,33 +390,7 @@ class Orchestrator:
         await self._decide(conn, savepoint, pending, entry, given, cause)
 
     async def _flush(self, conn: AsyncConnection, pending: Iterable[Pending]) -> None:
-        """Pipelined: the statements go out together, one round trip. A failed expectation
-        (a writer that skipped the saga lock) fails the whole transaction."""
-        outgoing: list[Outgoing] = []
-        appends: list[NewEvents] = []
-        writes = repo.SagaWrites.empty()
-        for entry in pending:
-            decision = entry.decision
-            if not decision.events:
-                continue
-            state = decision.state
-            outgoing += outbox_rows(entry, self.outbox, self.topics, self.messages)
-            writes.add(state, decision.deadlines, decision.cleared)
-            expected = entry.before if entry.before else NO_STREAM
-            appends.append(
-                NewEvents(
-                    stream_of(state.saga_id), list(decision.events), expected, correlation_id=state.saga_id
-                )
-            )
-        if not appends:
-            return
-        driver = await driver_connection(conn)
-        async with driver.pipeline():
-            # The events first: what they cannot hold (a NUL in the data) is refused before
-            # any statement of the decision is sent.
-            await self.store.append_many(appends, conn=conn)
-            await self.outbox.put_many(conn, outgoing)
-            await writes.execute(driver)
+        await flush_decisions(conn, self.store, self.outbox, self.topics, self.messages, pending)
 
 
 __all__ = ["Orchestrator", "SagaError"]

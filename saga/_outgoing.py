@@ -3,16 +3,20 @@ input a consumed message becomes."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from eventstore import NO_STREAM, EventStore, NewEvents, driver_connection
 from outbox import Envelope, MessageRegistry, Outbox, Outgoing, child_traceparent
+from saga import _repository as repo
 from saga._decision import CompensateRequest, Decision, Reply, SendCommand, Signal
 from saga._definition import Saga
 from saga._errors import UnknownSagaError
-from saga._protocol import CompensateSaga, Topics
+from saga._protocol import CompensateSaga, Topics, stream_of
 from saga._signal import SIGNAL_PHASE
 from saga._wiring import check_command
 
@@ -85,3 +89,40 @@ def input_of(message: BaseModel, envelope: Envelope) -> Reply | Signal | Compens
         envelope.attempt,
         str(envelope.message_id),
     )
+
+
+async def flush_decisions(
+    conn: AsyncConnection,
+    store: EventStore,
+    outbox: Outbox,
+    topics: Topics,
+    messages: MessageRegistry,
+    pending: Iterable[Pending],
+) -> None:
+    """Write the decisions of a transaction: their events appended with the expected version,
+    their commands in the outbox, the sagas' deadlines and rows. Pipelined: the statements go
+    out together, one round trip. A failed expectation (a writer that skipped the saga lock)
+    fails the whole transaction."""
+    outgoing: list[Outgoing] = []
+    appends: list[NewEvents] = []
+    writes = repo.SagaWrites.empty()
+    for entry in pending:
+        decision = entry.decision
+        if not decision.events:
+            continue
+        state = decision.state
+        outgoing += outbox_rows(entry, outbox, topics, messages)
+        writes.add(state, decision.deadlines, decision.cleared)
+        expected = entry.before if entry.before else NO_STREAM
+        appends.append(
+            NewEvents(stream_of(state.saga_id), list(decision.events), expected, correlation_id=state.saga_id)
+        )
+    if not appends:
+        return
+    driver = await driver_connection(conn)
+    async with driver.pipeline():
+        # The events first: what they cannot hold (a NUL in the data) is refused before any
+        # statement of the decision is sent.
+        await store.append_many(appends, conn=conn)
+        await outbox.put_many(conn, outgoing)
+        await writes.execute(driver)
