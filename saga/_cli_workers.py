@@ -15,9 +15,18 @@ from saga._orchestrator import Orchestrator
 from saga._process import run as run_process
 from saga._process import run_until_signalled
 from saga._settings import Settings
+from saga._telemetry import TelemetrySetupError, prepare_process
 from saga._worker import OrchestratorWorker
 
 # --- schema and workers ------------------------------------------------------------------
+
+
+def prepare(settings: Settings) -> None:
+    """Telemetry first (the user's SDK, /metrics): a mistake there stops the process at once."""
+    try:
+        prepare_process(settings)
+    except TelemetrySetupError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def serve(main: Coroutine[Any, Any, None], settings: Settings) -> None:
@@ -75,6 +84,7 @@ def relay(ctx: Context, relay_batch_size: int | None) -> None:
     """Run the outbox relay: publish committed outbox rows to Kafka until SIGTERM."""
     settings = ctx.settings(relay_batch_size=relay_batch_size)
     configure_logging(settings)
+    prepare(settings)
 
     async def go() -> None:
         async with Database(settings.database_url) as database:
@@ -96,6 +106,7 @@ def worker(ctx: Context) -> None:
     """Run an orchestrator worker (replies and deadlines) for the app's sagas until SIGTERM."""
     settings = ctx.settings()
     configure_logging(settings)
+    prepare(settings)
     app = ctx.app(settings)
 
     async def go() -> None:
@@ -120,6 +131,7 @@ def participant(ctx: Context, service: str) -> None:
     """Run the app's handlers of one participant SERVICE until SIGTERM."""
     settings = ctx.settings()
     configure_logging(settings)
+    prepare(settings)
     app = ctx.app(settings)
     try:
         app.handlers(service)

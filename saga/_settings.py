@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
@@ -24,6 +24,9 @@ ENVIRONMENT = {
     "event_loop": "SAGA_EVENT_LOOP",
     "slow_batch_s": "SAGA_SLOW_BATCH_S",
     "inbox_retention_s": "SAGA_INBOX_RETENTION_S",
+    "log_format": "SAGA_LOG_FORMAT",
+    "metrics_port": "SAGA_METRICS_PORT",
+    "telemetry_setup": "SAGA_TELEMETRY_SETUP",
 }
 
 
@@ -61,6 +64,18 @@ class Settings(BaseModel):
     )
     event_loop: EventLoop = Field(
         "auto", description="Workers' event loop: auto (uvloop when installed), asyncio or uvloop"
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Workers' log lines: text, or json with saga id, step, attempt and trace id"
+    )
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Port a worker serves Prometheus /metrics on (none: not served)"
+    )
+    telemetry_setup: str | None = Field(
+        None,
+        description="Function (package.module:function) a worker calls as it starts: set up the "
+        "OpenTelemetry SDK and its exporter there",
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
     )
 
     @field_validator("database_url")
