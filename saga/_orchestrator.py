@@ -10,7 +10,6 @@ saga's advisory lock, so no two decisions on one saga interleave.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any, overload
 
@@ -43,10 +42,10 @@ from saga._local import run_local
 from saga._migrate import MigrationPlan, plan_migration
 from saga._outgoing import Pending, flush_decisions, input_of, saga_of
 from saga._parking import absent_reason, log_parked, park_for_version, revived
-from saga._protocol import Topics, saga_id_for, stream_of, with_saga_messages
+from saga._protocol import Topics, stream_of, with_saga_messages
 from saga._savepoint import StepSavepoint
 from saga._signal import send_signal
-from saga._starting import check_start
+from saga._starting import check_start, new_saga_ids
 from saga._state import SagaState, fold
 from saga._typed import TypedSagaState, class_for, typed_state, until_ended
 from saga._versions import Migration, Versions, version_problems
@@ -178,17 +177,7 @@ class Orchestrator:
         one earlier in `data`) gives that saga's id and starts nothing."""
         check_start(self.versions, saga, data, keys)
         driver = await driver_connection(conn)
-        if keys is None:
-            ids = [str(uuid.uuid4()) for _ in data]
-            started: set[str] = set()
-        else:
-            ids = [saga_id_for(saga.name, key) for key in keys]
-            # Under the sagas' locks a concurrent start with the same key has either committed
-            # (and we see its stream) or not begun: same saga, started once.
-            async with driver.pipeline():
-                await repo.lock(driver, sorted(set(ids)))
-                versions = await self.store.stream_versions([stream_of(i) for i in ids], conn=conn)
-            started = {i for i in ids if versions[stream_of(i)]}
+        ids, started = await new_saga_ids(conn, self.store, saga, len(data), keys)
         pending: dict[str, Pending] = {}
         savepoint = StepSavepoint(driver, _LOCAL_STEP)
         for i, (saga_id, item) in enumerate(zip(ids, data, strict=True)):
