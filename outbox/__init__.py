@@ -16,6 +16,16 @@ from outbox._errors import (
 from outbox._message import Envelope, MessageRegistry, child_traceparent, new_traceparent
 from outbox._outbox import Outbox, Outgoing, PendingMessage, RelayLag, outbox_migrations
 from outbox._relay import Relay, RelayStats
+from outbox._tracing import (
+    caused_by,
+    context_of,
+    current_traceparent,
+    ended,
+    link_to,
+    traceparent_of,
+    tracer,
+    tracing_on,
+)
 
 __all__ = [
     "BatchHandler",
@@ -43,9 +53,17 @@ __all__ = [
     "Relay",
     "RelayLag",
     "RelayStats",
+    "caused_by",
     "child_traceparent",
+    "context_of",
+    "current_traceparent",
+    "ended",
+    "link_to",
     "new_traceparent",
     "outbox_migrations",
     "parse_ref",
     "quiet_kafka_logs",
+    "traceparent_of",
+    "tracer",
+    "tracing_on",
 ]

@@ -34,6 +34,7 @@ from outbox._delivery import BatchHandler, ConsumerStats, Decoded, Delivery, Han
 from outbox._errors import MessageDecodeError
 from outbox._inbox import CLAIM as INBOX_CLAIM
 from outbox._message import Envelope, MessageRegistry
+from outbox._tracing import ProcessSpans, in_context
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ class Applier:
             problem = MessageDecodeError(f"cannot decode {where}: {exc!r}")
             problem.__cause__ = exc
             return Decoded(record, problem)
-        return Decoded(record, Delivery(handler, message, envelope))
+        return Decoded(record, Delivery(handler, message, envelope, record))
 
     # --- the one way deliveries are applied ------------------------------------------------
 
@@ -115,40 +116,53 @@ class Applier:
         went wrong is the result's `failure`, for the caller to judge."""
         if not deliveries:
             return Applied(0)
+        spans = ProcessSpans(self.group_id)
         try:
             with translate_errors():
                 async with self.database.begin() as conn:
                     if together:
                         fresh = await self._claim(conn, deliveries)
                         if fresh:
-                            await self.batch_handler(conn, fresh)
+                            await self.batch_handler(conn, spans.start(fresh))
                         handled, applied = len(fresh), Applied(len(deliveries))
                     else:
-                        handled, applied = await self._in_turn(conn, deliveries)
-        except Exception as exc:
+                        handled, applied = await self._in_turn(conn, deliveries, spans)
+        except BaseException as exc:
+            spans.end(exc)  # rolled back (cancelled, too: a slow batch goes on in lanes)
+            if not isinstance(exc, Exception):
+                raise
             return Applied(0, exc)
+        spans.end()
         self.stats.handled += handled
         self.stats.duplicates += applied.count - handled
         return applied
 
-    async def _in_turn(self, conn: AsyncConnection, deliveries: Sequence[Delivery]) -> tuple[int, Applied]:
+    async def _in_turn(
+        self, conn: AsyncConnection, deliveries: Sequence[Delivery], spans: ProcessSpans
+    ) -> tuple[int, Applied]:
         """Returns how many handlers ran, and what was applied."""
         # The first needs no savepoint: when it fails, there is nothing to keep.
-        handled = await self._apply_one(conn, deliveries[0])
+        handled = await self._apply_one(conn, deliveries[0], spans)
         for i, d in enumerate(deliveries[1:], start=1):
             try:
                 async with conn.begin_nested():
-                    handled += await self._apply_one(conn, d)
+                    handled += await self._apply_one(conn, d, spans)
             except Exception as exc:
                 if classify_error(exc) is ErrorKind.CONNECTION_LOST:
                     raise
                 return handled, Applied(i, exc)
         return handled, Applied(len(deliveries))
 
-    async def _apply_one(self, conn: AsyncConnection, d: Delivery) -> int:
+    async def _apply_one(self, conn: AsyncConnection, d: Delivery, spans: ProcessSpans) -> int:
         if not await self._claim(conn, [d]):
             return 0
-        await d.handler(conn, d.message, d.envelope)
+        (d,) = spans.start([d])
+        try:
+            with in_context(d.envelope.traceparent):
+                await d.handler(conn, d.message, d.envelope)
+        except Exception as exc:
+            spans.fail_last(exc)  # the ones before it may still commit
+            raise
         return 1
 
     async def _claim(self, conn: AsyncConnection, deliveries: Sequence[Delivery]) -> list[Delivery]:

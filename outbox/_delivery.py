@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from outbox._errors import MessageDecodeError
 from outbox._message import Envelope
+from outbox._tracing import in_context
 
 Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
 
@@ -25,6 +26,7 @@ class Delivery:
     handler: Handler
     message: BaseModel
     envelope: Envelope
+    record: Record | None = None  # where it came from (topic, partition, offset, key)
 
 
 # Handles several deliveries in the caller's transaction, in order (the default runs each
@@ -34,7 +36,8 @@ BatchHandler = Callable[[AsyncConnection, list[Delivery]], Awaitable[None]]
 
 async def handle_in_turn(conn: AsyncConnection, deliveries: list[Delivery]) -> None:
     for d in deliveries:
-        await d.handler(conn, d.message, d.envelope)
+        with in_context(d.envelope.traceparent):
+            await d.handler(conn, d.message, d.envelope)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ value = the message serialized as JSON; headers = the envelope below, each a UTF
 
 from __future__ import annotations
 
+import re
 import secrets
 import uuid
 from collections.abc import Callable, Sequence
@@ -36,11 +37,14 @@ def new_traceparent() -> str:
     return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
 
 
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+
 def child_traceparent(parent: str | None) -> str:
     """Same trace as `parent`, new span; a new trace when `parent` is missing or malformed."""
-    parts = parent.split("-") if parent else []
-    if len(parts) == 4 and len(parts[1]) == 32 and len(parts[2]) == 16:
-        return f"00-{parts[1]}-{secrets.token_hex(8)}-{parts[3]}"
+    found = _TRACEPARENT.match(parent) if parent else None
+    if found and found[1] != "0" * 32 and found[2] != "0" * 16:
+        return f"00-{found[1]}-{secrets.token_hex(8)}-{found[3]}"
     return new_traceparent()
 
 

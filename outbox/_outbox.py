@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from eventstore import Database, Migration, driver_connection, load_migrations, translate_errors
 from outbox._message import Envelope, MessageRegistry, new_traceparent
+from outbox._tracing import current_traceparent
 
 NOTIFY_CHANNEL = "outbox"
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -142,7 +143,7 @@ class Outbox:
             correlation_id=correlation_id,
             causation_id=causation_id,
             reply_topic=reply_topic,
-            traceparent=traceparent or new_traceparent(),
+            traceparent=traceparent or current_traceparent() or new_traceparent(),
         )
 
     async def put(

@@ -49,6 +49,7 @@ from outbox._broker import broker_unavailable
 from outbox._errors import BrokerUnavailableError, PublishError
 from outbox._outbox import NOTIFY_CHANNEL, RelayLag, outbox_lag, outbox_migrations
 from outbox._topics import MissingTopics
+from outbox._tracing import SendSpans
 
 log = logging.getLogger(__name__)
 
@@ -238,19 +239,23 @@ class Relay(Worker):
         refused: dict[int, BaseException] = {}
         error: BaseException | None = None
         waiting: set[tuple[str, str]] = set()  # (topic, key) with a row not sent: none after it is
+        spans = SendSpans()
         for row_id, topic, key, value, headers in rows:
             if topic in missing:
                 continue  # stays; the next batches leave its topic out
             if (topic, key) in waiting:
                 continue
+            fields = orjson.loads(headers)
+            spans.start(row_id, topic, key, fields)
             try:
                 future = await producer.send(
                     topic,
                     value=bytes(value),
                     key=key.encode(),
-                    headers=[(k, v.encode()) for k, v in orjson.loads(headers).items()],
+                    headers=[(k, v.encode()) for k, v in fields.items()],
                 )
             except KafkaError as exc:
+                spans.failed(row_id, exc)
                 if not is_retriable(exc):
                     refused[row_id] = exc
                     continue
@@ -265,6 +270,7 @@ class Relay(Worker):
             await asyncio.wait([f for _, f in sent], timeout=self.ack_timeout_s)
         ok: set[int] = set()
         for row_id, future in sent:
+            spans.answered(row_id, future)
             if not future.done() or future.cancelled():
                 continue
             outcome = future.exception()
