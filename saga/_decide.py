@@ -84,6 +84,7 @@ def _start(d: Moves, given: Start) -> None:
             parent=given.parent,
             saga_version=d.saga.version,
             fingerprint=d.saga.fingerprint(),
+            traceparent=given.traceparent,
         )
     )
     d.advance()

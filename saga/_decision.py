@@ -26,6 +26,7 @@ class Start:
     data: dict[str, Any]
     key: str | None = None
     parent: ParentRef | None = None  # a child saga: the parent step it answers when it ends
+    traceparent: str | None = None  # the trace context of the start, kept in `saga.started`
 
 
 @dataclass(frozen=True)

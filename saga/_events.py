@@ -36,6 +36,9 @@ class SagaStarted(_Event):
     # A saga started before versions were recorded is version 1 with no fingerprint.
     saga_version: int = 1
     fingerprint: str = ""
+    # The W3C trace context of the start (its `saga.start` span): each step's span links to it,
+    # so a saga that runs for days has no span open that long.
+    traceparent: str | None = None
 
 
 class SagaMigrated(_Event):

@@ -47,6 +47,7 @@ from saga._savepoint import StepSavepoint
 from saga._signal import send_signal
 from saga._starting import check_start, new_saga_ids
 from saga._state import SagaState, fold
+from saga._tracing import local_step_span, step_traceparents, traced_start
 from saga._typed import TypedSagaState, class_for, typed_state, until_ended
 from saga._versions import Migration, Versions, version_problems
 from saga._wiring import child_problems, message_problems, raise_problems
@@ -338,13 +339,16 @@ class Orchestrator:
             taken_up = Resume(f"version {before.saga_version} is deployed here")
             await self._decide(conn, savepoint, pending, entry, taken_up, None)
         now = self.clock.now()
+        given = traced_start(given, entry.saga.name, before.saga_id, cause)
         decision = decide(entry.saga, entry.decision.state, given, now)
         while decision.local is not None:
-            result = await run_local(conn, savepoint, entry.saga, decision.state, decision.local)
+            with local_step_span(decision.state, decision.local, cause, given):
+                result = await run_local(conn, savepoint, entry.saga, decision.state, decision.local)
             decision = decision.then(decide(entry.saga, decision.state, result, now))
         await run_end_hooks(conn, entry.saga, decision.events, decision.state)
         entry.decision = entry.decision.then(decision)
         entry.causes += [cause] * len(decision.commands)
+        entry.traceparents += step_traceparents(decision.state, decision.commands, cause, given)
         if not isinstance(given, Resume):  # a resume's caller gets the parked state back
             log_parked(decision)
         for child in decision.children:

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from eventstore import NO_STREAM, EventStore, NewEvents, driver_connection
-from outbox import Envelope, MessageRegistry, Outbox, Outgoing, child_traceparent
+from outbox import Envelope, MessageRegistry, Outbox, Outgoing, caused_by
 from saga import _repository as repo
 from saga._decision import CompensateRequest, Decision, Reply, SendCommand, Signal
 from saga._definition import Saga
@@ -30,6 +30,7 @@ class Pending:
     before: int
     decision: Decision
     causes: list[Envelope | None] = field(default_factory=list)
+    traceparents: list[str | None] = field(default_factory=list)  # of the commands' step spans
     lacks_version: bool = False  # `saga` is the newest version, not the saga's own: it is parked
 
 
@@ -39,7 +40,8 @@ def outbox_rows(entry: Pending, outbox: Outbox, topics: Topics, messages: Messag
     parent, a parent's compensation request to its child)."""
     state = entry.decision.state
     rows = []
-    for command, cause in zip(entry.decision.commands, entry.causes, strict=True):
+    commands = zip(entry.decision.commands, entry.causes, entry.traceparents, strict=True)
+    for command, cause, traceparent in commands:
         check_command(entry.saga, command.step, command.message, messages)
         target, saga_type, topic = _addressee(command, state.saga_id, entry.saga.name, topics)
         envelope = outbox.envelope(
@@ -53,7 +55,7 @@ def outbox_rows(entry: Pending, outbox: Outbox, topics: Topics, messages: Messag
             correlation_id=state.saga_id,
             causation_id=str(cause.message_id) if cause else None,
             reply_topic=topics.replies(entry.saga.name),
-            traceparent=child_traceparent(cause.traceparent if cause else None),
+            traceparent=traceparent or caused_by(cause.traceparent if cause else None),
         )
         rows.append(Outgoing(command.message, topic, target, envelope))
     return rows

@@ -24,7 +24,7 @@ from outbox import (
     MessageRegistry,
     Outbox,
     Outgoing,
-    child_traceparent,
+    caused_by,
 )
 from saga._definition import Refused
 from saga._protocol import StepRefused, Topics, with_saga_messages
@@ -104,7 +104,7 @@ class Participant(Consumer):
                 attempt=envelope.attempt,
                 correlation_id=envelope.correlation_id,
                 causation_id=str(envelope.message_id),
-                traceparent=child_traceparent(envelope.traceparent),
+                traceparent=caused_by(envelope.traceparent),
             )
             replies.append(Outgoing(reply, reply_topic, saga_id, reply_envelope))
         await self.outbox.put_many(conn, replies)

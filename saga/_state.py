@@ -68,6 +68,7 @@ def _started(s: SagaState, e: SagaStarted) -> dict[str, Any]:
         "parent": e.parent,
         "saga_version": e.saga_version,
         "fingerprint": e.fingerprint,
+        "traceparent": e.traceparent,
     }
 
 

@@ -78,6 +78,7 @@ class StateFields(BaseModel):
     fingerprint: str = ""  # that version's fingerprint when it started, or was migrated
     renamed: dict[str, str] = {}  # a step's name before a migration -> its name now
     deferred: list[InputDeferred] = []  # messages kept while parked for a missing version
+    traceparent: str | None = None  # the trace context of its start (`saga.started`)
     version: int = 0
 
     @property
