@@ -4,8 +4,13 @@ Kafka, every service its own process, against the floor: its five participant
 transactions (credit, stock, charge, ship, invoice) run directly in a loop, with no saga, no
 outbox and no Kafka.
 
-    python bench/saga_e2e.py [--sagas 3000] [--orders-per-tx 25]     (DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS set)
+    python bench/saga_e2e.py [--sagas 3000] [--orders-per-tx 25] [--tracing off|on|both]
+                                                (DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS set)
 
+`--tracing both` runs the sagas with tracing off, then on (the OpenTelemetry SDK in every
+worker process, spans dropped by the exporter: bench/_tracing.py), twice each, and prints the
+cost. This process, which starts the sagas, does not trace (OpenTelemetry sets a tracer
+provider once per process): of a saga's spans, it would make the start and the first step.
 Prints a table, then one JSON line.
 """
 
@@ -29,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import _cpu
+from bench._tracing import SETUP
 from examples.orders.cluster import Cluster
 from examples.orders.demo import place
 from examples.orders.messages import ChargePayment, IssueInvoice, ReserveCredit, ReserveStock, ShipOrder
@@ -65,13 +71,14 @@ def orders(n: int) -> list[OrderData]:
 
 
 async def saga_run(
-    server: str, bootstrap: str, n: int, per_tx: int
+    server: str, bootstrap: str, n: int, per_tx: int, tracing: bool = False
 ) -> tuple[float, list[float], dict[str, float]]:
     cluster = Cluster(server, bootstrap)
     database = await cluster.prepare(CUSTOMERS, Decimal(10**9), STOCK)
     engine = database.engine
     orchestrator = cluster.app.orchestrator(database)
-    cluster.start_all()
+    for role in cluster.roles:
+        cluster.start(role, {"SAGA_TELEMETRY_SETUP": SETUP} if tracing else None)
     try:
         # Warm up: processes started, consumer groups joined, a few sagas through.
         await place(
@@ -223,12 +230,35 @@ async def main() -> None:
         default=25,
         help="orders placed (and sagas started, with start_many) per transaction",
     )
+    parser.add_argument(
+        "--tracing",
+        choices=["off", "on", "both"],
+        default="off",
+        help="OpenTelemetry SDK in every process (spans dropped); both: off and on, twice each",
+    )
     args = parser.parse_args()
     server, bootstrap = os.environ.get("DATABASE_URL"), os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not server or not bootstrap:
         sys.exit("DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS must be set: run `make bench`")
     floor = await floor_run(server, bootstrap, args.sagas)
-    rate, steps, cpu_ms = await saga_run(server, bootstrap, args.sagas, args.orders_per_tx)
+    if args.tracing == "both":
+        await tracing_cost(server, bootstrap, args.sagas, args.orders_per_tx, floor)
+        return
+    rate, steps, cpu_ms = await saga_run(
+        server, bootstrap, args.sagas, args.orders_per_tx, tracing=args.tracing == "on"
+    )
+    report(args.sagas, args.orders_per_tx, floor, rate, steps, cpu_ms, {"tracing": args.tracing})
+
+
+def report(
+    n: int,
+    per_tx: int,
+    floor: float,
+    rate: float,
+    steps: list[float],
+    cpu_ms: dict[str, float],
+    more: dict[str, object],
+) -> None:
     p50 = statistics.median(steps)
     p99 = statistics.quantiles(steps, n=100)[98]
     print(f"{'measurement':<44}{'value':>14}")
@@ -249,9 +279,44 @@ async def main() -> None:
                 "floor_ratio": round(rate / floor, 3),
                 "step_p50_ms": round(p50, 1),
                 "step_p99_ms": round(p99, 1),
-                "sagas": args.sagas,
-                "orders_per_tx": args.orders_per_tx,
+                "sagas": n,
+                "orders_per_tx": per_tx,
                 "cpu_ms_per_saga": round(sum(cpu_ms.values()), 2),
+                **more,
+            }
+        ).decode()
+    )
+
+
+async def tracing_cost(server: str, bootstrap: str, n: int, per_tx: int, floor: float) -> None:
+    """Off, on, off, on: throughput and CPU per saga with and without tracing, and the cost."""
+    runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+    for tracing in (False, True, False, True):
+        rate, _, cpu_ms = await saga_run(server, bootstrap, n, per_tx, tracing=tracing)
+        runs[tracing].append((rate, sum(cpu_ms.values())))
+        print(
+            f"tracing {'on ' if tracing else 'off'}: {rate:,.1f} sagas/s, {sum(cpu_ms.values()):.2f} CPU ms per saga"
+        )
+    off_rate = statistics.mean(r for r, _ in runs[False])
+    on_rate = statistics.mean(r for r, _ in runs[True])
+    off_cpu = statistics.mean(c for _, c in runs[False])
+    on_cpu = statistics.mean(c for _, c in runs[True])
+    print(f"{'measurement':<44}{'off':>12}{'on':>12}{'cost':>10}")
+    print(f"{'sagas/s':<44}{off_rate:>12,.1f}{on_rate:>12,.1f}{1 - on_rate / off_rate:>10.1%}")
+    print(
+        f"{'CPU ms per saga (all processes)':<44}{off_cpu:>12.2f}{on_cpu:>12.2f}{on_cpu / off_cpu - 1:>10.1%}"
+    )
+    print(f"{'floor: 5 participant transactions/s':<44}{floor:>12,.1f}")
+    print(
+        orjson.dumps(
+            {
+                "sagas": n,
+                "sagas_per_s_off": round(off_rate, 1),
+                "sagas_per_s_on": round(on_rate, 1),
+                "throughput_cost": round(1 - on_rate / off_rate, 3),
+                "cpu_ms_per_saga_off": round(off_cpu, 2),
+                "cpu_ms_per_saga_on": round(on_cpu, 2),
+                "cpu_cost": round(on_cpu / off_cpu - 1, 3),
             }
         ).decode()
     )
