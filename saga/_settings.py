@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -75,13 +76,19 @@ class Settings(BaseModel):
         None,
         description="Function (package.module:function) a worker calls as it starts: set up the "
         "OpenTelemetry SDK and its exporter there",
-        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
     )
 
     @field_validator("database_url")
     @classmethod
     def _postgres(cls, value: str) -> str:
         sqlalchemy_url(value)  # raises ValueError naming the URL when it is not Postgres
+        return value
+
+    @field_validator("telemetry_setup")
+    @classmethod
+    def _function_path(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", value):
+            raise ValueError("must name a function as package.module:function")
         return value
 
     @classmethod
