@@ -16,6 +16,7 @@ span's context, so what the handler sends is that span's child.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -23,15 +24,24 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
 
 from outbox._message import child_traceparent
 
 if TYPE_CHECKING:
     from outbox._delivery import Delivery
 
-_W3C = TraceContextTextMapPropagator()
+# W3C trace context: version-traceid-spanid-flags (version ff is invalid).
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _tracer = trace.get_tracer("saga-es")
 
 
@@ -47,12 +57,23 @@ def tracer() -> trace.Tracer:
 
 def context_of(traceparent: str | None) -> Context | None:
     """The context whose parent is the span `traceparent` names (None: none, or malformed)."""
-    if not traceparent:
+    span_context = _span_context(traceparent)
+    if span_context is None:
         return None
-    context = _W3C.extract({"traceparent": traceparent})
-    if not trace.get_current_span(context).get_span_context().is_valid:
+    return trace.set_span_in_context(NonRecordingSpan(span_context))
+
+
+def _span_context(traceparent: str | None) -> SpanContext | None:
+    found = _TRACEPARENT.fullmatch(traceparent) if traceparent else None
+    if found is None or found[1] == "ff":
         return None
-    return context
+    span_context = SpanContext(
+        trace_id=int(found[2], 16),
+        span_id=int(found[3], 16),
+        is_remote=True,
+        trace_flags=TraceFlags(int(found[4], 16)),
+    )
+    return span_context if span_context.is_valid else None
 
 
 def link_to(traceparent: str | None) -> list[Link]:
@@ -64,18 +85,15 @@ def link_to(traceparent: str | None) -> list[Link]:
 
 
 def traceparent_of(span: Span) -> str | None:
-    carrier: dict[str, str] = {}
-    _W3C.inject(carrier, context=trace.set_span_in_context(span))
-    return carrier.get("traceparent")
+    c = span.get_span_context()
+    if not c.is_valid:
+        return None
+    return f"00-{c.trace_id:032x}-{c.span_id:016x}-{c.trace_flags:02x}"
 
 
 def current_traceparent() -> str | None:
     """The W3C context of the span the caller is in, if any (a web request's, say)."""
-    if not trace.get_current_span().get_span_context().is_valid:
-        return None
-    carrier: dict[str, str] = {}
-    _W3C.inject(carrier)
-    return carrier.get("traceparent")
+    return traceparent_of(trace.get_current_span())
 
 
 def caused_by(traceparent: str | None) -> str:
