@@ -13,6 +13,7 @@ from outbox._errors import (
     OutboxError,
     PublishError,
 )
+from outbox._log_context import LogContext, current_log_context, log_context, log_context_of
 from outbox._message import Envelope, MessageRegistry, child_traceparent, new_traceparent
 from outbox._outbox import Outbox, Outgoing, PendingMessage, RelayLag, outbox_migrations
 from outbox._relay import Relay, RelayStats
@@ -30,6 +31,7 @@ __all__ = [
     "Envelope",
     "Handler",
     "KafkaLogThrottle",
+    "LogContext",
     "MessageDecodeError",
     "MessageRegistry",
     "MessageTypeError",
@@ -44,6 +46,9 @@ __all__ = [
     "RelayLag",
     "RelayStats",
     "child_traceparent",
+    "current_log_context",
+    "log_context",
+    "log_context_of",
     "new_traceparent",
     "outbox_migrations",
     "parse_ref",

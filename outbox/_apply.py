@@ -33,6 +33,7 @@ from eventstore import Database, ErrorKind, classify_error, driver_connection, i
 from outbox._delivery import BatchHandler, ConsumerStats, Decoded, Delivery, Handler, Record
 from outbox._errors import MessageDecodeError
 from outbox._inbox import CLAIM as INBOX_CLAIM
+from outbox._log_context import log_context_of
 from outbox._message import Envelope, MessageRegistry
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,8 @@ class Applier:
     async def _apply_one(self, conn: AsyncConnection, d: Delivery) -> int:
         if not await self._claim(conn, [d]):
             return 0
-        await d.handler(conn, d.message, d.envelope)
+        with log_context_of(d.envelope):
+            await d.handler(conn, d.message, d.envelope)
         return 1
 
     async def _claim(self, conn: AsyncConnection, deliveries: Sequence[Delivery]) -> list[Delivery]:
@@ -227,6 +229,10 @@ class Applier:
         d = item.result
         if isinstance(d, MessageDecodeError):
             return await self.dead_letter(item.record, f"undecodable: {d}", type(d).__name__, 0)
+        with log_context_of(d.envelope):  # its retries' and dead letter's lines are about its saga
+            return await self._retry(item, d)
+
+    async def _retry(self, item: Decoded, d: Delivery) -> bool:
         attempt = 0
         while True:
             failure = (await self.transact([d], together=False)).failure

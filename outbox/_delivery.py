@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from outbox._errors import MessageDecodeError
+from outbox._log_context import log_context_of
 from outbox._message import Envelope
 
 Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
@@ -34,7 +35,8 @@ BatchHandler = Callable[[AsyncConnection, list[Delivery]], Awaitable[None]]
 
 async def handle_in_turn(conn: AsyncConnection, deliveries: list[Delivery]) -> None:
     for d in deliveries:
-        await d.handler(conn, d.message, d.envelope)
+        with log_context_of(d.envelope):
+            await d.handler(conn, d.message, d.envelope)
 
 
 @dataclass(frozen=True, slots=True)
