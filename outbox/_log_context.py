@@ -18,9 +18,10 @@ from opentelemetry import trace
 from outbox._message import Envelope
 
 Fields: TypeAlias = Mapping[str, str | int]
+# An envelope is kept as it is and read only when a line is formatted (JSON logs).
+Source: TypeAlias = "Fields | Envelope"
 
-_NONE: Fields = {}
-_current: ContextVar[Fields] = ContextVar("outbox_log_context", default=_NONE)
+_current: ContextVar[tuple[Source, ...]] = ContextVar("outbox_log_context", default=())
 
 # The envelope headers a line about a message carries, and their types.
 _HEADER_FIELDS = {
@@ -35,17 +36,16 @@ _HEADER_FIELDS = {
 
 class LogContext:
     """`with log_context(saga_id=..., step=...):` the fields are added to the current ones for
-    the block (None values are left out) and are gone after it."""
+    the block (a field set again inside wins) and are gone after it."""
 
-    __slots__ = ("_fields", "_token")
+    __slots__ = ("_source", "_token")
 
-    def __init__(self, fields: Fields) -> None:
-        self._fields = fields
-        self._token: Token[Fields] | None = None
+    def __init__(self, source: Source) -> None:
+        self._source = source
+        self._token: Token[tuple[Source, ...]] | None = None
 
     def __enter__(self) -> None:
-        outer = _current.get()
-        self._token = _current.set({**outer, **self._fields} if outer else self._fields)
+        self._token = _current.set((*_current.get(), self._source))
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -56,11 +56,16 @@ class LogContext:
 
 
 def log_context(**fields: str | int | None) -> LogContext:
+    """The given fields, None values left out."""
     return LogContext({name: value for name, value in fields.items() if value is not None})
 
 
 def log_context_of(envelope: Envelope) -> LogContext:
     """The saga, step, attempt, message id and trace of a message, from its envelope."""
+    return LogContext(envelope)
+
+
+def _envelope_fields(envelope: Envelope) -> dict[str, str | int]:
     fields: dict[str, str | int] = {
         "saga_id": envelope.saga_id or "",
         "saga_type": envelope.saga_type or "",
@@ -72,7 +77,7 @@ def log_context_of(envelope: Envelope) -> LogContext:
     if envelope.attempt is not None:
         fields["attempt"] = envelope.attempt
     fields.update(trace_fields(envelope.traceparent))
-    return LogContext(fields)
+    return fields
 
 
 def log_context_of_headers(headers: Sequence[tuple[str, bytes]] | Mapping[str, str]) -> LogContext:
@@ -109,10 +114,13 @@ def trace_fields(traceparent: str | None) -> dict[str, str]:
 def current_log_context() -> Fields:
     """The fields set around the running code; without a trace of the message's, the current
     OpenTelemetry span's when there is a valid one."""
-    fields = _current.get()
+    fields: dict[str, str | int] = {}
+    for source in _current.get():
+        fields.update(_envelope_fields(source) if isinstance(source, Envelope) else source)
     if "trace_id" in fields:
         return fields
     span = trace.get_current_span().get_span_context()
-    if not span.is_valid:
-        return fields
-    return {**fields, "trace_id": format(span.trace_id, "032x"), "span_id": format(span.span_id, "016x")}
+    if span.is_valid:
+        fields["trace_id"] = format(span.trace_id, "032x")
+        fields["span_id"] = format(span.span_id, "016x")
+    return fields

@@ -253,3 +253,6 @@ async def test_lines_about_a_saga_carry_its_id_step_attempt_and_trace(
     assert "CardDeclinedByTest" in dead["message"]
     assert {line["trace_id"] for line in [*retries, dead]} == {trace[failing]}
     assert trace[ok] != trace[failing]
+    # A line about the whole fetch, logged after its handlers ran, is about no saga.
+    [together] = [line for line in logs["billing"] if "failed together" in line["message"]]
+    assert "saga_id" not in together
