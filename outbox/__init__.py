@@ -13,6 +13,7 @@ from outbox._errors import (
     OutboxError,
     PublishError,
 )
+from outbox._log_context import LogContext, current_log_context, log_context, log_context_of
 from outbox._message import Envelope, MessageRegistry, child_traceparent, new_traceparent
 from outbox._outbox import Outbox, Outgoing, PendingMessage, RelayLag, outbox_migrations
 from outbox._relay import Relay, RelayStats
@@ -21,6 +22,7 @@ from outbox._tracing import (
     context_of,
     current_traceparent,
     ended,
+    in_context,
     link_to,
     traceparent_of,
     tracer,
@@ -40,6 +42,7 @@ __all__ = [
     "Envelope",
     "Handler",
     "KafkaLogThrottle",
+    "LogContext",
     "MessageDecodeError",
     "MessageRegistry",
     "MessageTypeError",
@@ -56,9 +59,13 @@ __all__ = [
     "caused_by",
     "child_traceparent",
     "context_of",
+    "current_log_context",
     "current_traceparent",
     "ended",
+    "in_context",
     "link_to",
+    "log_context",
+    "log_context_of",
     "new_traceparent",
     "outbox_migrations",
     "parse_ref",

@@ -33,6 +33,7 @@ from eventstore import Database, ErrorKind, classify_error, driver_connection, i
 from outbox._delivery import BatchHandler, ConsumerStats, Decoded, Delivery, Handler, Record
 from outbox._errors import MessageDecodeError
 from outbox._inbox import CLAIM as INBOX_CLAIM
+from outbox._log_context import log_context_of
 from outbox._message import Envelope, MessageRegistry
 from outbox._tracing import ProcessSpans, in_context
 
@@ -158,7 +159,7 @@ class Applier:
             return 0
         (d,) = spans.start([d])
         try:
-            with in_context(d.envelope.traceparent):
+            with log_context_of(d.envelope), in_context(d.envelope.traceparent):
                 await d.handler(conn, d.message, d.envelope)
         except Exception as exc:
             spans.fail_last(exc)  # the ones before it may still commit
@@ -241,6 +242,10 @@ class Applier:
         d = item.result
         if isinstance(d, MessageDecodeError):
             return await self.dead_letter(item.record, f"undecodable: {d}", type(d).__name__, 0)
+        with log_context_of(d.envelope):  # its retries' and dead letter's lines are about its saga
+            return await self._retry(item, d)
+
+    async def _retry(self, item: Decoded, d: Delivery) -> bool:
         attempt = 0
         while True:
             failure = (await self.transact([d], together=False)).failure

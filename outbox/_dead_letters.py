@@ -25,6 +25,7 @@ from aiokafka.errors import KafkaError
 
 from eventstore import is_retriable
 from outbox._delivery import ConsumerStats, Record
+from outbox._log_context import log_context_of_headers
 from outbox._topics import create_missing
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,10 @@ class DeadLetters:
     async def send(self, record: Record, reason: str, error_type: str, attempts: int) -> bool:
         """True once Kafka has the record. False when the consumer stops first, or when Kafka
         did not take it: then it waits (`waiting_in`, `wait`) and is tried again."""
+        with log_context_of_headers(record.headers):
+            return await self._send(record, reason, error_type, attempts)
+
+    async def _send(self, record: Record, reason: str, error_type: str, attempts: int) -> bool:
         letter = _Letter(
             record, self.topic_for(record.topic), self._headers(record, reason, error_type, attempts)
         )
@@ -215,17 +220,21 @@ class DeadLetters:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.retry_max_s)
             for key, letter in list(self._waiting.items()):
-                try:
-                    failure = await self._try(letter)
-                except Exception as exc:  # not Kafka's answer: a bug, but the partition must not stay held
-                    log.exception("consumer %s: trying %s again failed", self.group_id, letter.where)
-                    failure = repr(exc)
-                if self._waiting.get(key) is not letter:
-                    continue  # given up meanwhile
-                if failure is None:
-                    await self._went_through(key, letter)
-                else:
-                    self._still_failing(letter, failure)
+                with log_context_of_headers(letter.record.headers):
+                    await self._retry(key, letter)
+
+    async def _retry(self, key: tuple[str, int, int], letter: _Letter) -> None:
+        try:
+            failure = await self._try(letter)
+        except Exception as exc:  # not Kafka's answer: a bug, but the partition must not stay held
+            log.exception("consumer %s: trying %s again failed", self.group_id, letter.where)
+            failure = repr(exc)
+        if self._waiting.get(key) is not letter:
+            return  # given up meanwhile
+        if failure is None:
+            await self._went_through(key, letter)
+        else:
+            self._still_failing(letter, failure)
 
     async def _went_through(self, key: tuple[str, int, int], letter: _Letter) -> None:
         self.stats.dead_lettered += 1

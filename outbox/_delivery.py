@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from outbox._errors import MessageDecodeError
+from outbox._log_context import log_context_of
 from outbox._message import Envelope
 from outbox._tracing import in_context
 
@@ -36,7 +37,7 @@ BatchHandler = Callable[[AsyncConnection, list[Delivery]], Awaitable[None]]
 
 async def handle_in_turn(conn: AsyncConnection, deliveries: list[Delivery]) -> None:
     for d in deliveries:
-        with in_context(d.envelope.traceparent):
+        with log_context_of(d.envelope), in_context(d.envelope.traceparent):
             await d.handler(conn, d.message, d.envelope)
 
 

@@ -47,6 +47,7 @@ from eventstore import (
 )
 from outbox._broker import broker_unavailable
 from outbox._errors import BrokerUnavailableError, PublishError
+from outbox._log_context import log_context_of_headers
 from outbox._outbox import NOTIFY_CHANNEL, RelayLag, outbox_lag, outbox_migrations
 from outbox._topics import MissingTopics
 from outbox._tracing import SendSpans
@@ -319,15 +320,16 @@ class Relay(Worker):
         rows: list[tuple[Any, ...]],
         refused: dict[int, BaseException],
     ) -> None:
-        for row_id, topic, key, _, _ in rows:
+        for row_id, topic, key, _, headers in rows:
             if row_id in refused:
-                log.error(
-                    "relay: Kafka refused outbox row %d (topic %r, key %r) for good: %r; moved to outbox_dead",
-                    row_id,
-                    topic,
-                    key,
-                    refused[row_id],
-                )
+                with log_context_of_headers(orjson.loads(headers)):
+                    log.error(
+                        "relay: Kafka refused outbox row %d (topic %r, key %r) for good: %r; moved to outbox_dead",
+                        row_id,
+                        topic,
+                        key,
+                        refused[row_id],
+                    )
         async with conn.transaction():
             await conn.execute(
                 "INSERT INTO outbox_dead (id, message_id, topic, key, value, headers, created_at, error) "

@@ -4,7 +4,6 @@ gets, and how a command's errors become one clear line."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import re
 from collections.abc import Awaitable, Callable
@@ -25,7 +24,6 @@ from eventstore import (
     classify_error,
     connection_refusal,
 )
-from outbox import quiet_kafka_logs
 from saga._app import App, AppLoadError, load_app
 from saga._errors import SagaError
 from saga._orchestrator import Orchestrator
@@ -98,12 +96,6 @@ def check_topic_prefix(settings: Settings, app: App) -> None:
             f"has topic_prefix {app.topic_prefix!r}: the prefix is set in one place, App(topic_prefix=...); "
             "unset SAGA_TOPIC_PREFIX and --topic-prefix"
         )
-
-
-def configure_logging(settings: Settings) -> None:
-    """For the long-running processes (workers, relay, participants)."""
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    quiet_kafka_logs()  # with the broker away, aiokafka logs every failed try
 
 
 def _shown_url() -> str:

@@ -10,7 +10,8 @@ import click
 from eventstore import Database, DatabaseConfigError, SchemaError, upgrade
 from outbox import Relay
 from saga._app import AppLoadError
-from saga._cli_base import Context, cli, configure_logging, pass_ctx, run, with_orchestrator
+from saga._cli_base import Context, cli, pass_ctx, run, with_orchestrator
+from saga._logs import configure_logging
 from saga._orchestrator import Orchestrator
 from saga._process import run as run_process
 from saga._process import run_until_signalled

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from eventstore import ErrorKind, classify_error
+from outbox import log_context
 from saga._decision import LocalDone, LocalFailed, RunLocal
 from saga._definition import LocalStep, Refused, Saga
 from saga._savepoint import StepSavepoint
@@ -27,11 +28,12 @@ async def run_local(
     data = saga.data_model.model_validate(state.data)
     await savepoint.take()  # a failing step leaves none of its writes
     try:
-        if run.phase == "action":
-            new = await step().action(conn, data)
-        else:
-            await step().compensate(conn, data)
-            new = None
+        with log_context(step=run.step, phase=run.phase, attempt=run.attempt):  # the lines the step logs
+            if run.phase == "action":
+                new = await step().action(conn, data)
+            else:
+                await step().compensate(conn, data)
+                new = None
     except Exception as exc:
         # A collision with another transaction or a lost connection is not the step's
         # failure: the whole decision reruns (the consumer or the caller retries it).

@@ -39,6 +39,7 @@ from saga._errors import SagaError, UnknownSagaError
 from saga._events import SagaUnparked, saga_event_registry
 from saga._hooks import run_end_hooks
 from saga._local import run_local
+from saga._logs import saga_log_context
 from saga._migrate import MigrationPlan, plan_migration
 from saga._outgoing import Pending, flush_decisions, input_of, saga_of
 from saga._parking import absent_reason, log_parked, park_for_version, revived
@@ -187,7 +188,8 @@ class Orchestrator:
             started.add(saga_id)
             given = Start(saga.name, item.model_dump(mode="json"), None if keys is None else keys[i])
             entry = pending[saga_id] = Pending(saga, 0, Decision(SagaState(saga_id=saga_id)))
-            await self._decide(conn, savepoint, pending, entry, given, None)
+            with saga_log_context(saga_id, saga.name, given, None):
+                await self._decide(conn, savepoint, pending, entry, given, None)
         await savepoint.release()  # starts in one caller's transaction do not nest
         await self._flush(conn, pending.values())
         return ids
@@ -309,7 +311,8 @@ class Orchestrator:
                     Decision(state),
                     lacks_version=saga is None,
                 )
-            await self._decide(conn, savepoint, pending, entry, given, cause)
+            with saga_log_context(saga_id, entry.saga.name, given, cause):
+                await self._decide(conn, savepoint, pending, entry, given, cause)
         await self._flush(conn, pending.values())
 
     async def _decide(

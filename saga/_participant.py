@@ -25,6 +25,8 @@ from outbox import (
     Outbox,
     Outgoing,
     caused_by,
+    in_context,
+    log_context_of,
 )
 from saga._definition import Refused
 from saga._protocol import StepRefused, Topics, with_saga_messages
@@ -87,25 +89,29 @@ class Participant(Consumer):
         savepoint = StepSavepoint(await driver_connection(conn), "saga_participant_command")
         replies = []
         for d in deliveries:
-            envelope = d.envelope
-            saga_id, reply_topic = self._addressed(envelope)
-            await savepoint.take()
-            try:
-                reply = await self.command_handlers[envelope.message_type](conn, d.message, envelope)
-            except Refused as refusal:
-                await savepoint.roll_back()
-                reply = StepRefused(reason=refusal.reason)
-            reply_envelope = self.outbox.envelope(
-                reply,
-                saga_id=saga_id,
-                saga_type=envelope.saga_type,
-                step=envelope.step,
-                phase=envelope.phase,
-                attempt=envelope.attempt,
-                correlation_id=envelope.correlation_id,
-                causation_id=str(envelope.message_id),
-                traceparent=caused_by(envelope.traceparent),
-            )
-            replies.append(Outgoing(reply, reply_topic, saga_id, reply_envelope))
+            with log_context_of(d.envelope), in_context(d.envelope.traceparent):
+                replies.append(await self._reply(conn, savepoint, d))
         await self.outbox.put_many(conn, replies)
         crash_point("participant.before_commit")
+
+    async def _reply(self, conn: AsyncConnection, savepoint: StepSavepoint, d: Delivery) -> Outgoing:
+        envelope = d.envelope
+        saga_id, reply_topic = self._addressed(envelope)
+        await savepoint.take()
+        try:
+            reply = await self.command_handlers[envelope.message_type](conn, d.message, envelope)
+        except Refused as refusal:
+            await savepoint.roll_back()
+            reply = StepRefused(reason=refusal.reason)
+        reply_envelope = self.outbox.envelope(
+            reply,
+            saga_id=saga_id,
+            saga_type=envelope.saga_type,
+            step=envelope.step,
+            phase=envelope.phase,
+            attempt=envelope.attempt,
+            correlation_id=envelope.correlation_id,
+            causation_id=str(envelope.message_id),
+            traceparent=caused_by(envelope.traceparent),
+        )
+        return Outgoing(reply, reply_topic, saga_id, reply_envelope)

@@ -18,7 +18,7 @@ from eventstore import (
     eventstore_migrations,
     load_migrations,
 )
-from outbox import Consumer, Outbox, outbox_migrations
+from outbox import Consumer, LogContext, Outbox, log_context, outbox_migrations
 from saga import _repository as repo
 from saga._clock import table_time
 from saga._decision import DeadlineDue
@@ -61,13 +61,24 @@ async def fire_due_deadlines(
         await conn.rollback()
     fired = 0
     for due in rows:
-        try:
-            fired += await _fire(orchestrator, due)
-        except Exception as exc:
-            if classify_error(exc) in (ErrorKind.CONTENTION, ErrorKind.CONNECTION_LOST):
-                raise  # not this deadline's fault: the loop waits and tries again
-            await _count_failure(orchestrator, due, exc, max_failures, backoff_s)
+        with _about(due):
+            try:
+                fired += await _fire(orchestrator, due)
+            except Exception as exc:
+                if classify_error(exc) in (ErrorKind.CONTENTION, ErrorKind.CONNECTION_LOST):
+                    raise  # not this deadline's fault: the loop waits and tries again
+                await _count_failure(orchestrator, due, exc, max_failures, backoff_s)
     return fired
+
+
+def _about(due: repo.DueDeadline) -> LogContext:
+    return log_context(
+        saga_id=due.saga_id,
+        saga_type=due.saga_type or None,
+        step=due.step,
+        phase=due.phase,
+        attempt=due.attempt,
+    )
 
 
 async def _fire(orchestrator: Orchestrator, due: repo.DueDeadline) -> int:
