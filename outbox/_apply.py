@@ -34,6 +34,7 @@ from outbox._delivery import BatchHandler, ConsumerStats, Decoded, Delivery, Han
 from outbox._errors import MessageDecodeError
 from outbox._inbox import CLAIM as INBOX_CLAIM
 from outbox._message import Envelope, MessageRegistry
+from outbox._metrics import count_applied, count_dead_letter
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ class Applier:
             return Applied(0, exc)
         self.stats.handled += handled
         self.stats.duplicates += applied.count - handled
+        count_applied(self.group_id, handled, applied.count - handled)
         return applied
 
     async def _in_turn(self, conn: AsyncConnection, deliveries: Sequence[Delivery]) -> tuple[int, Applied]:
@@ -257,6 +259,7 @@ class Applier:
         sent = await self._send_dead_letter(record, reason, error_type, attempts)
         if sent:
             self.stats.dead_lettered += 1
+            count_dead_letter(record.topic)
         return sent
 
     async def _not_their_fault(self, failure: Exception) -> bool:

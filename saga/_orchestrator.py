@@ -307,6 +307,7 @@ class Orchestrator:
                     state.version,
                     Decision(state),
                     lacks_version=saga is None,
+                    history=events,
                 )
             await self._decide(conn, savepoint, pending, entry, given, cause)
         await self._flush(conn, pending.values())
