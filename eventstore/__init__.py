@@ -22,7 +22,7 @@ from eventstore._errors import (
     is_retriable,
     translate_errors,
 )
-from eventstore._metrics import GaugeRefresher, refresh_feed_lag
+from eventstore._metrics import GaugeRefresher, QueriedGauge, refresh_feed_lag
 from eventstore._migrations import Migration, check_schema, eventstore_migrations, load_migrations, upgrade
 from eventstore._outage import OutageLog
 from eventstore._preflight import check_database, database_service
@@ -72,6 +72,7 @@ __all__ = [
     "Migration",
     "NewEvents",
     "OutageLog",
+    "QueriedGauge",
     "RecordedEvent",
     "Refusal",
     "SchemaError",

@@ -5,15 +5,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
-from prometheus_client import Gauge
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from eventstore._store import EventStore
 
 log = logging.getLogger(__name__)
 
-FEED_LAG = Gauge(
+
+class QueriedGauge(Collector):
+    """A gauge that a periodic query sets (see `GaugeRefresher`). Until it is set it has no
+    sample: a process that does not refresh it shows no value rather than a misleading 0."""
+
+    def __init__(self, name: str, documentation: str, registry: CollectorRegistry = REGISTRY) -> None:
+        self.name = name
+        self.documentation = documentation
+        self._value: float | None = None
+        registry.register(self)
+
+    def set(self, value: float) -> None:
+        self._value = float(value)
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(self.name, self.documentation)
+        if self._value is not None:
+            family.add_metric([], self._value)
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(self.name, self.documentation)
+
+
+FEED_LAG = QueriedGauge(
     "saga_eventstore_feed_lag_events",
     "Committed events held back from feed readers by a transaction still open",
 )

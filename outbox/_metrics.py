@@ -3,13 +3,13 @@ consumers handled and dead-lettered. Counters are counted after the work is comm
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter
 
-from eventstore import Database
+from eventstore import Database, QueriedGauge
 from outbox._outbox import outbox_lag
 
-PENDING = Gauge("saga_outbox_pending_messages", "Messages waiting in the outbox for the relay")
-OLDEST_AGE = Gauge(
+PENDING = QueriedGauge("saga_outbox_pending_messages", "Messages waiting in the outbox for the relay")
+OLDEST_AGE = QueriedGauge(
     "saga_outbox_oldest_age_seconds", "Age of the oldest message waiting in the outbox (0 when none)"
 )
 PUBLISHED = Counter("saga_relay_published", "Outbox messages the relay published, acknowledged by Kafka")

@@ -15,11 +15,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Histogram, start_http_server
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from eventstore import GaugeRefresher, RecordedEvent, after_commit, driver_connection, refresh_feed_lag
+from eventstore import (
+    GaugeRefresher,
+    QueriedGauge,
+    RecordedEvent,
+    after_commit,
+    driver_connection,
+    refresh_feed_lag,
+)
 from saga import _repository as repo
 from saga._clock import table_time
 from saga._errors import SagaError
@@ -57,7 +64,9 @@ STEP_DURATION = Histogram(
     ["saga_type", "step", "phase"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600),
 )
-DEADLINES_DUE = Gauge("saga_deadlines_due", "Deadlines (timeouts, retries, timers) due and not fired yet")
+DEADLINES_DUE = QueriedGauge(
+    "saga_deadlines_due", "Deadlines (timeouts, retries, timers) due and not fired yet"
+)
 
 _ENDS: dict[type[BaseModel], str] = {
     SagaCompleted: "completed",

@@ -47,6 +47,7 @@ EXPORTED = {
         "check_schema",
         "classify_error",
         "GaugeRefresher",
+        "QueriedGauge",
         "after_commit",
         "connection_refusal",
         "crash_point",
