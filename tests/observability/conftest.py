@@ -85,7 +85,8 @@ class OrdersCluster:
 
     async def wait_ended(self, count: int, deadline_s: float = 120) -> None:
         async def done() -> bool:
-            return await self.scalar(ENDED) == count and await self.scalar("SELECT count(*) FROM outbox") == 0
+            ended = int(await self.scalar(ENDED))
+            return ended == count and int(await self.scalar("SELECT count(*) FROM outbox")) == 0
 
         await wait_for(done, deadline_s, f"{count} sagas to end and the outbox to drain")
 
