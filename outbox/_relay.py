@@ -246,6 +246,8 @@ class Relay(Worker):
         await self._set_aside_missing_topics(conn)
         rows = await (await conn.execute(_CLAIM, (self.missing_topics.excluded, self.batch_size))).fetchall()
         if not rows:
+            # Only rows of missing topics may be waiting: those topics are asked about again.
+            await self.missing_topics.refresh(producer, ())
             return 0
         await self.missing_topics.refresh(producer, {row[1] for row in rows})
         missing = set(self.missing_topics.excluded)
