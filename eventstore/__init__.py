@@ -1,5 +1,6 @@
 """Append-only event store on Postgres: streams, a gap-free global feed, snapshots, subscriptions."""
 
+from eventstore._after_commit import after_commit
 from eventstore._crash import CRASH_POINTS, CrashHook, CrashPointError, crash_point, set_crash_hook
 from eventstore._database import Database
 from eventstore._engine import create_engine, driver_connection, libpq_url, sqlalchemy_url
@@ -21,6 +22,7 @@ from eventstore._errors import (
     is_retriable,
     translate_errors,
 )
+from eventstore._metrics import GaugeRefresher, QueriedGauge, refresh_feed_lag
 from eventstore._migrations import Migration, check_schema, eventstore_migrations, load_migrations, upgrade
 from eventstore._outage import OutageLog
 from eventstore._preflight import check_database, database_service
@@ -65,10 +67,12 @@ __all__ = [
     "EventTypeError",
     "ExpectedVersion",
     "FeedPosition",
+    "GaugeRefresher",
     "Metadata",
     "Migration",
     "NewEvents",
     "OutageLog",
+    "QueriedGauge",
     "RecordedEvent",
     "Refusal",
     "SchemaError",
@@ -78,6 +82,7 @@ __all__ = [
     "Subscription",
     "TypeRegistry",
     "Worker",
+    "after_commit",
     "check_database",
     "check_schema",
     "classify_error",
@@ -91,6 +96,7 @@ __all__ = [
     "libpq_url",
     "load_checkpoint",
     "load_migrations",
+    "refresh_feed_lag",
     "save_checkpoint",
     "set_crash_hook",
     "sqlalchemy_url",

@@ -35,6 +35,7 @@ from outbox._errors import MessageDecodeError
 from outbox._inbox import CLAIM as INBOX_CLAIM
 from outbox._log_context import log_context_of
 from outbox._message import Envelope, MessageRegistry
+from outbox._metrics import count_applied, count_dead_letter
 from outbox._tracing import ProcessSpans, in_context
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,7 @@ class Applier:
         spans.end()
         self.stats.handled += handled
         self.stats.duplicates += applied.count - handled
+        count_applied(self.group_id, handled, applied.count - handled)
         return applied
 
     async def _in_turn(
@@ -276,6 +278,7 @@ class Applier:
         sent = await self._send_dead_letter(record, reason, error_type, attempts)
         if sent:
             self.stats.dead_lettered += 1
+            count_dead_letter(record.topic)
         return sent
 
     async def _not_their_fault(self, failure: Exception) -> bool:

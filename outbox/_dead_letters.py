@@ -26,6 +26,7 @@ from aiokafka.errors import KafkaError
 from eventstore import is_retriable
 from outbox._delivery import ConsumerStats, Record
 from outbox._log_context import log_context_of_headers
+from outbox._metrics import count_dead_letter
 from outbox._topics import create_missing
 
 log = logging.getLogger(__name__)
@@ -238,6 +239,7 @@ class DeadLetters:
 
     async def _went_through(self, key: tuple[str, int, int], letter: _Letter) -> None:
         self.stats.dead_lettered += 1
+        count_dead_letter(letter.record.topic)
         log.warning(
             "consumer %s: %s is in the dead-letter topic %s after %.0fs; its partition goes on",
             self.group_id,

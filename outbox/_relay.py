@@ -37,6 +37,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, UnknownTopicOrPart
 
 from eventstore import (
     Database,
+    GaugeRefresher,
     OutageLog,
     StoreUnavailableError,
     Worker,
@@ -48,6 +49,7 @@ from eventstore import (
 from outbox._broker import broker_unavailable
 from outbox._errors import BrokerUnavailableError, PublishError
 from outbox._log_context import log_context_of_headers
+from outbox._metrics import count_published, refresh_outbox_gauges
 from outbox._outbox import NOTIFY_CHANNEL, RelayLag, outbox_lag, outbox_migrations
 from outbox._topics import MissingTopics
 from outbox._tracing import SendSpans
@@ -131,6 +133,7 @@ class Relay(Worker):
         lag_log_interval_s: float = 30.0,
         unpublishable_after_s: float = 300.0,
         producer_options: dict[str, Any] | None = None,
+        metrics_interval_s: float | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"relay batch_size must be >= 1, got {batch_size}")
@@ -157,11 +160,23 @@ class Relay(Worker):
         self.missing_topics = MissingTopics(give_up_after_s=unpublishable_after_s)
         # Postgres or Kafka away: a line when it goes, one a minute, one when it is back.
         self._outage = OutageLog(log, retry_s=retry_max_s)
+        # Set when /metrics is served: the outbox gauges need a query, made every so often.
+        self._gauges: GaugeRefresher | None = None
+        if metrics_interval_s is not None:
+            self._gauges = GaugeRefresher(
+                self.name, lambda: refresh_outbox_gauges(database), metrics_interval_s
+            )
 
     async def _open(self) -> None:
         """Refuse to start on a database that is wrong (`DatabaseConfigError`, `SchemaError`);
         `DatabaseUnreachableError` when Postgres is away."""
         await check_database(self.database, outbox_migrations())
+        if self._gauges is not None:
+            await self._gauges.start()
+
+    async def _close(self) -> None:
+        if self._gauges is not None:
+            await self._gauges.stop()
 
     async def _run(self) -> None:
         delay = 0.2
@@ -233,6 +248,8 @@ class Relay(Worker):
         await self._set_aside_missing_topics(conn)
         rows = await (await conn.execute(_CLAIM, (self.missing_topics.excluded, self.batch_size))).fetchall()
         if not rows:
+            # Only rows of missing topics may be waiting: those topics are asked about again.
+            await self.missing_topics.refresh(producer, ())
             return 0
         await self.missing_topics.refresh(producer, {row[1] for row in rows})
         missing = set(self.missing_topics.excluded)
@@ -294,6 +311,7 @@ class Relay(Worker):
         crash_point("relay.after_ack")
         await self.delete(conn, deletable)
         self.stats.published += len(deletable)
+        count_published(len(deletable))
         self.stats.batches += 1
         if failed:
             first = next(row for row in rows if row[0] in failed)

@@ -5,7 +5,8 @@ Refused                a business refusal: a failure reply, never retried
 SagaError              base of the runtime's own errors
 ├── UnknownSagaError   no such saga id or saga type
 ├── SagaDataError      a saga's stored data no longer fits its data model
-└── HookFailed         a saga's end hook raised (the ending is not committed, and is tried again)
+├── HookFailed         a saga's end hook raised (the ending is not committed, and is tried again)
+└── MetricsPortError   /metrics cannot be served on the port given
 """
 
 from eventstore import Migration as SchemaMigration
@@ -43,6 +44,7 @@ from saga._definition import (
 from saga._errors import HookFailed, SagaDataError, SagaError, UnknownSagaError
 from saga._events import ParentRef, saga_event_registry
 from saga._language import ChildSaga, Delay, Parallel, TimerStep, Until, WaitFor, WaitForAny, WaitStep
+from saga._metrics import MetricsPortError, record_metrics, serve_metrics
 from saga._migrate import MigrationPlan
 from saga._orchestrator import Orchestrator
 from saga._participant import Participant
@@ -86,6 +88,7 @@ __all__ = [
     "LocalDone",
     "LocalFailed",
     "LocalStep",
+    "MetricsPortError",
     "Migrate",
     "Migration",
     "MigrationPlan",
@@ -130,8 +133,10 @@ __all__ = [
     "fold",
     "instance_row",
     "load_app",
+    "record_metrics",
     "saga_event_registry",
     "saga_id_for",
+    "serve_metrics",
     "stream_of",
     "take_up_parked",
 ]

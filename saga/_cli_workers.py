@@ -16,7 +16,7 @@ from saga._orchestrator import Orchestrator
 from saga._process import run as run_process
 from saga._process import run_until_signalled
 from saga._settings import Settings
-from saga._telemetry import TelemetrySetupError, prepare_process
+from saga._telemetry import TelemetrySetupError, metrics_interval, prepare_process
 from saga._worker import OrchestratorWorker
 
 # --- schema and workers ------------------------------------------------------------------
@@ -95,6 +95,7 @@ def relay(ctx: Context, relay_batch_size: int | None) -> None:
                 batch_size=settings.relay_batch_size,
                 poll_interval_s=settings.relay_poll_interval_s,
                 unpublishable_after_s=settings.relay_unpublishable_after_s,
+                metrics_interval_s=metrics_interval(settings),
             )
             await run_until_signalled(worker.start, worker.stop, worker.wait)
 
@@ -117,6 +118,7 @@ def worker(ctx: Context) -> None:
                 settings.kafka_bootstrap_servers,
                 slow_batch_s=settings.slow_batch_s,
                 inbox_retention_s=settings.inbox_retention_s,
+                metrics_interval_s=metrics_interval(settings),
             )
             await run_until_signalled(w.start, w.stop, w.wait)
 

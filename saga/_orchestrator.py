@@ -310,6 +310,7 @@ class Orchestrator:
                     state.version,
                     Decision(state),
                     lacks_version=saga is None,
+                    history=events,
                 )
             with saga_log_context(saga_id, entry.saga.name, given, cause):
                 await self._decide(conn, savepoint, pending, entry, given, cause)

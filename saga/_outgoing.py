@@ -3,19 +3,20 @@ input a consumed message becomes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from eventstore import NO_STREAM, EventStore, NewEvents, driver_connection
+from eventstore import NO_STREAM, EventStore, NewEvents, RecordedEvent, driver_connection
 from outbox import Envelope, MessageRegistry, Outbox, Outgoing, caused_by
 from saga import _repository as repo
 from saga._decision import CompensateRequest, Decision, Reply, SendCommand, Signal
 from saga._definition import Saga
 from saga._errors import UnknownSagaError
+from saga._metrics import record_decisions
 from saga._protocol import CompensateSaga, Topics, stream_of
 from saga._signal import SIGNAL_PHASE
 from saga._wiring import check_command
@@ -32,6 +33,7 @@ class Pending:
     causes: list[Envelope | None] = field(default_factory=list)
     traceparents: list[str | None] = field(default_factory=list)  # of the commands' step spans
     lacks_version: bool = False  # `saga` is the newest version, not the saga's own: it is parked
+    history: Sequence[RecordedEvent] = ()  # the stream as loaded (the metrics' step request times)
 
 
 def outbox_rows(entry: Pending, outbox: Outbox, topics: Topics, messages: MessageRegistry) -> list[Outgoing]:
@@ -104,7 +106,8 @@ async def flush_decisions(
     """Write the decisions of a transaction: their events appended with the expected version,
     their commands in the outbox, the sagas' deadlines and rows. Pipelined: the statements go
     out together, one round trip. A failed expectation (a writer that skipped the saga lock)
-    fails the whole transaction."""
+    fails the whole transaction. Its metrics count once the transaction commits."""
+    pending = list(pending)
     outgoing: list[Outgoing] = []
     appends: list[NewEvents] = []
     writes = repo.SagaWrites.empty()
@@ -128,3 +131,4 @@ async def flush_decisions(
         await store.append_many(appends, conn=conn)
         await outbox.put_many(conn, outgoing)
         await writes.execute(driver)
+    record_decisions(conn, pending)

@@ -91,6 +91,7 @@ _DUE = (
     "SELECT saga_id, step, phase, attempt, kind, failures, saga_type FROM saga_deadlines "
     f"WHERE due_at <= {_AT} AND parked_at IS NULL ORDER BY due_at LIMIT %s"
 )
+_COUNT_DUE = f"SELECT count(*) FROM saga_deadlines WHERE due_at <= {_AT} AND parked_at IS NULL"
 # A failed firing moves the deadline later (so that it cannot keep the head of the due
 # queue from healthy ones), or parks it once it failed `max_failures` times.
 _FAILED = f"""
@@ -264,6 +265,12 @@ async def due_deadlines(driver: Driver, limit: int, at: datetime | None = None) 
     """Deadlines due at `at` (None: the database's now()), soonest first."""
     rows = await (await driver.execute(_DUE, (at, limit))).fetchall()
     return [DueDeadline(*row) for row in rows]
+
+
+async def count_due(driver: Driver, at: datetime | None = None) -> int:
+    """How many deadlines are due at `at` (None: the database's now()) and not parked."""
+    row = await (await driver.execute(_COUNT_DUE, (at,))).fetchone()
+    return int(row[0]) if row else 0
 
 
 async def still_due(driver: Driver, due: DueDeadline, at: datetime | None = None) -> bool:

@@ -27,6 +27,7 @@ ENVIRONMENT = {
     "inbox_retention_s": "SAGA_INBOX_RETENTION_S",
     "log_format": "SAGA_LOG_FORMAT",
     "metrics_port": "SAGA_METRICS_PORT",
+    "metrics_interval_s": "SAGA_METRICS_INTERVAL_S",
     "telemetry_setup": "SAGA_TELEMETRY_SETUP",
 }
 
@@ -71,6 +72,9 @@ class Settings(BaseModel):
     )
     metrics_port: int | None = Field(
         None, ge=1, le=65535, description="Port a worker serves Prometheus /metrics on (none: not served)"
+    )
+    metrics_interval_s: float = Field(
+        5.0, gt=0, description="How often a served process refreshes the gauges that need a query"
     )
     telemetry_setup: str | None = Field(
         None,

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from saga._errors import SagaError
+from saga._metrics import MetricsPortError, serve_metrics
 from saga._settings import Settings
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,16 @@ def prepare_process(settings: Settings) -> None:
     """Call the user's telemetry setup, if named; then serve metrics, if a port is given."""
     if settings.telemetry_setup:
         run_telemetry_setup(settings.telemetry_setup)
+    if settings.metrics_port is not None:
+        try:
+            serve_metrics(settings.metrics_port)
+        except MetricsPortError as exc:
+            raise TelemetrySetupError(str(exc)) from exc
+
+
+def metrics_interval(settings: Settings) -> float | None:
+    """How often the process refreshes the gauges that need a query: None when not served."""
+    return settings.metrics_interval_s if settings.metrics_port is not None else None
 
 
 def run_telemetry_setup(path: str) -> None:

@@ -22,6 +22,7 @@ from outbox import Consumer, LogContext, Outbox, log_context, outbox_migrations
 from saga import _repository as repo
 from saga._clock import table_time
 from saga._decision import DeadlineDue
+from saga._metrics import worker_gauges
 from saga._orchestrator import Orchestrator
 from saga._protocol import command_id
 
@@ -199,6 +200,7 @@ class OrchestratorWorker(Worker):
         *,
         deadline_interval_s: float = 0.5,
         group_id: str | None = None,
+        metrics_interval_s: float | None = None,
         **consumer_options: Any,
     ) -> None:
         if deadline_interval_s <= 0:
@@ -207,6 +209,8 @@ class OrchestratorWorker(Worker):
         self.orchestrator = orchestrator
         self.deadline_interval_s = deadline_interval_s
         self.bootstrap_servers = bootstrap_servers
+        # Set when /metrics is served: deadlines due and the feed lag need a query now and then.
+        self._gauges = None if metrics_interval_s is None else worker_gauges(orchestrator, metrics_interval_s)
         # Checked before the worker joins its group: it needs every component's tables.
         consumer_options.setdefault(
             "schema", [*eventstore_migrations(), *outbox_migrations(), *load_migrations("saga", "saga")]
@@ -226,8 +230,12 @@ class OrchestratorWorker(Worker):
 
     async def _open(self) -> None:
         await self.replies.start()
+        if self._gauges is not None:
+            await self._gauges.start()
 
     async def _close(self) -> None:
+        if self._gauges is not None:
+            await self._gauges.stop()
         await self.replies.stop()
 
     async def _run(self) -> None:

@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +17,7 @@ import pytest
 
 from examples.orders.cluster import Cluster
 from tests.helpers import wait_for
+from tests.observability.conftest import OrdersCluster
 from tests.observability.spans_to_file import read_spans
 
 Span = dict[str, Any]
@@ -34,20 +32,12 @@ REMOTE = {
 
 
 @pytest.fixture
-async def traced(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[tuple[Cluster, Path]]:
+def spans(orders_cluster: OrdersCluster, tmp_path: Path) -> Path:
     """The order system, every process with the SDK writing its spans to `<folder>/<role>.jsonl`."""
-    cluster = Cluster(os.environ["DATABASE_URL"], kafka_bootstrap, log_dir=tmp_path)
-    database = await cluster.prepare(2, Decimal(400), {"widget": 100, "scarce": 0})
     folder = tmp_path / "spans"
     folder.mkdir()
-    try:
-        for role in cluster.roles:
-            cluster.start(role, _telemetry(folder, role))
-        yield cluster, folder
-    finally:
-        cluster.stop_all()
-        await database.aclose()
-        await cluster.drop()
+    orders_cluster.start({role: _telemetry(folder, role) for role in orders_cluster.roles})
+    return folder
 
 
 def _telemetry(folder: Path, role: str) -> dict[str, str]:
@@ -74,9 +64,9 @@ async def _start(cluster: Cluster, folder: Path, *orders: str) -> list[str]:
 
 
 async def test_one_saga_is_one_tree_across_processes_linked_to_its_start(
-    traced: tuple[Cluster, Path],
+    orders_cluster: OrdersCluster, spans: Path
 ) -> None:
-    cluster, folder = traced
+    cluster, folder = orders_cluster.cluster, spans
     good, short = await _start(cluster, folder, "o1:widget", "o2:scarce")
     prefix = cluster.name
 
@@ -97,6 +87,7 @@ async def test_one_saga_is_one_tree_across_processes_linked_to_its_start(
     with contextlib.suppress(AssertionError):
         await wait_for(lambda: not problems(), 90, "both sagas' traces to be whole")
     assert problems() == []
+    orders_cluster.stop_all()  # each process stops cleanly
 
 
 def check_saga(
