@@ -114,6 +114,13 @@ class Cluster:
         for role in self.roles:
             self.start(role)
 
+    def kill_all(self) -> None:
+        """SIGKILL every process still running, and wait for each (a test's clean-up)."""
+        for process in self.processes.values():
+            process.kill()
+            process.wait()
+        self.processes.clear()
+
     def kill(self, role: str) -> None:
         """SIGKILL: no clean shutdown, the way a crashed host looks."""
         process = self.processes.pop(role)

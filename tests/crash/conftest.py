@@ -23,25 +23,9 @@ from examples.orders.invariants import check_invariants
 from examples.orders.saga import OrderData
 from saga import Orchestrator
 from tests.helpers import wait_for
+from tests.order_runs import CUSTOMERS, STOCK
 
-CUSTOMERS = 5
-STOCK = {"widget": 1_000_000, "scarce": 0}
 CRASHED = 86
-
-
-def plan(n: int) -> list[OrderData]:
-    """Mostly good orders; every 10th is declined by payments and every 7th is out of stock,
-    so both ways of compensating run too."""
-    return [
-        OrderData(
-            order_id=f"o{i:03d}",
-            customer_id="declined" if i % 10 == 3 else f"c{i % CUSTOMERS}",
-            sku="scarce" if i % 7 == 5 else "widget",
-            quantity=1 + i % 3,
-            amount=Decimal(5 + i % 40),
-        )
-        for i in range(n)
-    ]
 
 
 @dataclass
@@ -115,10 +99,7 @@ async def orders_system(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[O
     try:
         yield Orders(cluster, engine, orchestrator)
     finally:
-        for process in cluster.processes.values():
-            process.kill()
-            process.wait()
-        cluster.processes.clear()
+        cluster.kill_all()
         await orchestrator.aclose()
         await database.aclose()
         await cluster.drop()

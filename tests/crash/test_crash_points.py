@@ -11,8 +11,9 @@ import pytest
 
 from examples.orders.cluster import ROLES
 from saga import OrchestratorWorker
-from tests.crash.conftest import Orders, plan
+from tests.crash.conftest import Orders
 from tests.helpers import wait_for
+from tests.order_runs import plan
 
 ORDERS = 20
 

@@ -21,24 +21,7 @@ from examples.orders.saga import OrderData
 from examples.orders.shop import place_orders
 from saga import Orchestrator
 from tests.helpers import wait_for
-
-CUSTOMERS = 5
-STOCK = {"widget": 1_000_000, "scarce": 0}
-
-
-def plan(n: int) -> list[OrderData]:
-    """Mostly good orders; order 3 is declined by payments and order 5 is out of stock, so
-    both ways of compensating run too (as tests/crash plans them)."""
-    return [
-        OrderData(
-            order_id=f"o{i:03d}",
-            customer_id="declined" if i % 10 == 3 else f"c{i % CUSTOMERS}",
-            sku="scarce" if i % 7 == 5 else "widget",
-            quantity=1 + i % 3,
-            amount=Decimal(5 + i % 40),
-        )
-        for i in range(n)
-    ]
+from tests.order_runs import CUSTOMERS, STOCK
 
 
 def free_port() -> int:
@@ -108,10 +91,7 @@ async def orders_cluster(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[
     try:
         yield OrdersCluster(cluster, database, orchestrator)
     finally:
-        for process in cluster.processes.values():
-            process.kill()
-            process.wait()
-        cluster.processes.clear()
+        cluster.kill_all()
         await orchestrator.aclose()
         await database.aclose()
         await cluster.drop()

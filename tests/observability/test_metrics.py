@@ -17,7 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from examples.orders.saga import OrderSaga
 from saga import record_metrics
 from tests.helpers import wait_for
-from tests.observability.conftest import OrdersCluster, free_port, plan
+from tests.observability.conftest import OrdersCluster, free_port
+from tests.order_runs import plan
 
 Samples = list[tuple[str, dict[str, str], float]]
 QUERIED = {"saga_outbox_pending_messages", "saga_deadlines_due", "saga_eventstore_feed_lag_events"}
