@@ -4,8 +4,10 @@ Kafka, every service its own process, against the floor: its five participant
 transactions (credit, stock, charge, ship, invoice) run directly in a loop, with no saga, no
 outbox and no Kafka.
 
-    python bench/saga_e2e.py [--sagas 3000] [--orders-per-tx 25] [--tracing off|on|both]
+    python bench/saga_e2e.py [--sagas 3000] [--orders-per-tx 25] [--tracing off|on|both] [--idle 100]
                                                 (DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS set)
+
+`--idle N` adds N sagas run one at a time (bench/_idle.py): their end-to-end p50 and p99.
 
 `--tracing both` runs the sagas with tracing off, then on (the OpenTelemetry SDK in every
 worker process, spans dropped by the exporter: bench/_tracing.py), twice each, and prints the
@@ -34,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import _cpu
+from bench._idle import idle_latencies
 from bench._tracing import SETUP
 from examples.orders.cluster import Cluster
 from examples.orders.demo import place
@@ -231,6 +234,13 @@ async def main() -> None:
         help="orders placed (and sagas started, with start_many) per transaction",
     )
     parser.add_argument(
+        "--idle",
+        type=int,
+        default=0,
+        metavar="N",
+        help="then N sagas one at a time (each started once the last ended): end-to-end p50 and p99",
+    )
+    parser.add_argument(
         "--tracing",
         choices=["off", "on", "both"],
         default="off",
@@ -247,7 +257,13 @@ async def main() -> None:
     rate, steps, cpu_ms = await saga_run(
         server, bootstrap, args.sagas, args.orders_per_tx, tracing=args.tracing == "on"
     )
-    report(args.sagas, args.orders_per_tx, floor, rate, steps, cpu_ms, {"tracing": args.tracing})
+    more: dict[str, object] = {"tracing": args.tracing}
+    if args.idle:
+        idle = await idle_latencies(server, bootstrap, orders(args.idle), CUSTOMERS, STOCK)
+        p50, p99 = statistics.median(idle), statistics.quantiles(idle, n=100)[98]
+        print(f"idle: {len(idle)} sagas one at a time, end to end p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+        more |= {"idle_sagas": len(idle), "idle_p50_ms": round(p50, 1), "idle_p99_ms": round(p99, 1)}
+    report(args.sagas, args.orders_per_tx, floor, rate, steps, cpu_ms, more)
 
 
 def report(
