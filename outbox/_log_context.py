@@ -15,7 +15,7 @@ from typing import TypeAlias
 
 from opentelemetry import trace
 
-from outbox._message import Envelope
+from outbox._message import Envelope, parse_traceparent
 
 Fields: TypeAlias = Mapping[str, str | int]
 # An envelope is kept as it is and read only when a line is formatted (JSON logs).
@@ -105,10 +105,10 @@ def log_context_of_headers(headers: Sequence[tuple[str, bytes]] | Mapping[str, s
 def trace_fields(traceparent: str | None) -> dict[str, str]:
     """trace_id and span_id of a W3C traceparent (version-traceid-spanid-flags); none when
     it is missing or malformed."""
-    parts = traceparent.split("-") if traceparent else ()
-    if len(parts) == 4 and len(parts[1]) == 32 and len(parts[2]) == 16:
-        return {"trace_id": parts[1], "span_id": parts[2]}
-    return {}
+    found = parse_traceparent(traceparent)
+    if found is None:
+        return {}
+    return {"trace_id": found.trace_id, "span_id": found.span_id}
 
 
 def current_log_context() -> Fields:

@@ -10,7 +10,7 @@ import re
 import secrets
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -37,15 +37,30 @@ def new_traceparent() -> str:
     return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
 
 
-_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+
+
+class TraceParent(NamedTuple):
+    trace_id: str  # 32 hex digits
+    span_id: str  # 16 hex digits
+    flags: str  # 2 hex digits
+
+
+def parse_traceparent(value: str | None) -> TraceParent | None:
+    """The parts of a W3C traceparent (version-traceid-spanid-flags); None when it is missing
+    or malformed, its version is ff, or an id is all zeros."""
+    found = _TRACEPARENT.fullmatch(value) if value else None
+    if found is None or found[1] == "ff" or found[2] == "0" * 32 or found[3] == "0" * 16:
+        return None
+    return TraceParent(found[2], found[3], found[4])
 
 
 def child_traceparent(parent: str | None) -> str:
     """Same trace as `parent`, new span; a new trace when `parent` is missing or malformed."""
-    found = _TRACEPARENT.match(parent) if parent else None
-    if found and found[1] != "0" * 32 and found[2] != "0" * 16:
-        return f"00-{found[1]}-{secrets.token_hex(8)}-{found[3]}"
-    return new_traceparent()
+    found = parse_traceparent(parent)
+    if found is None:
+        return new_traceparent()
+    return f"00-{found.trace_id}-{secrets.token_hex(8)}-{found.flags}"
 
 
 class Envelope(BaseModel):

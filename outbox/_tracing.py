@@ -16,7 +16,6 @@ span's context, so what the handler sends is that span's child.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -35,13 +34,11 @@ from opentelemetry.trace import (
     TraceFlags,
 )
 
-from outbox._message import child_traceparent
+from outbox._message import child_traceparent, parse_traceparent
 
 if TYPE_CHECKING:
     from outbox._delivery import Delivery
 
-# W3C trace context: version-traceid-spanid-flags (version ff is invalid).
-_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _tracer = trace.get_tracer("saga-es")
 
 
@@ -64,16 +61,15 @@ def context_of(traceparent: str | None) -> Context | None:
 
 
 def _span_context(traceparent: str | None) -> SpanContext | None:
-    found = _TRACEPARENT.fullmatch(traceparent) if traceparent else None
-    if found is None or found[1] == "ff":
+    found = parse_traceparent(traceparent)
+    if found is None:
         return None
-    span_context = SpanContext(
-        trace_id=int(found[2], 16),
-        span_id=int(found[3], 16),
+    return SpanContext(
+        trace_id=int(found.trace_id, 16),
+        span_id=int(found.span_id, 16),
         is_remote=True,
-        trace_flags=TraceFlags(int(found[4], 16)),
+        trace_flags=TraceFlags(int(found.flags, 16)),
     )
-    return span_context if span_context.is_valid else None
 
 
 def link_to(traceparent: str | None) -> list[Link]:
