@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError, RequestTimedOutError
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    NodeNotReadyError,
+    RequestTimedOutError,
+)
 
 from eventstore import OutageLog
 from outbox._errors import BrokerUnavailableError
+
+log = logging.getLogger(__name__)
 
 # What a client's start raises when no broker answers (refused, unresolvable, silent).
 _UNREACHABLE = (
@@ -88,3 +98,28 @@ def quiet_kafka_logs(repeat_s: float = 60.0) -> None:
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, KafkaLogThrottle) for f in handler.filters):
             handler.addFilter(KafkaLogThrottle(repeat_s))
+
+
+async def close_producer(producer: AIOKafkaProducer, timeout_s: float) -> None:
+    """Stop a producer even when it cannot reach Kafka.
+
+    aiokafka's `stop()` first flushes what is pending, and a producer that lost its broker
+    can retry that forever (aio-libs/aiokafka#517, #642). After `timeout_s` its sender task
+    is cancelled instead, which lets `stop()` close the connections. What it still held was
+    not acknowledged, so those outbox rows were not deleted and are sent again later.
+    """
+    stopping = asyncio.ensure_future(producer.stop())
+    try:
+        await asyncio.wait_for(asyncio.shield(stopping), timeout_s)
+        return
+    except TimeoutError:
+        log.warning(
+            "relay: producer did not flush within %.0fs; dropping its unacknowledged sends", timeout_s
+        )
+    sender_task = getattr(getattr(producer, "_sender", None), "sender_task", None)
+    if sender_task is not None:
+        sender_task.cancel()
+    try:
+        await asyncio.wait_for(stopping, timeout_s)
+    except (TimeoutError, asyncio.CancelledError, KafkaError) as exc:
+        log.warning("relay: producer stop did not finish cleanly (%r)", exc)

@@ -9,12 +9,13 @@ failure on stay in the table and are sent again, after the ones before them. (Or
 per topic and key: what one consumer sees. A topic the broker lacks holds up only its own
 rows: see `outbox/_topics.py`.)
 
-Availability. Several relays may run; one leads. The leader holds a session-level advisory
-lock on its Postgres connection and does all its reads and deletes on that connection, so
-if the connection dies the lock goes with it and a standby takes over. A leader cut off
-mid-batch may still have records in flight that the new leader sends again: duplicates,
-which the consumers' inbox absorbs. Key-partitioned ownership would give more throughput,
-but a single leader keeps order simple to reason about and one relay is far from the limit.
+Sharing. Several relays may run, and they share the work: every row is in one of 64 buckets
+(a hash of its key) and each relay publishes the buckets it holds, a share of them by the
+number of relays running, rebalanced as relays come and go (`outbox/_buckets.py`). It holds
+them as session-level advisory locks on its Postgres connection and does all its reads and
+deletes on that connection, so if the connection dies the locks go with it and the other
+relays take its buckets. A relay cut off mid-batch may still have records in flight that the
+next holder sends again: duplicates, which the consumers' inbox absorbs.
 
 Waking. `Outbox.put` queues a NOTIFY that Postgres delivers at commit; the relay LISTENs and
 polls as a fallback.
@@ -46,7 +47,8 @@ from eventstore import (
     database_service,
     is_retriable,
 )
-from outbox._broker import broker_unavailable
+from outbox._broker import broker_unavailable, close_producer
+from outbox._buckets import ALL_BUCKETS, BucketShare
 from outbox._errors import BrokerUnavailableError, PublishError
 from outbox._log_context import log_context_of_headers
 from outbox._metrics import count_published, refresh_outbox_gauges
@@ -56,12 +58,17 @@ from outbox._tracing import SendSpans
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LOCK_KEY = 7_302_115_002
-
 # Rows of topics the broker lacks are left out (see outbox/_topics.py); nothing of theirs is
 # sent, so order per topic and key holds.
-_CLAIM = "SELECT id, topic, key, value, headers::text FROM outbox WHERE topic <> ALL(%s::text[]) ORDER BY id LIMIT %s"
-_OF_TOPIC = "SELECT id, topic, key, value, headers::text FROM outbox WHERE topic = %s ORDER BY id LIMIT %s"
+# Only the relay's own buckets (several relays share the table).
+_CLAIM = (
+    "SELECT id, topic, key, value, headers::text FROM outbox "
+    "WHERE bucket = ANY(%s::smallint[]) AND topic <> ALL(%s::text[]) ORDER BY id LIMIT %s"
+)
+_OF_TOPIC = (
+    "SELECT id, topic, key, value, headers::text FROM outbox "
+    "WHERE bucket = ANY(%s::smallint[]) AND topic = %s ORDER BY id LIMIT %s"
+)
 _DELETE = "DELETE FROM outbox WHERE id = ANY(%b::bigint[])"
 
 
@@ -71,7 +78,7 @@ class RelayStats:
     batches: int = 0
     failures: int = 0
     refused: int = 0
-    is_leader: bool = False
+    buckets: int = 0  # how many of the 64 buckets this relay publishes now
 
 
 def acked_prefix(rows: Sequence[tuple[int, str]], failed: set[int]) -> list[int]:
@@ -89,33 +96,13 @@ def acked_prefix(rows: Sequence[tuple[int, str]], failed: set[int]) -> list[int]
     return safe
 
 
-async def close_producer(producer: AIOKafkaProducer, timeout_s: float) -> None:
-    """Stop a producer even when it cannot reach Kafka.
-
-    aiokafka's `stop()` first flushes what is pending, and a producer that lost its broker
-    can retry that forever (aio-libs/aiokafka#517, #642). After `timeout_s` its sender task
-    is cancelled instead, which lets `stop()` close the connections. What it still held was
-    not acknowledged, so those outbox rows were not deleted and are sent again later.
-    """
-    stopping = asyncio.ensure_future(producer.stop())
-    try:
-        await asyncio.wait_for(asyncio.shield(stopping), timeout_s)
-        return
-    except TimeoutError:
-        log.warning(
-            "relay: producer did not flush within %.0fs; dropping its unacknowledged sends", timeout_s
-        )
-    sender_task = getattr(getattr(producer, "_sender", None), "sender_task", None)
-    if sender_task is not None:
-        sender_task.cancel()
-    try:
-        await asyncio.wait_for(stopping, timeout_s)
-    except (TimeoutError, asyncio.CancelledError, KafkaError) as exc:
-        log.warning("relay: producer stop did not finish cleanly (%r)", exc)
-
-
 class Relay(Worker):
-    """`await relay.start()` ... `await relay.stop()`."""
+    """`await relay.start()` ... `await relay.stop()`.
+
+    `poll_interval_s`: the longest wait for new rows when no NOTIFY comes. `rebalance_interval_s`:
+    how often it looks at which relays run and takes up its share of the buckets, so about how
+    long the buckets of a relay that died wait for another.
+    """
 
     name = "outbox-relay"
 
@@ -126,10 +113,9 @@ class Relay(Worker):
         *,
         batch_size: int = 500,
         poll_interval_s: float = 1.0,
-        standby_interval_s: float = 1.0,
+        rebalance_interval_s: float = 1.0,
         retry_max_s: float = 5.0,
         ack_timeout_s: float = 30.0,
-        lock_key: int = DEFAULT_LOCK_KEY,
         lag_log_interval_s: float = 30.0,
         unpublishable_after_s: float = 300.0,
         producer_options: dict[str, Any] | None = None,
@@ -137,17 +123,16 @@ class Relay(Worker):
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"relay batch_size must be >= 1, got {batch_size}")
-        if poll_interval_s <= 0 or standby_interval_s <= 0 or retry_max_s <= 0:
+        if poll_interval_s <= 0 or rebalance_interval_s <= 0 or retry_max_s <= 0:
             raise ValueError("relay intervals must be > 0")
         super().__init__()
         self.database = database
         self.bootstrap_servers = bootstrap_servers
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
-        self.standby_interval_s = standby_interval_s
+        self.rebalance_interval_s = rebalance_interval_s
         self.retry_max_s = retry_max_s
         self.ack_timeout_s = ack_timeout_s
-        self.lock_key = lock_key
         self.lag_log_interval_s = lag_log_interval_s
         self.producer_options = {
             "acks": "all",
@@ -192,24 +177,16 @@ class Relay(Worker):
                 except (KafkaError, PublishError) as exc:
                     self.stats.failures += 1
                     log.warning("relay: Kafka did not take the batch (%s); retrying in %.1fs", exc, delay)
-                self.stats.is_leader = False
+                self.stats.buckets = 0
                 await self._backoff(delay)
                 delay = min(delay * 2, self.retry_max_s)
 
     async def _lead(self) -> None:
-        # A connection of its own: the lock is the session's, and goes if the connection dies.
+        # A connection of its own: the locks are the session's, and go if the connection dies.
         async with self.database.session(application_name=f"saga-relay-{os.getpid()}") as conn:
             self._outage.ended(database_service(self.database))
-            while not self._stopping.is_set():
-                row = await (
-                    await conn.execute("SELECT pg_try_advisory_lock(%s)", (self.lock_key,))
-                ).fetchone()
-                if row and row[0]:
-                    break
-                await self._backoff(self.standby_interval_s)
-            else:
-                return
-            self.stats.is_leader = True
+            share = BucketShare(conn)
+            await share.join()
             producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers, **self.producer_options)
             try:
                 try:
@@ -220,33 +197,46 @@ class Relay(Worker):
                         raise
                     raise gone from exc
                 self._outage.ended()
-                log.info("relay: leading")
-                await self._publish_loop(conn, producer)
+                await self._publish_loop(conn, producer, share)
             finally:
                 await close_producer(producer, self.ack_timeout_s)
 
-    async def _publish_loop(self, conn: psycopg.AsyncConnection[Any], producer: AIOKafkaProducer) -> None:
+    async def _publish_loop(
+        self, conn: psycopg.AsyncConnection[Any], producer: AIOKafkaProducer, share: BucketShare
+    ) -> None:
         next_lag_log = time.monotonic() + self.lag_log_interval_s
+        next_share = time.monotonic()
         while not self._stopping.is_set():
+            if time.monotonic() >= next_share:
+                # Between batches: nothing of a bucket let go here is in flight.
+                await share.rebalance()
+                self.stats.buckets = len(share.held)
+                next_share = time.monotonic() + self.rebalance_interval_s
             # Cleared before reading, so a NOTIFY that lands during the batch is not lost.
             self._wakeup.clear()
-            published = await self.publish_batch(conn, producer)
+            published = await self.publish_batch(conn, producer, tuple(share.held)) if share.held else 0
             if time.monotonic() >= next_lag_log:
                 lag = await self.lag(conn)
                 log.info("relay: %d pending, oldest %.1fs", lag.pending, lag.oldest_age_s)
                 next_lag_log = time.monotonic() + self.lag_log_interval_s
             if published < self.batch_size:
-                await self._pause(self.poll_interval_s)
+                await self._pause(max(0.0, min(self.poll_interval_s, next_share - time.monotonic())))
 
-    async def publish_batch(self, conn: psycopg.AsyncConnection[Any], producer: AIOKafkaProducer) -> int:
-        """Send the oldest rows, wait for Kafka's acks, delete what was acknowledged in order.
+    async def publish_batch(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        producer: AIOKafkaProducer,
+        buckets: Sequence[int] = ALL_BUCKETS,
+    ) -> int:
+        """Send the oldest rows of `buckets`, wait for Kafka's acks, delete what was acknowledged.
 
         A row Kafka refuses for good (its error is not retriable) is moved to `outbox_dead`
         with the error instead of blocking its key forever; rows whose send failed in a way
         that can pass stay, and so do the later rows of their key (order per key).
         """
-        await self._set_aside_missing_topics(conn)
-        rows = await (await conn.execute(_CLAIM, (self.missing_topics.excluded, self.batch_size))).fetchall()
+        await self._set_aside_missing_topics(conn, buckets)
+        claim = (list(buckets), self.missing_topics.excluded, self.batch_size)
+        rows = await (await conn.execute(_CLAIM, claim)).fetchall()
         if not rows:
             # Only rows of missing topics may be waiting: those topics are asked about again.
             await self.missing_topics.refresh(producer, ())
@@ -322,10 +312,14 @@ class Relay(Worker):
             ) from error
         return len(rows)
 
-    async def _set_aside_missing_topics(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """Rows of a topic missing for too long go to `outbox_dead` with the reason."""
+    async def _set_aside_missing_topics(
+        self, conn: psycopg.AsyncConnection[Any], buckets: Sequence[int]
+    ) -> None:
+        """Rows of a topic missing for too long go to `outbox_dead` with the reason (only those
+        of `buckets`: the others are another relay's)."""
         for topic in self.missing_topics.given_up():
-            while rows := await (await conn.execute(_OF_TOPIC, (topic, self.batch_size))).fetchall():
+            of_topic = (list(buckets), topic, self.batch_size)
+            while rows := await (await conn.execute(_OF_TOPIC, of_topic)).fetchall():
                 reason = UnknownTopicOrPartitionError(
                     f"topic {topic!r} did not exist on the broker for {self.missing_topics.give_up_after_s:.0f}s"
                 )

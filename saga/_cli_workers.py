@@ -94,6 +94,7 @@ def relay(ctx: Context, relay_batch_size: int | None) -> None:
                 settings.kafka_bootstrap_servers,
                 batch_size=settings.relay_batch_size,
                 poll_interval_s=settings.relay_poll_interval_s,
+                rebalance_interval_s=settings.relay_rebalance_interval_s,
                 unpublishable_after_s=settings.relay_unpublishable_after_s,
                 metrics_interval_s=metrics_interval(settings),
             )

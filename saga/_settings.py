@@ -20,6 +20,7 @@ ENVIRONMENT = {
     "relay_batch_size": "SAGA_RELAY_BATCH_SIZE",
     "relay_poll_interval_s": "SAGA_RELAY_POLL_INTERVAL_S",
     "relay_unpublishable_after_s": "SAGA_RELAY_UNPUBLISHABLE_AFTER_S",
+    "relay_rebalance_interval_s": "SAGA_RELAY_REBALANCE_INTERVAL_S",
     "log_level": "SAGA_LOG_LEVEL",
     "app": "SAGA_APP",
     "event_loop": "SAGA_EVENT_LOOP",
@@ -50,6 +51,13 @@ class Settings(BaseModel):
     )
     relay_batch_size: int = Field(500, ge=1, le=10_000, description="Outbox rows the relay sends per batch")
     relay_poll_interval_s: float = Field(1.0, gt=0, description="Relay poll interval when no NOTIFY arrives")
+    relay_rebalance_interval_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="How often each relay looks at which relays run and takes up its share of the "
+        "outbox buckets (so about how long a dead relay's share waits)",
+    )
     relay_unpublishable_after_s: float = Field(
         300.0, gt=0, description="Rows of a topic the broker lacks this long are set aside in outbox_dead"
     )

@@ -252,7 +252,7 @@ class System:
     def _factories(self) -> dict[str, Callable[[], Worker]]:
         db, bootstrap = self.database, self.config.services.kafka_bootstrap
         factories: dict[str, Callable[[], Worker]] = {
-            "relay": lambda: Relay(db, bootstrap, poll_interval_s=0.05, standby_interval_s=0.1),
+            "relay": lambda: Relay(db, bootstrap, poll_interval_s=0.05, rebalance_interval_s=0.1),
             "orchestrator": lambda: OrchestratorWorker(
                 self.orchestrator, bootstrap, deadline_interval_s=0.05, retry_backoff_s=0.05
             ),

@@ -23,7 +23,7 @@ def outbox(registry: MessageRegistry) -> Outbox:
 
 @pytest.fixture
 async def relay(database: Database, kafka_bootstrap: str) -> AsyncIterator[Relay]:
-    worker = Relay(database, kafka_bootstrap, poll_interval_s=0.2, standby_interval_s=0.2)
+    worker = Relay(database, kafka_bootstrap, poll_interval_s=0.2, rebalance_interval_s=0.2)
     await worker.start()
     try:
         yield worker

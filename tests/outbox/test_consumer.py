@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from eventstore import Database, libpq_url
 from outbox import Consumer, Delivery, Envelope, MessageRegistry, Outbox, Relay
+from outbox._broker import close_producer
 from outbox._delivery import handle_in_turn
-from outbox._relay import close_producer
 from tests.conftest import NewTopicFactory
 from tests.helpers import Collector, kafka_headers, wait_for
 from tests.outbox.messages import Ping, Unhandled
