@@ -157,7 +157,7 @@ _TOTALS = text(
 )
 
 
-async def check(engine: AsyncEngine, placed: list[Order], ended: dict[str, int]) -> None:
+async def check(side: str, engine: AsyncEngine, placed: list[Order], ended: dict[str, int]) -> None:
     """Raises SystemExit naming what is wrong unless the run's tables and saga outcomes
     (`ended`: "approved" and "compensated" counts) are exactly what `placed` should give."""
     approved = [o for o in placed if not o.refused]
@@ -180,6 +180,6 @@ async def check(engine: AsyncEngine, placed: list[Order], ended: dict[str, int])
     wrong = {k: (got[k], v) for k, v in want.items() if got[k] != v}
     if wrong:
         raise SystemExit(
-            "results are wrong, no figures printed: "
+            f"{side}: results are wrong, no figures printed: "
             + ", ".join(f"{k} {g} (expected {w})" for k, (g, w) in wrong.items())
         )

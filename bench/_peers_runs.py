@@ -151,7 +151,7 @@ async def ours(server: str, bootstrap: str, n: int, per_tx: int, window: int) ->
         ended = await _wait_ended(engine, n + WARM_UP, 600)
         elapsed = time.monotonic() - started
         cpu = spent(before, meter.sample(pids))
-        await orders.check(engine, warm_up + planned, ended)
+        await orders.check("ours", engine, warm_up + planned, ended)
         return Result(n / elapsed, {role: 1000 * s / n for role, s in cpu.items()})
     finally:
         cluster.stop_all()
@@ -176,7 +176,7 @@ async def dbos(server: str, n: int, window: int, api: str) -> Result:
         await orders.create_tables(engine)
         figures, cpu = _dbos_process(server, [app_db, system_db], app_url, system_url, n, window, api)
         ended = Counter(figures["ended"]) + Counter(figures["warm_up"])
-        await orders.check(engine, orders.orders(WARM_UP, prefix="w") + orders.orders(n), ended)
+        await orders.check("DBOS", engine, orders.orders(WARM_UP, prefix="w") + orders.orders(n), ended)
         await _check_workflows(system_url, n + WARM_UP)
         return Result(n / figures["elapsed_s"], {role: 1000 * s / n for role, s in cpu.items()})
     finally:
