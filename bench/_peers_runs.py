@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 import psycopg
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -42,6 +42,26 @@ _ENDED = text(
 class Result:
     sagas_per_s: float
     cpu_ms: dict[str, float]  # per saga, by process group
+    duration_p50_ms: float  # of one saga, from its start to its end, under the run's load
+
+
+# From a measured saga's start to its end, both stamped by Postgres (warm-up orders start with "w").
+_OURS_P50 = text(
+    "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM e.recorded_at - s.recorded_at)) "
+    "* 1000 FROM es_events s JOIN es_events e ON e.stream_id = s.stream_id "
+    "AND e.type IN ('saga.completed', 'saga.compensated') "
+    "WHERE s.type = 'saga.started' AND s.data->>'key' NOT LIKE 'w%'"
+)
+# DBOS stamps a workflow's row when it creates it and when the workflow ends (epoch ms).
+_DBOS_P50 = text(
+    "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY updated_at - created_at) "
+    "FROM dbos.workflow_status WHERE workflow_uuid NOT LIKE 'w%'"
+)
+
+
+async def _scalar(engine: AsyncEngine, query: TextClause) -> float:
+    async with engine.connect() as conn:
+        return float((await conn.execute(query)).scalar_one())
 
 
 class PeersCluster(Cluster):
@@ -152,7 +172,8 @@ async def ours(server: str, bootstrap: str, n: int, per_tx: int, window: int) ->
         elapsed = time.monotonic() - started
         cpu = spent(before, meter.sample(pids))
         await orders.check("ours", engine, warm_up + planned, ended)
-        return Result(n / elapsed, {role: 1000 * s / n for role, s in cpu.items()})
+        p50 = await _scalar(engine, _OURS_P50)
+        return Result(n / elapsed, {role: 1000 * s / n for role, s in cpu.items()}, p50)
     finally:
         cluster.stop_all()
         await orchestrator.aclose()
@@ -177,8 +198,8 @@ async def dbos(server: str, n: int, window: int, api: str) -> Result:
         figures, cpu = _dbos_process(server, [app_db, system_db], app_url, system_url, n, window, api)
         ended = Counter(figures["ended"]) + Counter(figures["warm_up"])
         await orders.check("DBOS", engine, orders.orders(WARM_UP, prefix="w") + orders.orders(n), ended)
-        await _check_workflows(system_url, n + WARM_UP)
-        return Result(n / figures["elapsed_s"], {role: 1000 * s / n for role, s in cpu.items()})
+        p50 = await _check_workflows(system_url, n + WARM_UP)
+        return Result(n / figures["elapsed_s"], {role: 1000 * s / n for role, s in cpu.items()}, p50)
     finally:
         await engine.dispose()
         with psycopg.connect(libpq_url(server), autocommit=True) as conn:
@@ -218,14 +239,15 @@ def _dbos_process(
     return figures, cpu
 
 
-async def _check_workflows(system_url: str, want: int) -> None:
+async def _check_workflows(system_url: str, want: int) -> float:
+    """Checks that DBOS recorded every workflow as a success; returns their duration p50."""
     engine = create_engine(system_url)
     try:
-        async with engine.connect() as conn:
-            done = (
-                await conn.execute(text("SELECT count(*) FROM dbos.workflow_status WHERE status = 'SUCCESS'"))
-            ).scalar_one()
+        done = await _scalar(
+            engine, text("SELECT count(*) FROM dbos.workflow_status WHERE status = 'SUCCESS'")
+        )
+        if done != want:
+            raise SystemExit(f"DBOS: {done:.0f} workflows succeeded, expected {want}: no figures printed")
+        return await _scalar(engine, _DBOS_P50)
     finally:
         await engine.dispose()
-    if done != want:
-        raise SystemExit(f"DBOS: {done} workflows succeeded, expected {want}: no figures printed")

@@ -71,6 +71,9 @@ def table(
         f"{'  postgres (their databases + shared)':<44}{ours.cpu_ms['postgres']:>12.2f}{dbos.cpu_ms['postgres']:>12.2f}"
     )
     print(f"{'  kafka (the whole broker)':<44}{ours.cpu_ms.get('kafka', 0.0):>12.2f}{'-':>12}")
+    print(
+        f"{'saga duration p50 (ms, start to end, loaded)':<44}{ours.duration_p50_ms:>12.0f}{dbos.duration_p50_ms:>12.0f}"
+    )
     mine, theirs = es
     print()
     print(f"{'events/s':<44}{'ours':>12}{'eventsrc':>12}{'ours/them':>11}")
@@ -126,6 +129,8 @@ async def main() -> None:
                     sum(ours.cpu_ms.values()) - ours.cpu_ms["kafka"], 2
                 ),
                 "dbos_cpu_ms_per_saga": round(sum(dbos.cpu_ms.values()), 2),
+                "ours_saga_p50_ms": round(ours.duration_p50_ms),
+                "dbos_saga_p50_ms": round(dbos.duration_p50_ms),
                 "eventsourcing_append_ratio": round(mine.append_per_s / theirs.append_per_s, 3),
                 "eventsourcing_replay_ratio": round(mine.replay_per_s / theirs.replay_per_s, 3),
                 "ours_append_per_s": round(mine.append_per_s),
