@@ -162,16 +162,17 @@ async def ours(server: str, bootstrap: str, n: int, per_tx: int, window: int) ->
         warm_up = orders.orders(WARM_UP, prefix="w")
         for order in warm_up:
             await _start(engine, orchestrator, [order])
-        await _wait_ended(engine, WARM_UP, 120)
+        warmed = await _wait_ended(engine, WARM_UP, 120)
+        before = await orders.totals(engine)
         planned = orders.orders(n)
         pids = {role: p.pid for role, p in cluster.processes.items()} | {"bench": os.getpid()}
-        before = meter.sample(pids)
+        cpu_before = meter.sample(pids)
         started = time.monotonic()
         await _place(engine, orchestrator, planned, per_tx, window)
         ended = await _wait_ended(engine, n + WARM_UP, 600)
         elapsed = time.monotonic() - started
-        cpu = spent(before, meter.sample(pids))
-        await orders.check("ours", engine, warm_up + planned, ended)
+        cpu = spent(cpu_before, meter.sample(pids))
+        await orders.check("ours", engine, before, planned, ended - warmed)
         p50 = await _scalar(engine, _OURS_P50)
         return Result(n / elapsed, {role: 1000 * s / n for role, s in cpu.items()}, p50)
     finally:
@@ -195,9 +196,10 @@ async def dbos(server: str, n: int, window: int, api: str) -> Result:
     engine = create_engine(app_url)
     try:
         await orders.create_tables(engine)
-        figures, cpu = _dbos_process(server, [app_db, system_db], app_url, system_url, n, window, api)
-        ended = Counter(figures["ended"]) + Counter(figures["warm_up"])
-        await orders.check("DBOS", engine, orders.orders(WARM_UP, prefix="w") + orders.orders(n), ended)
+        args = [app_url, system_url, "--sagas", str(n), "--window", str(window), "--api", api]
+        meter = CpuMeter(server, [app_db, system_db], kafka=False)
+        figures, cpu, before = await _dbos_process(engine, args, meter)
+        await orders.check("DBOS", engine, before, orders.orders(n), Counter(figures["ended"]))
         p50 = await _check_workflows(system_url, n + WARM_UP)
         return Result(n / figures["elapsed_s"], {role: 1000 * s / n for role, s in cpu.items()}, p50)
     finally:
@@ -207,36 +209,35 @@ async def dbos(server: str, n: int, window: int, api: str) -> Result:
                 conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def _dbos_process(
-    server: str, databases: list[str], app_url: str, system_url: str, n: int, window: int, api: str
-) -> tuple[dict[str, Any], dict[str, float]]:
-    """Runs bench/_peers_dbos.py: its figures, and the CPU seconds it and Postgres spent on them."""
+async def _dbos_process(
+    engine: AsyncEngine, args: list[str], meter: CpuMeter
+) -> tuple[dict[str, Any], dict[str, float], orders.Totals]:
+    """Runs bench/_peers_dbos.py with `args`: its figures, the CPU seconds it and Postgres
+    spent on them, and the app's totals before its measured workflows."""
     script = str(ROOT / "bench" / "_peers_dbos.py")
-    args = [script, app_url, system_url, "--sagas", str(n), "--window", str(window), "--api", api]
-    meter = CpuMeter(server, databases, kafka=False)
-    with subprocess.Popen(
-        [sys.executable, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    ) as child:
-        assert child.stdin is not None
-        assert child.stdout is not None
-        try:
-            if child.stdout.readline().strip() != "ready":
-                raise SystemExit(f"DBOS: {script} did not start (its errors are above)")
-            before = meter.sample({"dbos": child.pid})
-            child.stdin.write("go\n")
-            child.stdin.flush()
-            line = child.stdout.readline()
-            cpu = spent(before, meter.sample({"dbos": child.pid}))
-            child.stdin.write("stop\n")
-            child.stdin.flush()
-        finally:
-            child.stdin.close()
-            if child.wait(timeout=60) != 0:
-                raise SystemExit(f"DBOS: {script} exited with {child.returncode} (its errors are above)")
-    if not line:
-        raise SystemExit(f"DBOS: {script} ended without its figures (its errors are above)")
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, script, *args, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert child.stdin is not None
+    assert child.stdout is not None
+    try:
+        if (await child.stdout.readline()).strip() != b"ready":
+            raise SystemExit(f"DBOS: {script} did not start (its errors are above)")
+        totals = await orders.totals(engine)
+        before = meter.sample({"dbos": child.pid})
+        child.stdin.write(b"go\n")
+        await child.stdin.drain()
+        line = await child.stdout.readline()
+        cpu = spent(before, meter.sample({"dbos": child.pid}))
+        child.stdin.write(b"stop\n")
+        await child.stdin.drain()
+    finally:
+        child.stdin.close()
+        code = await asyncio.wait_for(child.wait(), timeout=60)
+    if code != 0 or not line:
+        raise SystemExit(f"DBOS: {script} exited with {code} without its figures (its errors are above)")
     figures: dict[str, Any] = orjson.loads(line)
-    return figures, cpu
+    return figures, cpu, totals
 
 
 async def _check_workflows(system_url: str, want: int) -> float:
