@@ -28,11 +28,9 @@ class CpuMeter:
 
     def _postgres(self) -> dict[str, int]:
         with psycopg.connect(libpq_url(self.server_url), autocommit=True) as conn:
-            pids = [row[0] for row in conn.execute(_BACKENDS, (self.databases,))]
-            own = conn.execute("SELECT pg_backend_pid()").fetchone()
-        named = {f"postgres {pid}": pid for pid in pids}
-        if own is not None:  # the postmaster: the parent of every backend
-            stat = Path(f"/proc/{own[0]}/stat").read_text()
+            named = {f"postgres {row[0]}": row[0] for row in conn.execute(_BACKENDS, (self.databases,))}
+            # The postmaster: the parent of every backend, this connection's too (while it lives).
+            stat = Path(f"/proc/{conn.info.backend_pid}/stat").read_text()
             named["postgres postmaster"] = int(stat[stat.rfind(")") + 2 :].split()[1])
         return named
 
