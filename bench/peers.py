@@ -9,7 +9,10 @@
 2. the `eventsourcing` library's append and replay against our event store (bench/_peers_es.py).
 
     python bench/peers.py [--sagas 1000] [--events 10000] [--window 200] [--orders-per-tx 1]
-                          [--dbos-api sync|async]     (DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS set)
+                          [--dbos-api sync|async] [--rounds 1]
+                                                (DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS set)
+
+`--rounds N` runs it all N times, the sides alternating, and prints each round, then the medians.
 
 `make bench-peers` installs the `bench` extra and runs it. CPU ms per saga, by process group:
 ours counts this process (it starts the sagas and polls for their ends), the five worker
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -85,6 +89,16 @@ def table(
     )
 
 
+def round_line(sagas: dict[str, list[_peers_runs.Result]], events: dict[str, list[_peers_es.Rates]]) -> str:
+    ours, dbos, mine, theirs = sagas["ours"][-1], sagas["dbos"][-1], events["ours"][-1], events["theirs"][-1]
+    return (
+        f"sagas/s ours {ours.sagas_per_s:.1f} DBOS {dbos.sagas_per_s:.1f}; "
+        f"CPU ms per saga ours {sum(ours.cpu_ms.values()):.1f} DBOS {sum(dbos.cpu_ms.values()):.1f}; "
+        f"events/s append ours {mine.append_per_s:.0f} theirs {theirs.append_per_s:.0f}, "
+        f"replay ours {mine.replay_per_s:.0f} theirs {theirs.replay_per_s:.0f}"
+    )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--sagas", type=int, default=1000, help="sagas (workflows) on each side")
@@ -98,6 +112,7 @@ async def main() -> None:
     parser.add_argument("--events", type=int, default=10_000, help="events appended then replayed, each side")
     parser.add_argument("--streams", type=int, default=100, help="the events spread over this many streams")
     parser.add_argument("--batch", type=int, default=10, help="events per append (per save, theirs)")
+    parser.add_argument("--rounds", type=int, default=1, help="all of it this many times; medians printed")
     args = parser.parse_args()
     server, bootstrap = os.environ.get("DATABASE_URL"), os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not server or not bootstrap:
@@ -113,10 +128,25 @@ async def main() -> None:
     except psycopg.OperationalError as error:
         sys.exit(f"cannot reach Postgres at DATABASE_URL ({error}): start the services (`make services`)")
 
-    dbos = await _peers_runs.dbos(server, args.sagas, args.window, args.dbos_api)
-    ours = await _peers_runs.ours(server, bootstrap, args.sagas, args.orders_per_tx, args.window)
-    mine = await _peers_es.ours(server, args.events, args.streams, args.batch)
-    theirs = await _peers_es.theirs(server, args.events, args.streams, args.batch)
+    sagas: dict[str, list[_peers_runs.Result]] = {"ours": [], "dbos": []}
+    events: dict[str, list[_peers_es.Rates]] = {"ours": [], "theirs": []}
+    for r in range(args.rounds):  # the sides alternate, so that a change of load hits both
+        sagas["dbos"].append(await _peers_runs.dbos(server, args.sagas, args.window, args.dbos_api))
+        sagas["ours"].append(
+            await _peers_runs.ours(server, bootstrap, args.sagas, args.orders_per_tx, args.window)
+        )
+        events["ours"].append(await _peers_es.ours(server, args.events, args.streams, args.batch))
+        events["theirs"].append(await _peers_es.theirs(server, args.events, args.streams, args.batch))
+        print(f"round {r + 1}: " + round_line(sagas, events), flush=True)
+    # Each side's median round (the lower of two) by sagas/s, so that its CPU is that round's.
+    ours, dbos = (sorted(sagas[side], key=lambda x: x.sagas_per_s)[(args.rounds - 1) // 2] for side in sagas)
+    mine, theirs = (
+        _peers_es.Rates(
+            statistics.median_low(x.append_per_s for x in events[side]),
+            statistics.median_low(x.replay_per_s for x in events[side]),
+        )
+        for side in events
+    )
     table(ours, dbos, (mine, theirs))
     print(
         orjson.dumps(
@@ -138,6 +168,7 @@ async def main() -> None:
                 "ours_replay_per_s": round(mine.replay_per_s),
                 "eventsourcing_replay_per_s": round(theirs.replay_per_s),
                 "sagas": args.sagas,
+                "rounds": args.rounds,
                 "window": args.window,
                 "orders_per_tx": args.orders_per_tx,
                 "dbos_api": args.dbos_api,
