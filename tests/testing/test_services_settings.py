@@ -26,7 +26,7 @@ def test_settings_missing_or_set_otherwise_are_appended_once(tmp_path: Path) -> 
     assert add_settings(conf) == [
         "max_connections = 200",
         PRELOAD,
-        f"pg_stat_statements.max = {PG_SETTINGS['pg_stat_statements.max']}",
+        f"pg_stat_statements.track = {PG_SETTINGS['pg_stat_statements.track']}",
     ]
     assert add_settings(conf) == []  # the last line for a name is the one that counts
     assert conf.read_text().count(PRELOAD) == 1
