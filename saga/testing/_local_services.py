@@ -115,7 +115,8 @@ class LocalServices:
         see `postgres_restart_hint`)."""
         url = self.postgres_url()
         if url is not None:
-            add_settings(self._conf)
+            if self._conf.exists():
+                add_settings(self._conf)
             return url
         server_for = _embedded_postgres()
         self.dirs.state.mkdir(parents=True, exist_ok=True)
