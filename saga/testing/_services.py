@@ -134,8 +134,10 @@ def _start(local: LocalServices, *, postgres: bool, kafka: bool, report: Report)
                 f"saga.testing: {variable} is not set and the local {name} did not start: {exc}\n"
                 f"Fix that (the next run starts it again), {SET_BOTH}."
             ) from None
+    where = "" if local.dirs == ServiceDirs.default() else f" --dir {local.dirs.state}"
+    if postgres and (hint := local.postgres_restart_hint(f"python -m saga.testing.services{where}")):
+        report(f"saga.testing: {hint}")
     if started:
-        where = "" if local.dirs == ServiceDirs.default() else f" --dir {local.dirs.state}"
         report(
             f"saga.testing: {' and '.join(started)} started under {local.dirs.state}; they stay up for the "
             f"next runs. Stop them with `python -m saga.testing.services{where} down`."
