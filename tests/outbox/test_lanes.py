@@ -157,11 +157,14 @@ async def test_records_of_keys_not_held_up_go_together_and_the_lane_ends_once_th
     p.blocked[0].set()
     await wait_for(lambda: TP not in lanes, 5, "the lane to end")
     assert p.applied == [1, 3, 4, 5, 0, 2]
-    assert p.commits == sorted(set(p.commits)) and p.commits[-1] == 6
+    assert p.commits == sorted(set(p.commits))
+    assert p.commits[-1] == 6
     assert p.flow == [("give back", None)]
 
 
-async def test_records_that_do_not_go_together_go_one_by_one_in_order_ahead_of_their_keys_later_records() -> None:
+async def test_records_that_do_not_go_together_go_one_by_one_in_order_ahead_of_their_keys_later_records() -> (
+    None
+):
     p = Together(refuse_together=True, batch_blocked=asyncio.Event())
     lanes = p.lanes()
     lanes.feed(TP, [item(0, b"a"), item(1, b"b"), item(2, b"a")])
