@@ -5,7 +5,12 @@ transactions (credit, stock, charge, ship, invoice) run directly in a loop, with
 outbox and no Kafka.
 
     python bench/saga_e2e.py [--sagas 3000] [--orders-per-tx 25] [--tracing off|on|both] [--idle 100]
+                             [--relays 1] [--workers 1] [--participants 1]
                                                 (DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS set)
+
+`--relays`, `--workers`, `--participants` (per participant service) start that many processes
+of each; every topic gets 4 partitions per process of the largest count, so each consumer has
+work. (One relay leads; the others stand by until the relays share the outbox.)
 
 `--idle N` adds N sagas run one at a time (bench/_idle.py): their end-to-end p50 and p99.
 
@@ -25,6 +30,7 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 
@@ -74,14 +80,21 @@ def orders(n: int) -> list[OrderData]:
 
 
 async def saga_run(
-    server: str, bootstrap: str, n: int, per_tx: int, tracing: bool = False
+    server: str,
+    bootstrap: str,
+    n: int,
+    per_tx: int,
+    tracing: bool = False,
+    counts: Mapping[str, int] | None = None,
 ) -> tuple[float, list[float], dict[str, float]]:
-    cluster = Cluster(server, bootstrap)
+    """Sagas/s, each remote step's latency, and CPU ms per saga by role (`counts`: processes
+    per role, one each by default)."""
+    counts = counts or {}
+    cluster = Cluster(server, bootstrap, partitions=max(4, 4 * max(counts.values(), default=1)))
     database = await cluster.prepare(CUSTOMERS, Decimal(10**9), STOCK)
     engine = database.engine
     orchestrator = cluster.app.orchestrator(database)
-    for role in cluster.roles:
-        cluster.start(role, {"SAGA_TELEMETRY_SETUP": SETUP} if tracing else None)
+    cluster.start_all(counts, {"SAGA_TELEMETRY_SETUP": SETUP} if tracing else None)
     try:
         # Warm up: processes started, consumer groups joined, a few sagas through.
         await place(
@@ -92,7 +105,7 @@ async def saga_run(
         )
         await wait_all(engine, 20, 120)
         planned = orders(n)
-        pids = {role: p.pid for role, p in cluster.processes.items()}
+        pids = {name: p.pid for name, p in cluster.processes.items()}
         await checkpoint(engine)
         cpu_before = _cpu.sample(pids)
         started = time.monotonic()
@@ -116,7 +129,10 @@ async def saga_run(
         await wait_all(engine, n + 20, 600)
         elapsed = time.monotonic() - started
         cpu_after = _cpu.sample(pids)
-        cpu = {role: seconds - cpu_before.get(role, 0.0) for role, seconds in cpu_after.items()}
+        cpu: dict[str, float] = {}
+        for name, seconds in cpu_after.items():
+            role = Cluster.role_of(name)
+            cpu[role] = cpu.get(role, 0.0) + seconds - cpu_before.get(name, 0.0)
         async with engine.connect() as conn:
             # Per remote step: from its request to its success (a group's two members each), both
             # stamped by Postgres.
@@ -246,18 +262,36 @@ async def main() -> None:
         default="off",
         help="OpenTelemetry SDK in every process (spans dropped); both: off and on, twice each",
     )
+    for flag, what in (("relays", "relay"), ("workers", "orchestrator worker"), ("participants", "")):
+        parser.add_argument(
+            f"--{flag}",
+            type=int,
+            default=1,
+            metavar="N",
+            help=f"{what or 'processes per participant service'}{' processes' if what else ''} (default 1)",
+        )
     args = parser.parse_args()
+    if min(args.relays, args.workers, args.participants) < 1:
+        parser.error("--relays, --workers and --participants must be >= 1")
+    counts = {"relay": args.relays, "worker": args.workers} | dict.fromkeys(
+        Cluster.roles[2:], args.participants
+    )
     server, bootstrap = os.environ.get("DATABASE_URL"), os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not server or not bootstrap:
         sys.exit("DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS must be set: run `make bench`")
     floor = await floor_run(server, bootstrap, args.sagas)
     if args.tracing == "both":
-        await tracing_cost(server, bootstrap, args.sagas, args.orders_per_tx, floor)
+        await tracing_cost(server, bootstrap, args.sagas, args.orders_per_tx, floor, counts)
         return
     rate, steps, cpu_ms = await saga_run(
-        server, bootstrap, args.sagas, args.orders_per_tx, tracing=args.tracing == "on"
+        server, bootstrap, args.sagas, args.orders_per_tx, tracing=args.tracing == "on", counts=counts
     )
-    more: dict[str, object] = {"tracing": args.tracing}
+    more: dict[str, object] = {
+        "tracing": args.tracing,
+        "relays": args.relays,
+        "workers": args.workers,
+        "participants": args.participants,
+    }
     if args.idle:
         idle = await idle_latencies(server, bootstrap, orders(args.idle), CUSTOMERS, STOCK)
         p50, p99 = statistics.median(idle), statistics.quantiles(idle, n=100)[98]
@@ -283,6 +317,9 @@ def report(
     print(f"{'ratio sagas/floor':<44}{rate / floor:>14.3f}")
     print(f"{'remote step latency p50 (ms)':<44}{p50:>14.1f}")
     print(f"{'remote step latency p99 (ms)':<44}{p99:>14.1f}")
+    for flag in ("relays", "workers", "participants"):
+        what = f"processes: {flag}" + (" (per service)" if flag == "participants" else "")
+        print(f"{what:<44}{more[flag]:>14}")
     for role, ms in sorted(cpu_ms.items(), key=lambda item: -item[1]):
         print(f"{'CPU ms per saga: ' + role:<44}{ms:>14.2f}")
     if cpu_ms:
@@ -304,11 +341,13 @@ def report(
     )
 
 
-async def tracing_cost(server: str, bootstrap: str, n: int, per_tx: int, floor: float) -> None:
+async def tracing_cost(
+    server: str, bootstrap: str, n: int, per_tx: int, floor: float, counts: Mapping[str, int]
+) -> None:
     """Off, on, off, on: throughput and CPU per saga with and without tracing, and the cost."""
     runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
     for tracing in (False, True, False, True):
-        rate, _, cpu_ms = await saga_run(server, bootstrap, n, per_tx, tracing=tracing)
+        rate, _, cpu_ms = await saga_run(server, bootstrap, n, per_tx, tracing=tracing, counts=counts)
         runs[tracing].append((rate, sum(cpu_ms.values())))
         print(
             f"tracing {'on ' if tracing else 'off'}: {rate:,.1f} sagas/s, {sum(cpu_ms.values()):.2f} CPU ms per saga"
@@ -333,6 +372,9 @@ async def tracing_cost(server: str, bootstrap: str, n: int, per_tx: int, floor: 
                 "cpu_ms_per_saga_off": round(off_cpu, 2),
                 "cpu_ms_per_saga_on": round(on_cpu, 2),
                 "cpu_cost": round(on_cpu / off_cpu - 1, 3),
+                "relays": counts["relay"],
+                "workers": counts["worker"],
+                "participants": counts[Cluster.roles[2]],
             }
         ).decode()
     )

@@ -146,6 +146,13 @@ READ_STREAM = f"""
 LOAD_MANY = f"""
     SELECT {COLUMNS} FROM es_events WHERE stream_id = ANY(%(stream_ids)b::text[]) ORDER BY stream_id, version
 """
+# The events of each stream after a version the caller holds already.
+LOAD_MANY_AFTER = f"""
+    SELECT {COLUMNS} FROM es_events
+    JOIN unnest(%(stream_ids)b::text[], %(after)b::bigint[]) AS held(held_stream, held_version)
+      ON stream_id = held_stream AND version > held_version
+    ORDER BY stream_id, version
+"""
 
 # Rows below the xmin line only; see the docstring of _store.py.
 READ_ALL = f"""

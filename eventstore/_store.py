@@ -7,7 +7,7 @@ see the docstring of `_queries.py`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -29,6 +29,7 @@ from eventstore._queries import (
     CLUSTER,
     FEED_LAG,
     LOAD_MANY,
+    LOAD_MANY_AFTER,
     LOAD_SNAPSHOT,
     READ_ALL,
     READ_STREAM,
@@ -296,11 +297,19 @@ class EventStore:
         return [e async for e in self.read_stream(stream_id, to_version=to_version, conn=conn)]
 
     async def load_many(
-        self, stream_ids: Sequence[str], *, conn: AsyncConnection | None = None
+        self,
+        stream_ids: Sequence[str],
+        *,
+        conn: AsyncConnection | None = None,
+        after: Mapping[str, int] | None = None,
     ) -> dict[str, list[RecordedEvent]]:
-        """Several whole streams in one query; a stream with no events maps to []."""
+        """Several whole streams in one query; a stream with no events maps to []. With
+        `after` (stream id -> a version the caller holds), a stream's events after that version."""
         loaded: dict[str, list[RecordedEvent]] = {s: [] for s in stream_ids}
-        for row in await self._fetch(conn, LOAD_MANY, {"stream_ids": list(loaded)}):
+        params: dict[str, Any] = {"stream_ids": list(loaded)}
+        if after:
+            params["after"] = [after.get(s, 0) for s in loaded]
+        for row in await self._fetch(conn, LOAD_MANY_AFTER if after else LOAD_MANY, params):
             loaded[row[2]].append(self._decode(row))
         return loaded
 

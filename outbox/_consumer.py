@@ -33,7 +33,7 @@ from eventstore import Database, Migration, OutageLog, Worker, check_database, c
 from outbox._apply import Applier, offset_after
 from outbox._broker import broker_unavailable, watch_broker
 from outbox._dead_letters import DeadLetters
-from outbox._delivery import BatchHandler, ConsumerStats, Decoded, Handler, Record, handle_in_turn
+from outbox._delivery import BatchHandler, ConsumerStats, Decoded, Delivery, Handler, Record, handle_in_turn
 from outbox._errors import MessageDecodeError
 from outbox._inbox import keep_trimmed
 from outbox._lanes import FinishBatchOnRevoke, Lanes
@@ -142,6 +142,7 @@ class Consumer(Worker):
             hold_back=self._hold_back,
             give_back=self._give_back,
             limit=4 * max_records,
+            apply_together=self._apply_together_in_lane,
         )
 
     def _make_applier(self) -> Applier:
@@ -341,6 +342,24 @@ class Consumer(Worker):
     async def _apply_in_lane(self, item: Decoded) -> bool:
         """In a lane, a record whose dead letter waits holds up its key until it is sent."""
         return await self._applier.apply_record(item) or await self._dead_letters.wait(item.record)
+
+    async def _apply_together_in_lane(self, items: list[Decoded]) -> bool:
+        """In a lane, records of keys with nothing held up: in one transaction, as a fetch is.
+        False (all rolled back) when one cannot be decoded, when that failed for a reason of
+        the records' own, or when it took over `slow_batch_s`: then they go one by one."""
+        if not all(isinstance(item.result, Delivery) for item in items):
+            return False
+        work = asyncio.create_task(self._applier.apply_fetch(items))
+        try:
+            finished, _ = await asyncio.wait({work}, timeout=self.slow_batch_s)
+        finally:
+            if not work.done():
+                work.cancel()
+                await asyncio.gather(work, return_exceptions=True)
+        if not finished:
+            self.stats.slow_batches += 1
+            return False
+        return work.result() is True
 
     async def _dead_lettered_late(self, record: Record) -> None:
         """A dead letter that waited went through: its partition, held at it, goes on after it.

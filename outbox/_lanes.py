@@ -7,6 +7,13 @@ not done yet: what comes again after a crash and was done finds its inbox row. A
 when nothing is left in it, and the partition's next fetch goes the usual way. A partition
 with `limit` records waiting is held back (not fetched) until half of them are done.
 
+Records fed to a lane whose keys have nothing waiting in it are applied together, in one
+transaction (`apply_together`, one such batch at a time over all lanes, so two batches never
+wait for each other's row locks), as a fetch would be; only when that fails or is slow do
+they go record by record. So a lane costs one transaction per record only for the keys held
+up: under a steady flow it still drains and ends, instead of running every later record of
+its partition one by one.
+
 Lanes know nothing of the consumer: it gives them what they need as functions.
 """
 
@@ -15,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 
 from aiokafka import TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -27,6 +34,8 @@ log = logging.getLogger(__name__)
 
 # Applies one record (retried, or dead-lettered); False when the consumer stops first.
 Apply = Callable[[Decoded], Awaitable[bool]]
+# Applies records together in one transaction; False when they were not (all rolled back).
+ApplyTogether = Callable[[list[Decoded]], Awaitable[bool]]
 # Commits offsets to Kafka; False when that failed (it logs why).
 Commit = Callable[[dict[TopicPartition, int]], Awaitable[bool]]
 # Stops fetching a partition for now.
@@ -48,9 +57,12 @@ class Lanes:
         give_back: GiveBack,
         limit: int,
         concurrency: int = 16,
+        apply_together: ApplyTogether | None = None,
     ) -> None:
         self.name = name
         self.apply = apply
+        self.apply_together = apply_together
+        self.together_lock = asyncio.Lock()
         self.commit = commit
         self.hold_back = hold_back
         self.give_back = give_back
@@ -88,6 +100,7 @@ class _Lane:
         self.lanes = lanes
         self.tp = tp
         self.waiting: dict[bytes | None, deque[Decoded]] = {}
+        self.grouped: set[bytes | None] = set()  # keys whose records are being applied together
         self.outstanding: set[int] = set()  # offsets fed and not done
         self.next_offset = 0  # after the last record fed
         self.committed = -1
@@ -99,21 +112,60 @@ class _Lane:
         self._ending: asyncio.Task[None] | None = None
 
     def feed(self, items: list[Decoded]) -> None:
+        together: list[Decoded] = []
+        keys: set[bytes | None] = set()
         for item in items:
             self.outstanding.add(item.offset)
             self.next_offset = item.offset + 1
             key = item.record.key
+            if (
+                self.lanes.apply_together is not None
+                and key not in self.waiting
+                and (key in keys or key not in self.grouped)
+            ):
+                together.append(item)
+                keys.add(key)
+                continue
             queue = self.waiting.get(key)
             if queue is None:
-                self.waiting[key] = deque([item])
-                task = asyncio.create_task(self._run_key(key))
-                self.tasks.add(task)
-                task.add_done_callback(self._task_done)
-            else:
-                queue.append(item)
+                queue = self.waiting[key] = deque()
+                if key not in self.grouped:  # else it starts once its records before are done
+                    self._start(self._run_key(key))
+            queue.append(item)
+        if together:
+            self.grouped |= keys
+            self._start(self._run_together(together, keys))
         if len(self.outstanding) >= self.lanes.limit and not self.held_back:
             self.lanes.hold_back(self.tp)
             self.held_back = True
+
+    def _start(self, work: Coroutine[None, None, None]) -> None:
+        task = asyncio.create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    async def _run_together(self, items: list[Decoded], keys: set[bytes | None]) -> None:
+        """Records of keys with nothing waiting, together; when that does not go, record by
+        record, in their keys' queues ahead of what came for those keys since."""
+        assert self.lanes.apply_together is not None
+        done = False
+        try:
+            async with self.lanes.together_lock:
+                if not self.closing:
+                    done = await self.lanes.apply_together(items)
+        except Exception:
+            log.exception("consumer %s: unexpected failure; the records go on one by one", self.lanes.name)
+        self.grouped -= keys
+        if done:
+            self.outstanding.difference_update(item.offset for item in items)
+        else:
+            for item in reversed(items):
+                self.waiting.setdefault(item.record.key, deque()).appendleft(item)
+        if not self.closing:
+            for key in keys & self.waiting.keys():
+                self._start(self._run_key(key))
+        if done:
+            await self._commit()
 
     async def _run_key(self, key: bytes | None) -> None:
         queue = self.waiting[key]

@@ -48,6 +48,7 @@ from saga._savepoint import StepSavepoint
 from saga._signal import send_signal
 from saga._starting import check_start, new_saga_ids
 from saga._state import SagaState, fold
+from saga._streams import StreamCache
 from saga._tracing import local_step_span, step_traceparents, traced_start
 from saga._typed import TypedSagaState, class_for, typed_state, until_ended
 from saga._versions import Migration, Versions, version_problems
@@ -82,6 +83,7 @@ class Orchestrator:
         self.topics = Topics(topic_prefix)
         self.store = EventStore(database, saga_event_registry())
         self.outbox = Outbox(self.messages)
+        self.streams = StreamCache()  # what decisions read of the saga streams, held between them
         # What decisions are made at, and deadlines fired by (a test gives a virtual one).
         self.clock = SystemClock() if clock is None else check_clock(clock, "Orchestrator")
 
@@ -294,16 +296,15 @@ class Orchestrator:
         async with driver.pipeline():
             if not locked:
                 await repo.lock(driver, saga_ids)
-            streams = await self.store.load_many([stream_of(s) for s in saga_ids], conn=conn)
+            streams = await self.streams.load(self.store, saga_ids, conn)
         pending: dict[str, Pending] = {}
         savepoint = StepSavepoint(driver, _LOCAL_STEP)
         for saga_id, given, cause in work:
             entry = pending.get(saga_id)
             if entry is None:
-                events = streams[stream_of(saga_id)]
+                events, state = streams[saga_id]
                 if not events:
                     raise UnknownSagaError(f"no saga with id {saga_id!r}")
-                state = fold(saga_id, (e.event for e in events))
                 saga = self.definition_of(state)
                 entry = pending[saga_id] = Pending(
                     saga or self.saga_class(state.saga_type),

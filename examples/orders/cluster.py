@@ -36,6 +36,7 @@ class Cluster:
     bootstrap: str
     name: str = field(default_factory=lambda: f"orders_{uuid.uuid4().hex[:8]}")
     log_dir: Path = Path(".cache/demo")
+    partitions: int = 4  # of each topic: the most processes of one role that all get work
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -81,9 +82,10 @@ class Cluster:
         """The run's topics: its sagas' replies and its participants' commands."""
         return [f"{self.name}.OrderSaga.replies"] + [f"{self.name}.{s}.commands" for s in self.roles[2:]]
 
-    async def create_topics(self, partitions: int = 4) -> None:
+    async def create_topics(self, partitions: int | None = None) -> None:
         from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+        partitions = partitions or self.partitions
         topics = self.topic_names()
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
         await admin.start()
@@ -94,25 +96,39 @@ class Cluster:
         finally:
             await admin.close()
 
-    def log_path(self, role: str) -> Path:
-        """Where a role's stdout and stderr go (each start appends)."""
-        return self.log_dir / f"{self.name}.{role}.log"
+    def log_path(self, name: str) -> Path:
+        """Where a process's stdout and stderr go (each start appends)."""
+        return self.log_dir / f"{self.name}.{name}.log"
 
-    def start(self, role: str, extra_env: Mapping[str, str] | None = None) -> None:
-        """Start a role's process; `extra_env` goes to its environment only (`SAGA_CRASH_AT`)."""
+    def start(self, role: str, extra_env: Mapping[str, str] | None = None, *, instance: int = 1) -> str:
+        """Start a role's process; `extra_env` goes to its environment only (`SAGA_CRASH_AT`).
+        Returns its name in `processes`: the role, or `role#2`... for the role's later instances."""
+        if role not in self.roles:
+            raise ValueError(f"no role {role!r} in this cluster (it has: {', '.join(self.roles)})")
+        name = role if instance == 1 else f"{role}#{instance}"
         args = ["participant", role] if role in self.roles[2:] else [role]
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        with self.log_path(role).open("ab") as log:
-            self.processes[role] = subprocess.Popen(
+        with self.log_path(name).open("ab") as log:
+            self.processes[name] = subprocess.Popen(
                 [sys.executable, "-m", "saga", *args],
                 env={**self.env(), **(extra_env or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+        return name
 
-    def start_all(self) -> None:
+    def start_all(
+        self, counts: Mapping[str, int] | None = None, extra_env: Mapping[str, str] | None = None
+    ) -> None:
+        """Every role's processes: `counts[role]` of it (default one each)."""
         for role in self.roles:
-            self.start(role)
+            for instance in range(1, (counts or {}).get(role, 1) + 1):
+                self.start(role, extra_env, instance=instance)
+
+    @staticmethod
+    def role_of(name: str) -> str:
+        """The role of a process named in `processes` (`worker#2` is a worker)."""
+        return name.split("#", 1)[0]
 
     def kill_all(self) -> None:
         """SIGKILL every process still running, and wait for each (a test's clean-up)."""

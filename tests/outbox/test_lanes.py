@@ -112,3 +112,69 @@ async def test_closing_finishes_what_is_in_flight_and_leaves_the_rest() -> None:
     assert p.applied == [0]
     assert p.commits == [1]
     assert p.flow == [("give back", 1)]
+
+
+@dataclass
+class Together(Partition):
+    """A partition whose lanes apply the records of free keys together (`apply_together`)."""
+
+    batches: list[list[int]] = field(default_factory=list)
+    refuse_together: bool = False
+    batch_blocked: asyncio.Event | None = None
+
+    def lanes(self, limit: int = 100) -> Lanes:
+        return Lanes(
+            name="g",
+            apply=self.apply,
+            commit=self.commit,
+            hold_back=lambda tp: self.flow.append(("hold back", None)),
+            give_back=lambda tp, rewind_to: self.flow.append(("give back", rewind_to)),
+            limit=limit,
+            apply_together=self.apply_together,
+        )
+
+    async def apply_together(self, items: list[Decoded]) -> bool:
+        self.batches.append([d.offset for d in items])
+        if self.batch_blocked is not None:
+            await self.batch_blocked.wait()
+        if self.refuse_together:
+            return False
+        self.applied += [d.offset for d in items]
+        return True
+
+
+async def test_records_of_keys_not_held_up_go_together_and_the_lane_ends_once_the_slow_key_is_done() -> None:
+    p = Together(blocked={0: asyncio.Event()})
+    lanes = p.lanes()
+    p.refuse_together = True  # the first feed: as after a slow batch, every record one by one
+    lanes.feed(TP, [item(0, b"a"), item(1, b"b")])
+    await wait_for(lambda: p.applied == [1], 5, "key b while key a waits")
+    p.refuse_together = False
+    lanes.feed(TP, [item(2, b"a"), item(3, b"c"), item(4, b"b"), item(5, b"c")])
+    await wait_for(lambda: p.applied == [1, 3, 4, 5], 5, "the free keys' records together")
+    assert p.batches[-1] == [3, 4, 5]  # key a's record 2 waits behind record 0, not in the batch
+    assert p.commits[-1] == 0
+    p.blocked[0].set()
+    await wait_for(lambda: TP not in lanes, 5, "the lane to end")
+    assert p.applied == [1, 3, 4, 5, 0, 2]
+    assert p.commits == sorted(set(p.commits))
+    assert p.commits[-1] == 6
+    assert p.flow == [("give back", None)]
+
+
+async def test_records_that_do_not_go_together_go_one_by_one_in_order_ahead_of_their_keys_later_records() -> (
+    None
+):
+    p = Together(refuse_together=True, batch_blocked=asyncio.Event())
+    lanes = p.lanes()
+    lanes.feed(TP, [item(0, b"a"), item(1, b"b"), item(2, b"a")])
+    await wait_for(lambda: p.batches == [[0, 1, 2]], 5, "the batch to be tried")
+    lanes.feed(TP, [item(3, b"a"), item(4, b"c")])  # a: behind the batch; c: a batch of its own
+    assert p.batches == [[0, 1, 2]]  # one batch at a time over all lanes
+    assert p.batch_blocked is not None
+    p.batch_blocked.set()
+    await wait_for(lambda: TP not in lanes, 5, "the lane to end")
+    assert p.batches == [[0, 1, 2], [4]]
+    assert [o for o in p.applied if o in (0, 2, 3)] == [0, 2, 3]
+    assert sorted(p.applied) == [0, 1, 2, 3, 4]
+    assert p.commits[-1] == 5
