@@ -88,12 +88,9 @@ class EventStore:
 
     @asynccontextmanager
     async def _driver(self, conn: AsyncConnection | None) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """The psycopg connection to run one statement on.
-
-        With the caller's connection: its driver connection, inside the caller's transaction.
-        Without: one of the database's autocommit connections. Every operation of the store
-        is a single statement, atomic on its own.
-        """
+        """The psycopg connection to run one statement on: the caller's driver connection, in
+        the caller's transaction, or else one of the database's autocommit connections. Every
+        operation of the store is a single statement, atomic on its own."""
         if conn is not None:
             if not conn.in_transaction():
                 # As SQLAlchemy's own execute would: begin, so the caller's commit covers us.
@@ -110,8 +107,7 @@ class EventStore:
             with translate_errors():
                 async with driver.cursor() as cur:
                     await cur.execute(sql, params)
-                    # Every statement passed here returns rows. (Asking `cur.description` first
-                    # would not do: in a pipeline it is unknown until the results come back.)
+                    # Every statement here returns rows (`cur.description` is unknown in a pipeline).
                     return await cur.fetchall()
 
     # --- writing -----------------------------------------------------------------------
@@ -306,9 +302,7 @@ class EventStore:
         """Several whole streams in one query; a stream with no events maps to []. With
         `after` (stream id -> a version the caller holds), a stream's events after that version."""
         loaded: dict[str, list[RecordedEvent]] = {s: [] for s in stream_ids}
-        params: dict[str, Any] = {"stream_ids": list(loaded)}
-        if after:
-            params["after"] = [after.get(s, 0) for s in loaded]
+        params = {"stream_ids": list(loaded), "after": [(after or {}).get(s, 0) for s in loaded]}
         for row in await self._fetch(conn, LOAD_MANY_AFTER if after else LOAD_MANY, params):
             loaded[row[2]].append(self._decode(row))
         return loaded

@@ -32,6 +32,7 @@ from pydantic import BaseModel
 from eventstore import Database, Migration, OutageLog, Worker, check_database, crash_point
 from outbox._apply import Applier, offset_after
 from outbox._broker import broker_unavailable, watch_broker
+from outbox._consumer_checks import check_dead_letters_and_inbox, check_options
 from outbox._dead_letters import DeadLetters
 from outbox._delivery import BatchHandler, ConsumerStats, Decoded, Delivery, Handler, Record, handle_in_turn
 from outbox._errors import MessageDecodeError
@@ -82,8 +83,8 @@ class Consumer(Worker):
         schema: Sequence[Migration] | None = None,
         broker_watch_s: float | None = 5.0,
     ) -> None:
-        _check(group_id, topics, max_attempts, slow_batch_s, dead_letter_suffix)
-        _check_dead_letters_and_inbox(group_id, dead_letter_replication_factor, inbox_retention_s)
+        check_options(group_id, topics, max_attempts, slow_batch_s, dead_letter_suffix)
+        check_dead_letters_and_inbox(group_id, dead_letter_replication_factor, inbox_retention_s)
         super().__init__()
         self.name = f"consumer:{group_id}"
         self.database = database
@@ -384,25 +385,3 @@ class Consumer(Worker):
         if rewind_to is not None and not self._stopping.is_set():
             self._consumer.seek(tp, rewind_to)  # what was not done comes again
         self._consumer.resume(tp)
-
-
-def _check(group_id: str, topics: Sequence[str], max_attempts: int, slow_batch_s: float, suffix: str) -> None:
-    if not topics:
-        raise ValueError(f"consumer {group_id!r}: no topics to consume")
-    if max_attempts < 1:
-        raise ValueError(f"consumer {group_id!r}: max_attempts must be >= 1, got {max_attempts}")
-    if slow_batch_s <= 0:
-        raise ValueError(f"consumer {group_id!r}: slow_batch_s must be > 0, got {slow_batch_s}")
-    if not suffix:
-        raise ValueError(f"consumer {group_id!r}: dead_letter_suffix must not be empty")
-
-
-def _check_dead_letters_and_inbox(group_id: str, replication_factor: int, inbox_retention_s: float) -> None:
-    if replication_factor < 1:
-        raise ValueError(
-            f"consumer {group_id!r}: dead_letter_replication_factor must be >= 1, got {replication_factor}"
-        )
-    if inbox_retention_s <= 0:
-        raise ValueError(
-            f"consumer {group_id!r}: inbox_retention_s must be > 0 (seconds), got {inbox_retention_s}"
-        )
