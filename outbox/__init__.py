@@ -8,10 +8,19 @@ from outbox._delivery import BatchHandler, ConsumerStats, Delivery, Handler
 from outbox._errors import (
     BrokerUnavailableError,
     DeadLetterError,
+    KafkaConfigError,
     MessageDecodeError,
     MessageTypeError,
     OutboxError,
     PublishError,
+)
+from outbox._kafka_check import check_kafka
+from outbox._kafka_connection import (
+    PASSWORD_FILE,
+    SETTING_NAMES,
+    KafkaConnection,
+    KafkaSettingsError,
+    as_connection,
 )
 from outbox._log_context import LogContext, current_log_context, log_context, log_context_of
 from outbox._message import Envelope, MessageRegistry, child_traceparent, new_traceparent
@@ -30,6 +39,8 @@ from outbox._tracing import (
 )
 
 __all__ = [
+    "PASSWORD_FILE",
+    "SETTING_NAMES",
     "BatchHandler",
     "BrokerUnavailableError",
     "Consumer",
@@ -41,7 +52,10 @@ __all__ = [
     "Delivery",
     "Envelope",
     "Handler",
+    "KafkaConfigError",
+    "KafkaConnection",
     "KafkaLogThrottle",
+    "KafkaSettingsError",
     "LogContext",
     "MessageDecodeError",
     "MessageRegistry",
@@ -56,7 +70,9 @@ __all__ = [
     "Relay",
     "RelayLag",
     "RelayStats",
+    "as_connection",
     "caused_by",
+    "check_kafka",
     "child_traceparent",
     "context_of",
     "current_log_context",

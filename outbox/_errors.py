@@ -5,6 +5,7 @@ OutboxError                   base; `retriable` says whether trying again can he
 ├── MessageDecodeError        a record cannot be turned into a message (poison)
 ├── PublishError              Kafka did not acknowledge (retriable)
 ├── BrokerUnavailableError    no Kafka broker answers at the bootstrap address (retriable)
+├── KafkaConfigError          Kafka refuses the settings (login, certificate, protocol)
 └── DeadLetterError           a dead letter cannot be found, read or redriven (the message says why;
                               retriable when Kafka did not answer)
 """
@@ -38,6 +39,11 @@ class BrokerUnavailableError(OutboxError):
         self.service = f"Kafka at {bootstrap_servers}"
         self.reason = reason
         super().__init__(f"{self.service} is unreachable: {reason}")
+
+
+class KafkaConfigError(OutboxError):
+    """Kafka answered but refuses this process's settings: a login, a certificate, a protocol.
+    Waiting will not help; the message names the setting to fix, never a password."""
 
 
 class DeadLetterError(OutboxError):
