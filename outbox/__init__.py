@@ -18,8 +18,11 @@ from outbox._kafka_check import check_kafka
 from outbox._kafka_connection import (
     PASSWORD_FILE,
     SETTING_NAMES,
+    Compression,
     KafkaConnection,
     KafkaSettingsError,
+    SaslMechanism,
+    SecurityProtocol,
     as_connection,
 )
 from outbox._log_context import LogContext, current_log_context, log_context, log_context_of
@@ -43,6 +46,7 @@ __all__ = [
     "SETTING_NAMES",
     "BatchHandler",
     "BrokerUnavailableError",
+    "Compression",
     "Consumer",
     "ConsumerStats",
     "DeadLetter",
@@ -70,6 +74,8 @@ __all__ = [
     "Relay",
     "RelayLag",
     "RelayStats",
+    "SaslMechanism",
+    "SecurityProtocol",
     "as_connection",
     "caused_by",
     "check_kafka",

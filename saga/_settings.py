@@ -7,15 +7,21 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from eventstore import sqlalchemy_url
+from outbox import PASSWORD_FILE, SETTING_NAMES, KafkaSettingsError
 from saga._process import EventLoop
+from saga._settings_kafka import KafkaSettings
 
 # field name -> environment variable
 ENVIRONMENT = {
     "database_url": "DATABASE_URL",
-    "kafka_bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
+    **{f"kafka_{setting}": variable for setting, variable in SETTING_NAMES.items()},
+    "kafka_sasl_password_file": PASSWORD_FILE,
+    "topic_partitions": "SAGA_TOPIC_PARTITIONS",
+    "topic_replication_factor": "SAGA_TOPIC_REPLICATION_FACTOR",
+    "topic_min_insync_replicas": "SAGA_TOPIC_MIN_INSYNC_REPLICAS",
     "topic_prefix": "SAGA_TOPIC_PREFIX",
     "relay_batch_size": "SAGA_RELAY_BATCH_SIZE",
     "relay_poll_interval_s": "SAGA_RELAY_POLL_INTERVAL_S",
@@ -37,11 +43,12 @@ class SettingsError(Exception):
     pass
 
 
-class Settings(BaseModel):
+# Shown as hidden in every error; never printed.
+SECRETS = frozenset({"kafka_sasl_password"})
+
+
+class Settings(KafkaSettings):
     database_url: str = Field(description="Postgres URL (postgresql://user:pw@host:port/db)")
-    kafka_bootstrap_servers: str = Field(
-        "127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,...]"
-    )
     topic_prefix: str = Field(
         "saga",
         description="Prefix of every topic name (letters, digits, '.', '_', '-'; at most 150 characters, "
@@ -112,12 +119,16 @@ class Settings(BaseModel):
         if "database_url" not in values:
             raise SettingsError("DATABASE_URL is not set (or pass --database-url)")
         try:
-            return cls.model_validate(values)
+            settings = cls.model_validate(values)
         except ValidationError as exc:
             problems = []
             for error in exc.errors():
                 field = str(error["loc"][0]) if error["loc"] else "?"
-                problems.append(
-                    f"{ENVIRONMENT.get(field, field)}: {error['msg']} (got {error.get('input')!r})"
-                )
+                got = "a value, hidden" if field in SECRETS else repr(error.get("input"))
+                problems.append(f"{ENVIRONMENT.get(field, field)}: {error['msg']} (got {got})")
             raise SettingsError("bad settings: " + "; ".join(problems)) from None
+        try:
+            settings.kafka()  # every Kafka setting together, and the files they name, now
+        except KafkaSettingsError as exc:
+            raise SettingsError(f"bad settings: {exc}") from None
+        return settings
