@@ -37,6 +37,8 @@ from outbox._dead_letters import DeadLetters
 from outbox._delivery import BatchHandler, ConsumerStats, Decoded, Delivery, Handler, Record, handle_in_turn
 from outbox._errors import MessageDecodeError
 from outbox._inbox import keep_trimmed
+from outbox._kafka_check import check_kafka
+from outbox._kafka_connection import KafkaConnection, as_connection
 from outbox._lanes import FinishBatchOnRevoke, Lanes
 from outbox._message import MessageRegistry
 from outbox._outbox import outbox_migrations
@@ -63,7 +65,7 @@ class Consumer(Worker):
     def __init__(
         self,
         database: Database,
-        bootstrap_servers: str,
+        kafka: str | KafkaConnection,
         *,
         group_id: str,
         topics: Sequence[str],
@@ -89,7 +91,8 @@ class Consumer(Worker):
         self.name = f"consumer:{group_id}"
         self.database = database
         self.engine = database.engine
-        self.bootstrap_servers = bootstrap_servers
+        self.kafka = as_connection(kafka)
+        self.bootstrap_servers = self.kafka.bootstrap_servers
         self.group_id = group_id
         self.topics = list(topics)
         self.registry = registry
@@ -110,21 +113,21 @@ class Consumer(Worker):
                 f"consumer {group_id!r}: broker_watch_s must be > 0 or None, got {broker_watch_s}"
             )
         self.broker_watch_s = broker_watch_s
-        self.consumer_options = {
-            "enable_auto_commit": False,
-            "auto_offset_reset": "earliest",
-            "fetch_max_wait_ms": 100,
-            # A member that died holds its partitions until its session expires: keep that short.
-            "session_timeout_ms": 6000,
-            "heartbeat_interval_ms": 1000,
+        # A member that died holds its partitions until its session expires: the connection's
+        # session_timeout_ms (6 s unless set) says how long.
+        self.consumer_options = self.kafka.consumer_options(
+            f"consumer-{group_id}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=100,
             **(consumer_options or {}),
-        }
+        )
         self.stats = ConsumerStats()
         self._consumer: AIOKafkaConsumer | None = None
         self._batch_lock = asyncio.Lock()
         self._commit_lock = asyncio.Lock()
         self._dead_letters = DeadLetters(
-            bootstrap_servers,
+            self.kafka,
             group_id=group_id,
             suffix=dead_letter_suffix,
             replication_factor=dead_letter_replication_factor,
@@ -171,11 +174,10 @@ class Consumer(Worker):
         `DatabaseUnreachableError` or `BrokerUnavailableError` when a service is away (try
         again later), `DatabaseConfigError` or `SchemaError` when the database is wrong."""
         await check_database(self.database, self.schema)
+        await check_kafka(self.kafka)
         try:
             await self._dead_letters.start()
-            self._consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.bootstrap_servers, group_id=self.group_id, **self.consumer_options
-            )
+            self._consumer = AIOKafkaConsumer(group_id=self.group_id, **self.consumer_options)
             self._consumer.subscribe(
                 self.topics, listener=FinishBatchOnRevoke(self._batch_lock, self._lanes, self._dead_letters)
             )

@@ -25,7 +25,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from outbox._dead_letter_record import REDRIVEN_FROM, DeadLetter
-from outbox._errors import DeadLetterError
+from outbox._errors import BrokerUnavailableError, DeadLetterError
+from outbox._kafka_check import check_kafka
+from outbox._kafka_connection import KafkaConnection, as_connection
 
 _REF = re.compile(r"(?P<topic>[A-Za-z0-9._-]{1,249})\[(?P<partition>\d+)\]@(?P<offset>\d+)")
 
@@ -79,15 +81,19 @@ class Redrive:
 class DeadLetterReader:
     """Lists dead-letter topics with their record counts, reads dead letters, redrives them.
 
-    `async with DeadLetterReader(bootstrap_servers) as reader: ...` (or `start()` / `stop()`).
+    `async with DeadLetterReader(kafka) as reader: ...` (or `start()` / `stop()`); `kafka` is the
+    bootstrap servers or a `KafkaConnection`.
     Every call that Kafka does not answer within `timeout_s` raises `DeadLetterError`, as do an
     unknown topic, an offset outside a partition's records, and a record that is no dead letter.
     """
 
-    def __init__(self, bootstrap_servers: str, *, suffix: str = ".dlq", timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, kafka: str | KafkaConnection, *, suffix: str = ".dlq", timeout_s: float = 10.0
+    ) -> None:
         if not suffix:
             raise ValueError("suffix must not be empty")
-        self.bootstrap_servers = bootstrap_servers
+        self.kafka = as_connection(kafka)
+        self.bootstrap_servers = self.kafka.bootstrap_servers
         self.suffix = suffix
         self.timeout_s = timeout_s
         self._admin: AIOKafkaAdminClient | None = None
@@ -107,16 +113,21 @@ class DeadLetterReader:
         if self._admin is not None:
             return
         ms = int(self.timeout_s * 1000)
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=ms)
+        self._admin = AIOKafkaAdminClient(
+            **self.kafka.admin_options("dead-letter-reader", request_timeout_ms=ms)
+        )
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers,
-            group_id=None,
-            enable_auto_commit=False,
-            request_timeout_ms=ms,
-            fetch_max_wait_ms=100,
+            **self.kafka.consumer_options(
+                "dead-letter-reader",
+                group_id=None,
+                enable_auto_commit=False,
+                request_timeout_ms=ms,
+                fetch_max_wait_ms=100,
+            )
         )
         try:
             async with self._kafka("connect"):
+                await check_kafka(self.kafka, self.timeout_s)
                 await self._admin.start()
                 await self._consumer.start()
         except BaseException:
@@ -141,8 +152,8 @@ class DeadLetterReader:
         try:
             async with asyncio.timeout(self.timeout_s):
                 yield
-        except (KafkaError, TimeoutError, OSError) as exc:
-            problem = str(exc) or type(exc).__name__
+        except (KafkaError, TimeoutError, OSError, BrokerUnavailableError) as exc:
+            problem = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
             error = DeadLetterError(
                 f"Kafka at {self.bootstrap_servers} did not answer ({doing}: {problem}): "
                 "check that it runs and that the bootstrap servers are right"
@@ -265,9 +276,7 @@ class DeadLetterReader:
 
     async def _started_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap_servers, acks="all", enable_idempotence=True
-            )
+            producer = AIOKafkaProducer(**self.kafka.producer_options("dead-letter-reader"))
             try:
                 async with self._kafka("connect"):
                     await producer.start()

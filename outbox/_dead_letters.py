@@ -25,6 +25,7 @@ from aiokafka.errors import KafkaError
 
 from eventstore import is_retriable
 from outbox._delivery import ConsumerStats, Record
+from outbox._kafka_connection import KafkaConnection
 from outbox._log_context import log_context_of_headers
 from outbox._metrics import count_dead_letter
 from outbox._topics import create_missing
@@ -70,7 +71,7 @@ class DeadLetters:
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        kafka: KafkaConnection,
         *,
         group_id: str,
         suffix: str,
@@ -81,7 +82,7 @@ class DeadLetters:
         stopping: Callable[[], bool],
         on_sent: Callable[[Record], Awaitable[None]],
     ) -> None:
-        self.bootstrap_servers = bootstrap_servers
+        self.kafka = kafka
         self.group_id = group_id
         self.suffix = suffix
         self.replication_factor = replication_factor
@@ -99,11 +100,11 @@ class DeadLetters:
     async def start(self) -> None:
         if self._producer is not None:
             return
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap_servers, acks="all", enable_idempotence=True
-        )
+        self._producer = AIOKafkaProducer(**self.kafka.producer_options(f"dead-letters-{self.group_id}"))
         self._admin = AIOKafkaAdminClient(
-            bootstrap_servers=self.bootstrap_servers, request_timeout_ms=int(PROVIDE_TIMEOUT_S * 1000)
+            **self.kafka.admin_options(
+                f"dead-letters-{self.group_id}", request_timeout_ms=int(PROVIDE_TIMEOUT_S * 1000)
+            )
         )
         try:
             await self._producer.start()

@@ -50,6 +50,8 @@ from eventstore import (
 from outbox._broker import broker_unavailable, close_producer
 from outbox._buckets import ALL_BUCKETS, BucketShare
 from outbox._errors import BrokerUnavailableError, PublishError
+from outbox._kafka_check import check_kafka
+from outbox._kafka_connection import KafkaConnection, as_connection
 from outbox._log_context import log_context_of_headers
 from outbox._metrics import count_published, refresh_outbox_gauges
 from outbox._outbox import NOTIFY_CHANNEL, RelayLag, outbox_lag, outbox_migrations
@@ -109,7 +111,7 @@ class Relay(Worker):
     def __init__(
         self,
         database: Database,
-        bootstrap_servers: str,
+        kafka: str | KafkaConnection,
         *,
         batch_size: int = 500,
         poll_interval_s: float = 1.0,
@@ -127,20 +129,16 @@ class Relay(Worker):
             raise ValueError("relay intervals must be > 0")
         super().__init__()
         self.database = database
-        self.bootstrap_servers = bootstrap_servers
+        self.kafka = as_connection(kafka)
+        self.bootstrap_servers = self.kafka.bootstrap_servers
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
         self.rebalance_interval_s = rebalance_interval_s
         self.retry_max_s = retry_max_s
         self.ack_timeout_s = ack_timeout_s
         self.lag_log_interval_s = lag_log_interval_s
-        self.producer_options = {
-            "acks": "all",
-            "enable_idempotence": True,
-            "linger_ms": 1,
-            "request_timeout_ms": 30_000,
-            **(producer_options or {}),
-        }
+        # Idempotent with acks=all whatever `producer_options` say (it refuses weaker ones).
+        self.producer_options = self.kafka.producer_options("relay", **(producer_options or {}))
         self.stats = RelayStats()
         self.missing_topics = MissingTopics(give_up_after_s=unpublishable_after_s)
         # Postgres or Kafka away: a line when it goes, one a minute, one when it is back.
@@ -156,6 +154,7 @@ class Relay(Worker):
         """Refuse to start on a database that is wrong (`DatabaseConfigError`, `SchemaError`);
         `DatabaseUnreachableError` when Postgres is away."""
         await check_database(self.database, outbox_migrations())
+        await check_kafka(self.kafka)
         if self._gauges is not None:
             await self._gauges.start()
 
@@ -187,7 +186,7 @@ class Relay(Worker):
             self._outage.ended(database_service(self.database))
             share = BucketShare(conn)
             await share.join()
-            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers, **self.producer_options)
+            producer = AIOKafkaProducer(**self.producer_options)
             try:
                 try:
                     await producer.start()

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from eventstore import Database
-from outbox import MessageRegistry, Outbox
+from outbox import KafkaConnection, MessageRegistry, Outbox
 from saga._clock import Clock
 from saga._definition import DefinitionError, Saga
 from saga._orchestrator import Orchestrator
@@ -129,12 +129,13 @@ class App:
         )
 
     def participant(
-        self, database: Database, bootstrap_servers: str, service: str, **consumer_options: Any
+        self, database: Database, kafka: str | KafkaConnection, service: str, **consumer_options: Any
     ) -> Participant:
-        """The worker of one participant service: `await p.start()` ... `await p.stop()`."""
+        """The worker of one participant service: `await p.start()` ... `await p.stop()`.
+        `kafka`: the bootstrap servers of a PLAINTEXT broker, or a `KafkaConnection`."""
         return Participant(
             database,
-            bootstrap_servers,
+            kafka,
             service=service,
             messages=self.messages,
             handlers=self.handlers(service),

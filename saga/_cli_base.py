@@ -24,6 +24,7 @@ from eventstore import (
     classify_error,
     connection_refusal,
 )
+from outbox import KafkaConfigError
 from saga._app import App, AppLoadError, load_app
 from saga._errors import SagaError
 from saga._orchestrator import Orchestrator
@@ -127,7 +128,7 @@ def run(coro: Awaitable[T]) -> T:
     """Run one command's coroutine; our own errors become one clear line and exit code 1."""
     try:
         return asyncio.run(coro)  # type: ignore[arg-type]
-    except (EventStoreError, SagaError, AppLoadError) as exc:
+    except (EventStoreError, SagaError, AppLoadError, KafkaConfigError) as exc:
         refused = _refused(exc) if isinstance(exc, StoreUnavailableError) else None
         raise (refused or click.ClickException(str(exc))) from None
     except (sa_exc.DBAPIError, psycopg.Error, OSError) as exc:

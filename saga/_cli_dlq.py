@@ -28,7 +28,7 @@ def _with_reader(settings: Settings, work: Callable[[DeadLetterReader], Awaitabl
     logging.getLogger("aiokafka").addHandler(logging.NullHandler())
 
     async def go() -> T:
-        async with DeadLetterReader(settings.kafka_bootstrap_servers, suffix=DEAD_LETTER_SUFFIX) as reader:
+        async with DeadLetterReader(settings.kafka(), suffix=DEAD_LETTER_SUFFIX) as reader:
             return await work(reader)
 
     try:

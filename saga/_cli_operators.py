@@ -260,9 +260,7 @@ def status(ctx: Context) -> None:
         async with Database(settings.database_url) as database:
             result = await ops.status(database.engine)
         try:
-            counts = await asyncio.wait_for(
-                ops.dead_letter_counts(settings.kafka_bootstrap_servers, prefix), timeout=20
-            )
+            counts = await asyncio.wait_for(ops.dead_letter_counts(settings.kafka(), prefix), timeout=20)
             # Consumers create every dead-letter topic at start: only those holding records count.
             result["dead_letters"] = {topic: n for topic, n in counts.items() if n}
         except Exception as exc:

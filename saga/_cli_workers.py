@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from eventstore import Database, DatabaseConfigError, SchemaError, upgrade
-from outbox import Relay
+from outbox import KafkaConfigError, Relay
 from saga._app import AppLoadError
 from saga._cli_base import Context, cli, pass_ctx, run, with_orchestrator
 from saga._logs import configure_logging
@@ -36,7 +36,7 @@ def serve(main: Coroutine[Any, Any, None], settings: Settings) -> None:
     waits out (see `run_until_signalled`)."""
     try:
         run_process(main, settings.event_loop)
-    except (DatabaseConfigError, SchemaError) as exc:
+    except (DatabaseConfigError, SchemaError, KafkaConfigError) as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -91,7 +91,7 @@ def relay(ctx: Context, relay_batch_size: int | None) -> None:
         async with Database(settings.database_url) as database:
             worker = Relay(
                 database,
-                settings.kafka_bootstrap_servers,
+                settings.kafka(),
                 batch_size=settings.relay_batch_size,
                 poll_interval_s=settings.relay_poll_interval_s,
                 rebalance_interval_s=settings.relay_rebalance_interval_s,
@@ -116,7 +116,7 @@ def worker(ctx: Context) -> None:
         async def work(orchestrator: Orchestrator) -> None:
             w = OrchestratorWorker(
                 orchestrator,
-                settings.kafka_bootstrap_servers,
+                settings.kafka(),
                 slow_batch_s=settings.slow_batch_s,
                 inbox_retention_s=settings.inbox_retention_s,
                 metrics_interval_s=metrics_interval(settings),
@@ -146,7 +146,7 @@ def participant(ctx: Context, service: str) -> None:
         async with Database(settings.database_url) as database:
             p = app.participant(
                 database,
-                settings.kafka_bootstrap_servers,
+                settings.kafka(),
                 service,
                 slow_batch_s=settings.slow_batch_s,
                 inbox_retention_s=settings.inbox_retention_s,

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventstore import driver_connection
-from outbox import DeadLetterReader, Outbox
+from outbox import DeadLetterReader, KafkaConnection, Outbox
 from saga import _repository as repo
 from saga._errors import SagaError, UnknownSagaError
 from saga._orchestrator import Orchestrator
@@ -265,8 +265,8 @@ async def status(engine: AsyncEngine) -> dict[str, Any]:
     }
 
 
-async def dead_letter_counts(bootstrap_servers: str, prefix: str) -> dict[str, int]:
+async def dead_letter_counts(kafka: str | KafkaConnection, prefix: str) -> dict[str, int]:
     """Records in each dead-letter topic under the prefix: end minus beginning offsets of each
     partition, so records deleted by retention are not counted; nothing is consumed."""
-    async with DeadLetterReader(bootstrap_servers, suffix=DEAD_LETTER_SUFFIX) as reader:
+    async with DeadLetterReader(kafka, suffix=DEAD_LETTER_SUFFIX) as reader:
         return {t.topic: t.records for t in await reader.topics(prefix)}

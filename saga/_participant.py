@@ -20,6 +20,7 @@ from outbox import (
     Consumer,
     Delivery,
     Envelope,
+    KafkaConnection,
     MessageDecodeError,
     MessageRegistry,
     Outbox,
@@ -41,7 +42,7 @@ class Participant(Consumer):
     def __init__(
         self,
         database: Database,
-        bootstrap_servers: str,
+        kafka: str | KafkaConnection,
         *,
         service: str,
         messages: MessageRegistry,
@@ -55,7 +56,7 @@ class Participant(Consumer):
         self.command_handlers = {messages.type_of_model(model).name: h for model, h in handlers.items()}
         super().__init__(
             database,
-            bootstrap_servers,
+            kafka,
             group_id=Topics(topic_prefix).participant_group(service),
             topics=[Topics(topic_prefix).commands(service)],
             registry=messages,

@@ -128,7 +128,7 @@ class Settings(KafkaSettings):
                 problems.append(f"{ENVIRONMENT.get(field, field)}: {error['msg']} (got {got})")
             raise SettingsError("bad settings: " + "; ".join(problems)) from None
         try:
-            settings.kafka()  # every Kafka setting together, and the files they name, now
+            settings.kafka().ssl_context()  # every Kafka setting together, and the files they name, now
         except KafkaSettingsError as exc:
             raise SettingsError(f"bad settings: {exc}") from None
         return settings

@@ -18,7 +18,15 @@ from eventstore import (
     eventstore_migrations,
     load_migrations,
 )
-from outbox import Consumer, LogContext, Outbox, log_context, outbox_migrations
+from outbox import (
+    Consumer,
+    KafkaConnection,
+    LogContext,
+    Outbox,
+    as_connection,
+    log_context,
+    outbox_migrations,
+)
 from saga import _repository as repo
 from saga._clock import table_time
 from saga._decision import DeadlineDue
@@ -196,7 +204,7 @@ class OrchestratorWorker(Worker):
     def __init__(
         self,
         orchestrator: Orchestrator,
-        bootstrap_servers: str,
+        kafka: str | KafkaConnection,
         *,
         deadline_interval_s: float = 0.5,
         group_id: str | None = None,
@@ -208,7 +216,7 @@ class OrchestratorWorker(Worker):
         super().__init__()
         self.orchestrator = orchestrator
         self.deadline_interval_s = deadline_interval_s
-        self.bootstrap_servers = bootstrap_servers
+        self.bootstrap_servers = as_connection(kafka).bootstrap_servers
         # Set when /metrics is served: deadlines due and the feed lag need a query now and then.
         self._gauges = None if metrics_interval_s is None else worker_gauges(orchestrator, metrics_interval_s)
         # Checked before the worker joins its group: it needs every component's tables.
@@ -218,7 +226,7 @@ class OrchestratorWorker(Worker):
         consumer_options.setdefault("broker_watch_s", None)  # `_run` probes Kafka itself
         self.replies = Consumer(
             orchestrator.database,
-            bootstrap_servers,
+            kafka,
             group_id=group_id or orchestrator.topics.orchestrator_group(),
             topics=orchestrator.reply_topics(),
             registry=orchestrator.messages,
