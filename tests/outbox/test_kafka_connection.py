@@ -35,14 +35,20 @@ def test_bootstrap_servers_alone_mean_a_plaintext_broker_with_the_defaults() -> 
     assert options["bootstrap_servers"] == "127.0.0.1:9092"
     assert options["client_id"] == "saga-relay"
     assert (options["linger_ms"], options["max_batch_size"], options["compression_type"]) == (1, 16384, None)
-    assert "ssl_context" not in options and "sasl_plain_password" not in options
+    assert "ssl_context" not in options
+    assert "sasl_plain_password" not in options
 
 
 def test_the_producer_is_always_idempotent_with_acks_all() -> None:
     kafka = KafkaConnection(linger_ms=20, batch_size=65536, compression="gzip")
     options = kafka.producer_options("relay", linger_ms=5)
-    assert options["acks"] == "all" and options["enable_idempotence"] is True
-    assert (options["linger_ms"], options["max_batch_size"], options["compression_type"]) == (5, 65536, "gzip")
+    assert options["acks"] == "all"
+    assert options["enable_idempotence"] is True
+    assert (options["linger_ms"], options["max_batch_size"], options["compression_type"]) == (
+        5,
+        65536,
+        "gzip",
+    )
     for weaker in ({"acks": 1}, {"enable_idempotence": False}):
         with pytest.raises(KafkaSettingsError, match="always built with"):
             kafka.producer_options("relay", **weaker)
@@ -78,8 +84,11 @@ def test_the_password_can_come_from_a_file_and_not_from_both(tmp_path: Path) -> 
     secret = tmp_path / "password"
     secret.write_text(f"{SECRET}\n")
     kafka = Settings.load(secure(SAGA_KAFKA_SASL_PASSWORD_FILE=str(secret))).kafka()
-    assert kafka.sasl_password is not None and kafka.sasl_password.get_secret_value() == SECRET
-    with pytest.raises(SettingsError, match="SAGA_KAFKA_SASL_PASSWORD and SAGA_KAFKA_SASL_PASSWORD_FILE") as both:
+    assert kafka.sasl_password is not None
+    assert kafka.sasl_password.get_secret_value() == SECRET
+    with pytest.raises(
+        SettingsError, match="SAGA_KAFKA_SASL_PASSWORD and SAGA_KAFKA_SASL_PASSWORD_FILE"
+    ) as both:
         Settings.load(secure(SAGA_KAFKA_SASL_PASSWORD_FILE=str(secret), SAGA_KAFKA_SASL_PASSWORD=SECRET))
     with pytest.raises(SettingsError, match=r"SAGA_KAFKA_SASL_PASSWORD_FILE: cannot read .*missing") as gone:
         Settings.load(secure(SAGA_KAFKA_SASL_PASSWORD_FILE=str(tmp_path / "missing")))
@@ -90,9 +99,15 @@ def test_the_password_can_come_from_a_file_and_not_from_both(tmp_path: Path) -> 
     ("env", "named"),
     [
         (secure(), "SAGA_KAFKA_SASL_PASSWORD: is not set (nor SAGA_KAFKA_SASL_PASSWORD_FILE)"),
-        ({"SAGA_KAFKA_SASL_USERNAME": "saga"}, "SAGA_KAFKA_SASL_USERNAME: is set, but SAGA_KAFKA_SECURITY_PROTOCOL"),
+        (
+            {"SAGA_KAFKA_SASL_USERNAME": "saga"},
+            "SAGA_KAFKA_SASL_USERNAME: is set, but SAGA_KAFKA_SECURITY_PROTOCOL",
+        ),
         ({"SAGA_KAFKA_SSL_CAFILE": "/etc/ca.pem"}, "SAGA_KAFKA_SSL_CAFILE: is set, but"),
-        (secure(SAGA_KAFKA_SASL_PASSWORD="x", SAGA_KAFKA_SSL_CAFILE="/nowhere/ca.pem"), "no readable file at"),
+        (
+            secure(SAGA_KAFKA_SASL_PASSWORD="x", SAGA_KAFKA_SSL_CAFILE="/nowhere/ca.pem"),
+            "no readable file at",
+        ),
         ({"SAGA_KAFKA_SECURITY_PROTOCOL": "TLS"}, "SAGA_KAFKA_SECURITY_PROTOCOL: Input should be"),
         ({"SAGA_KAFKA_SASL_MECHANISM": "GSSAPI"}, "SAGA_KAFKA_SASL_MECHANISM: Input should be"),
         ({"SAGA_KAFKA_LINGER_MS": "-1"}, "SAGA_KAFKA_LINGER_MS: must be a whole number from 0"),
@@ -114,7 +129,8 @@ def test_a_password_that_fails_validation_is_not_echoed() -> None:
     # A secret that is itself invalid is hidden too (here: not a string at all).
     with pytest.raises(SettingsError) as hidden:
         Settings.load({"DATABASE_URL": URL}, kafka_sasl_password=["a", SECRET])
-    assert "SAGA_KAFKA_SASL_PASSWORD" in str(hidden.value) and SECRET not in str(hidden.value)
+    assert "SAGA_KAFKA_SASL_PASSWORD" in str(hidden.value)
+    assert SECRET not in str(hidden.value)
 
 
 def test_a_ca_file_that_is_no_certificate_is_named_at_load(tmp_path: Path) -> None:
