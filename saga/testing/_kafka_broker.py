@@ -156,7 +156,9 @@ class KafkaBroker:
     listener, or no SCRAM credentials) is restarted, and its local data formatted anew.
     """
 
-    def __init__(self, home: Path, *, jars: Path, auto_create_topics: bool = True, secure: bool = False) -> None:
+    def __init__(
+        self, home: Path, *, jars: Path, auto_create_topics: bool = True, secure: bool = False
+    ) -> None:
         self.home = home
         self.jars = jars
         # Off is the usual production setting: every topic must be created before use.
@@ -293,7 +295,10 @@ class KafkaBroker:
         arguments = ["format", f"--cluster-id={cluster_id}", f"--config={self.config}"]
         scram = self.tls.format_arguments() if self.secure else []
         fmt = subprocess.run(
-            self._java("kafka.tools.StorageTool", *arguments, *scram), capture_output=True, text=True, check=False
+            self._java("kafka.tools.StorageTool", *arguments, *scram),
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if fmt.returncode != 0:
             output = f"{fmt.stdout}{fmt.stderr}"
@@ -310,14 +315,18 @@ class KafkaBroker:
         try:
             self.tls.ensure()
         except TlsError as exc:
-            raise ServicesError(f"kafka: making the secured listener's certificates in {self.tls.folder}: {exc}") from None
+            raise ServicesError(
+                f"kafka: making the secured listener's certificates in {self.tls.folder}: {exc}"
+            ) from None
 
     def up(self) -> str:
         bootstrap = self.bootstrap()
         if self.pid() is not None and bootstrap and kafka_problem(bootstrap) is None:
             if self._layout_current():
                 return bootstrap
-            print(f"kafka: restarting the broker in {self.home} to add its SASL_SSL listener", file=sys.stderr)
+            print(
+                f"kafka: restarting the broker in {self.home} to add its SASL_SSL listener", file=sys.stderr
+            )
             self.down()
         _need("java", JAVA_WHY)
         fetch_kafka_jars(self.jars)

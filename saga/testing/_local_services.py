@@ -255,7 +255,11 @@ def _cmd_env(local: LocalServices, prog: str, *, secure: bool = False) -> None:
     pg, kafka = _running(local)
     print(f"export DATABASE_URL='{pg}'" if pg else f"echo 'postgres is not running: {prog} up' >&2")
     if not secure:
-        print(f"export KAFKA_BOOTSTRAP_SERVERS='{kafka}'" if kafka else f"echo 'kafka is not running: {prog} up' >&2")
+        print(
+            f"export KAFKA_BOOTSTRAP_SERVERS='{kafka}'"
+            if kafka
+            else f"echo 'kafka is not running: {prog} up' >&2"
+        )
         return
     # This checkout's broker, whatever KAFKA_BOOTSTRAP_SERVERS names: only it has a listener we know.
     settings = local.kafka_secure_env()
