@@ -199,3 +199,18 @@ async def private_broker(tmp_path: Path) -> AsyncIterator[Any]:
         yield broker
     finally:
         await asyncio.to_thread(broker.down)
+
+
+@pytest.fixture(scope="session")
+def kafka_secure_env() -> dict[str, str]:
+    """The settings of this checkout's broker's SASL_SSL listener (`scripts/services env --secure`):
+    KAFKA_BOOTSTRAP_SERVERS, SAGA_KAFKA_SECURITY_PROTOCOL, ..._SASL_*, SAGA_KAFKA_SSL_CAFILE."""
+    services = load_services()
+    settings: dict[str, str] | None = services.services.LocalServices(services.DIRS).kafka_secure_env()
+    if settings is None:
+        pytest.fail(
+            f"this checkout's Kafka broker with its SASL_SSL listener is not running under {services.STATE}: "
+            "`make services` (or `scripts/services up`) starts it, or adds the listener to a broker "
+            "started before it existed"
+        )
+    return settings

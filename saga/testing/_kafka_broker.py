@@ -17,6 +17,8 @@ import time
 import uuid
 from pathlib import Path
 
+from saga.testing._kafka_tls import KEYTOOL_WHY, LISTENER, BrokerTls, TlsError
+
 KAFKA_POM = Path(__file__).with_name("kafka-pom.xml")
 KAFKA_START_TIMEOUT_S = 90.0
 
@@ -148,13 +150,22 @@ class KafkaBroker:
     a port taken meanwhile) gets new ports and newly formatted storage. Tests use a second
     instance in a folder of their own to stop and restart a broker under load; the chaos suite
     runs one with `auto_create_topics=False`.
+
+    `secure=True` adds a SASL_SSL listener on a port of its own (the third in `broker.ports`)
+    with the user of `tls` (see `BrokerTls`); a broker or data from before that (no such
+    listener, or no SCRAM credentials) is restarted, and its local data formatted anew.
     """
 
-    def __init__(self, home: Path, *, jars: Path, auto_create_topics: bool = True) -> None:
+    def __init__(
+        self, home: Path, *, jars: Path, auto_create_topics: bool = True, secure: bool = False
+    ) -> None:
         self.home = home
         self.jars = jars
         # Off is the usual production setting: every topic must be created before use.
         self.auto_create_topics = auto_create_topics
+        self.secure = secure
+        self.tls = BrokerTls(home / "tls")
+        self.credentials_mark = home / "scram.mark"
         self.data = home / "data"
         self.config = home / "server.properties"
         self.pidfile = home / "broker.pid"
@@ -166,17 +177,36 @@ class KafkaBroker:
         pid = int(self.pidfile.read_text())
         return pid if pid_alive(pid) else None
 
+    def _stored_ports(self) -> list[int]:
+        return [int(p) for p in self.portfile.read_text().split()] if self.portfile.exists() else []
+
     def bootstrap(self) -> str | None:
-        if not self.portfile.exists():
-            return None
-        return f"127.0.0.1:{self.portfile.read_text().split()[0]}"
+        ports = self._stored_ports()
+        return f"127.0.0.1:{ports[0]}" if ports else None
+
+    def secure_bootstrap(self) -> str | None:
+        """The SASL_SSL listener's address (None unless `secure` and started so)."""
+        ports = self._stored_ports()
+        return f"127.0.0.1:{ports[2]}" if self.secure and len(ports) > 2 else None
+
+    def _credentials_stored(self) -> bool:
+        mark = self.credentials_mark
+        return self.tls.ready() and mark.exists() and mark.read_text() == self.tls.credentials_mark()
+
+    def _layout_current(self) -> bool:
+        return not self.secure or (self.secure_bootstrap() is not None and self._credentials_stored())
 
     def missing(self) -> str | None:
         """What `up()` would lack to start the broker (java; mvn while the jars are not here)."""
         if self.pid() is not None:
             return None
         fetched = (self.jars / ".complete").exists()
-        return _missing("java", JAVA_WHY) or (None if fetched else _missing("mvn", MVN_WHY))
+        keytool = self.secure and not self.tls.ready()
+        return (
+            _missing("java", JAVA_WHY)
+            or (None if fetched else _missing("mvn", MVN_WHY))
+            or (_missing("keytool", KEYTOOL_WHY) if keytool else None)
+        )
 
     def _java(self, main: str, *args: str) -> list[str]:
         heap = os.environ.get("KAFKA_HEAP", "-Xms128m -Xmx512m")
@@ -192,23 +222,30 @@ class KafkaBroker:
             *args,
         ]
 
-    def _ports(self) -> tuple[int, int, bool]:
-        """(broker port, controller port, reuse the stored data?)"""
-        if self.portfile.exists() and (self.data / "meta.properties").exists():
-            port, controller = (int(p) for p in self.portfile.read_text().split())
-            if all(_port_free(p) for p in (port, controller)):
-                return port, controller, True
-        return _free_port(), _free_port(), False
+    def _ports(self) -> tuple[list[int], bool]:
+        """([broker port, controller port, the SASL_SSL port when secure], reuse the stored data?)"""
+        stored = self._stored_ports()
+        formatted = (self.data / "meta.properties").exists()
+        kept = formatted and len(stored) >= 2 and all(_port_free(p) for p in stored[:2])
+        ports = stored[:2] if kept else [_free_port(), _free_port()]
+        if self.secure:
+            ports.append(stored[2] if kept and len(stored) > 2 and _port_free(stored[2]) else _free_port())
+        return ports, kept and (not self.secure or self._credentials_stored())
 
-    def _write_config(self, port: int, controller_port: int) -> None:
+    def _write_config(self, ports: list[int]) -> None:
+        port, controller_port = ports[:2]
+        listeners = {"PLAINTEXT": port}
+        if self.secure:
+            listeners[LISTENER] = ports[2]
+        advertised = ",".join(f"{name}://127.0.0.1:{p}" for name, p in listeners.items())
         settings = [
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
-            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+            f"listeners={advertised},CONTROLLER://127.0.0.1:{controller_port}",
+            f"advertised.listeners={advertised}",
             "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            f"listener.security.protocol.map={''.join(f'{n}:{n},' for n in listeners)}CONTROLLER:PLAINTEXT",
             "inter.broker.listener.name=PLAINTEXT",
             f"log.dirs={self.data}",
             "num.partitions=1",
@@ -224,7 +261,10 @@ class KafkaBroker:
             "num.network.threads=2",
             "num.io.threads=2",
             "log.retention.hours=24",
+            *(self.tls.server_settings() if self.secure else []),
         ]
+        self.config.touch(mode=0o600)  # the secured listener's passwords are in it
+        self.config.chmod(0o600)
         self.config.write_text("\n".join(settings) + "\n")
         log4j = [
             "status = warn",
@@ -250,33 +290,57 @@ class KafkaBroker:
 
     def _format_storage(self) -> None:
         shutil.rmtree(self.data, ignore_errors=True)
+        self.credentials_mark.unlink(missing_ok=True)
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        arguments = ["format", f"--cluster-id={cluster_id}", f"--config={self.config}"]
+        scram = self.tls.format_arguments() if self.secure else []
         fmt = subprocess.run(
-            self._java(
-                "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", f"--config={self.config}"
-            ),
+            self._java("kafka.tools.StorageTool", *arguments, *scram),
             capture_output=True,
             text=True,
             check=False,
         )
         if fmt.returncode != 0:
-            raise ServicesError(f"kafka: formatting KRaft storage failed:\n{fmt.stdout}{fmt.stderr}")
+            output = f"{fmt.stdout}{fmt.stderr}"
+            raise ServicesError(
+                "kafka: formatting KRaft storage failed:\n"
+                + (output.replace(self.tls.password(), "***") if scram else output)
+            )
+        if scram:
+            self.credentials_mark.write_text(self.tls.credentials_mark())
+
+    def _ensure_tls(self) -> None:
+        if not self.tls.ready():
+            _need("keytool", KEYTOOL_WHY)
+        try:
+            self.tls.ensure()
+        except TlsError as exc:
+            raise ServicesError(
+                f"kafka: making the secured listener's certificates in {self.tls.folder}: {exc}"
+            ) from None
 
     def up(self) -> str:
         bootstrap = self.bootstrap()
         if self.pid() is not None and bootstrap and kafka_problem(bootstrap) is None:
-            return bootstrap
+            if self._layout_current():
+                return bootstrap
+            print(
+                f"kafka: restarting the broker in {self.home} to add its SASL_SSL listener", file=sys.stderr
+            )
+            self.down()
         _need("java", JAVA_WHY)
         fetch_kafka_jars(self.jars)
         self.home.mkdir(parents=True, exist_ok=True)
-        port, controller_port, reuse = self._ports()
-        self._write_config(port, controller_port)
+        if self.secure:
+            self._ensure_tls()
+        ports, reuse = self._ports()
+        self._write_config(ports)
         if not reuse:
             self._format_storage()
         pid = _launch(self._java("kafka.Kafka", str(self.config)), self.home / "broker.out")
         self.pidfile.write_text(str(pid))
-        self.portfile.write_text(f"{port} {controller_port}")
-        return self._wait_serving(pid, f"127.0.0.1:{port}")
+        self.portfile.write_text(" ".join(str(p) for p in ports))
+        return self._wait_serving(pid, f"127.0.0.1:{ports[0]}")
 
     def _wait_serving(self, pid: int, bootstrap: str) -> str:
         deadline = time.monotonic() + KAFKA_START_TIMEOUT_S

@@ -60,7 +60,7 @@ class LocalServices:
 
     def __init__(self, dirs: ServiceDirs | None = None) -> None:
         self.dirs = dirs or ServiceDirs.default()
-        self.broker = KafkaBroker(self.dirs.kafka, jars=self.dirs.jars)
+        self.broker = KafkaBroker(self.dirs.kafka, jars=self.dirs.jars, secure=True)
 
     # --- Postgres ---------------------------------------------------------------------
 
@@ -156,6 +156,13 @@ class LocalServices:
         """What `kafka_up()` would lack to start the broker."""
         return self.broker.missing()
 
+    def kafka_secure_env(self) -> dict[str, str] | None:
+        """The settings that make our processes use the running broker's SASL_SSL listener
+        (SCRAM-SHA-512, user `saga`, the password from a file, the local CA); None when the
+        broker does not run, or runs without that listener (`kafka_up()` adds it)."""
+        bootstrap = self.broker.secure_bootstrap() if self.broker.pid() is not None else None
+        return self.broker.tls.client_env(bootstrap) if bootstrap and self.broker.tls.ready() else None
+
     def kafka_up(self) -> str:
         return self.broker.up()
 
@@ -235,18 +242,35 @@ def _cmd_status(local: LocalServices, prog: str) -> None:
     pg, kafka = _running(local)
     print(f"postgres: {pg or 'not running'}")
     print(f"kafka: {kafka or 'not running'}")
+    secure = local.kafka_secure_env()
+    if secure and kafka == local.kafka_bootstrap():
+        print(
+            f"kafka SASL_SSL: {secure['KAFKA_BOOTSTRAP_SERVERS']} (user {secure['SAGA_KAFKA_SASL_USERNAME']}, "
+            f"password in {secure['SAGA_KAFKA_SASL_PASSWORD_FILE']}, CA {secure['SAGA_KAFKA_SSL_CAFILE']}; "
+            f"`{prog} env --secure`)"
+        )
 
 
-def _cmd_env(local: LocalServices, prog: str) -> None:
+def _cmd_env(local: LocalServices, prog: str, *, secure: bool = False) -> None:
     pg, kafka = _running(local)
-    for variable, value, name in (
-        ("DATABASE_URL", pg, "postgres"),
-        ("KAFKA_BOOTSTRAP_SERVERS", kafka, "kafka"),
-    ):
-        if value:
-            print(f"export {variable}='{value}'")
-        else:
-            print(f"echo '{name} is not running: {prog} up' >&2")
+    print(f"export DATABASE_URL='{pg}'" if pg else f"echo 'postgres is not running: {prog} up' >&2")
+    if not secure:
+        print(
+            f"export KAFKA_BOOTSTRAP_SERVERS='{kafka}'"
+            if kafka
+            else f"echo 'kafka is not running: {prog} up' >&2"
+        )
+        return
+    # This checkout's broker, whatever KAFKA_BOOTSTRAP_SERVERS names: only it has a listener we know.
+    settings = local.kafka_secure_env()
+    if settings is None:
+        print(f"echo 'kafka: the local broker with its SASL_SSL listener is not running: {prog} up' >&2")
+    for variable, value in (settings or {}).items():
+        print(f"export {variable}='{value}'")
+
+
+def _cmd_env_secure(local: LocalServices, prog: str) -> None:
+    _cmd_env(local, prog, secure=True)
 
 
 COMMANDS: dict[str, Callable[[LocalServices, str], None]] = {
@@ -266,6 +290,11 @@ def main(
     """The command line; `dirs` fixes the folders (then `--dir` is not offered)."""
     parser = argparse.ArgumentParser(prog=prog, description="Local Postgres and Kafka for tests.")
     parser.add_argument("command", choices=list(COMMANDS))
+    parser.add_argument(
+        "--secure",
+        action="store_true",
+        help="with env: the settings of the local broker's SASL_SSL listener (SCRAM user, CA file)",
+    )
     if dirs is None:
         parser.add_argument(
             "--dir",
@@ -273,11 +302,14 @@ def main(
             help=f"where their state lives (default: ${DIR_VARIABLE}, else {DEFAULT_DIR} here)",
         )
     args = parser.parse_args(argv)
+    if args.secure and args.command != "env":
+        parser.error("--secure goes with env only")
     chosen = dirs or (ServiceDirs.under(args.dir) if args.dir else ServiceDirs.default())
     if dirs is None and args.dir:
         prog = f"{prog} --dir {args.dir}"
     try:
-        COMMANDS[args.command](LocalServices(chosen), prog)
+        command = _cmd_env_secure if args.secure else COMMANDS[args.command]
+        command(LocalServices(chosen), prog)
     except ServicesError as exc:
         print(exc, file=sys.stderr)
         return 1
