@@ -264,7 +264,7 @@ def status(ctx: Context) -> None:
             # Consumers create every dead-letter topic at start: only those holding records count.
             result["dead_letters"] = {topic: n for topic, n in counts.items() if n}
         except Exception as exc:
-            result["dead_letters"] = f"unavailable: {exc!r}"
+            result["dead_letters"] = f"unavailable: {exc or type(exc).__name__}"
         return result
 
     result = run(go())
