@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from saga.testing._kafka_tls import KEYTOOL_WHY, LISTENER, BrokerTls, TlsError
@@ -191,10 +192,12 @@ class KafkaBroker:
 
     def _credentials_stored(self) -> bool:
         mark = self.credentials_mark
-        return self.tls.ready() and mark.exists() and mark.read_text() == self.tls.credentials_mark()
+        stored = mark.exists() and self.tls.password_file.exists()
+        return stored and mark.read_text() == self.tls.credentials_mark()
 
     def _layout_current(self) -> bool:
-        return not self.secure or (self.secure_bootstrap() is not None and self._credentials_stored())
+        current = self.secure_bootstrap() is not None and self.tls.ready() and self._credentials_stored()
+        return not self.secure or current
 
     def missing(self) -> str | None:
         """What `up()` would lack to start the broker (java; mvn while the jars are not here)."""
@@ -309,11 +312,9 @@ class KafkaBroker:
         if scram:
             self.credentials_mark.write_text(self.tls.credentials_mark())
 
-    def _ensure_tls(self) -> None:
-        if not self.tls.ready():
-            _need("keytool", KEYTOOL_WHY)
+    def _make_certificates(self) -> None:
         try:
-            self.tls.ensure()
+            self.tls.ensure_certificates()
         except TlsError as exc:
             raise ServicesError(
                 f"kafka: making the secured listener's certificates in {self.tls.folder}: {exc}"
@@ -332,11 +333,18 @@ class KafkaBroker:
         fetch_kafka_jars(self.jars)
         self.home.mkdir(parents=True, exist_ok=True)
         if self.secure:
-            self._ensure_tls()
+            if not self.tls.ready():
+                _need("keytool", KEYTOOL_WHY)
+            self.tls.ensure_passwords()
         ports, reuse = self._ports()
         self._write_config(ports)
-        if not reuse:
-            self._format_storage()
+        # keytool's JVMs beside the format's: the broker needs the keystore only once it starts.
+        with ThreadPoolExecutor(1) as pool:
+            certificates = pool.submit(self._make_certificates) if self.secure else None
+            if not reuse:
+                self._format_storage()
+            if certificates is not None:
+                certificates.result()
         pid = _launch(self._java("kafka.Kafka", str(self.config)), self.home / "broker.out")
         self.pidfile.write_text(str(pid))
         self.portfile.write_text(" ".join(str(p) for p in ports))

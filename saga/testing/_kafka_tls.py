@@ -21,8 +21,8 @@ MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 CLIENT_MECHANISM = "SCRAM-SHA-512"
 LISTENER = "SASL_SSL"
 KEYTOOL_WHY = (
-    "it makes the local broker's TLS certificates once (it ships with the JDK the broker runs on; "
-    "install a full JDK 17 or newer, e.g. `apt-get install openjdk-17-jdk-headless`)"
+    "it makes the local broker's TLS certificates once (it ships with Java beside `java`; install "
+    "a Java 17 or newer that has it, e.g. `apt-get install openjdk-17-jdk-headless`)"
 )
 # Short-lived JVMs: the C1 compiler alone starts faster, and the keys are small.
 _KEYTOOL = ["keytool", "-J-XX:TieredStopAtLevel=1", "-J-XX:+UseSerialGC"]
@@ -72,11 +72,15 @@ class BrokerTls:
         """Names the SCRAM credentials stored at format time (not the password itself)."""
         return hashlib.sha256(f"{USER}:{self.password()}".encode()).hexdigest()[:16]
 
-    def ensure(self) -> None:
-        """The passwords and certificates, made when missing (keytool runs only then)."""
+    def ensure_passwords(self) -> None:
+        """The user's and the keystore's passwords, made when missing."""
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         _write_secret(self.password_file)
         _write_secret(self.keystore_password_file)
+
+    def ensure_certificates(self) -> None:
+        """The CA and the broker's keystore, made when missing (keytool runs only then);
+        after `ensure_passwords`."""
         if not (self.ca.exists() and self.keystore.exists()):
             self._make_certificates()
 

@@ -73,6 +73,17 @@ def test_the_settings_name_the_secured_listener_and_files_only_the_owner_reads(
         *(f"export {name}='{value}'" for name, value in env.items()),
     ]
     assert password.read_text().strip() not in shown.stdout
+    status = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "services"), "status"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert (
+        f"kafka SASL_SSL: {env['KAFKA_BOOTSTRAP_SERVERS']} (user saga, password in {password}, "
+        in status.stdout
+    )
 
 
 async def test_a_message_goes_through_the_secured_listener_with_each_mechanism(
