@@ -13,6 +13,8 @@ from outbox._errors import (
     MessageTypeError,
     OutboxError,
     PublishError,
+    TopicPlanError,
+    TopicsMissingError,
 )
 from outbox._kafka_check import check_kafka
 from outbox._kafka_connection import (
@@ -29,6 +31,8 @@ from outbox._log_context import LogContext, current_log_context, log_context, lo
 from outbox._message import Envelope, MessageRegistry, child_traceparent, new_traceparent
 from outbox._outbox import Outbox, Outgoing, PendingMessage, RelayLag, outbox_migrations
 from outbox._relay import Relay, RelayStats
+from outbox._topic_admin import ChangeOutcome, apply_topic_plan, check_topics, describe_broker
+from outbox._topic_plan import BrokerTopics, TopicChange, TopicPlan, TopicSpec, TopicState, plan_topics
 from outbox._tracing import (
     caused_by,
     context_of,
@@ -45,7 +49,9 @@ __all__ = [
     "PASSWORD_FILE",
     "SETTING_NAMES",
     "BatchHandler",
+    "BrokerTopics",
     "BrokerUnavailableError",
+    "ChangeOutcome",
     "Compression",
     "Consumer",
     "ConsumerStats",
@@ -76,13 +82,22 @@ __all__ = [
     "RelayStats",
     "SaslMechanism",
     "SecurityProtocol",
+    "TopicChange",
+    "TopicPlan",
+    "TopicPlanError",
+    "TopicSpec",
+    "TopicState",
+    "TopicsMissingError",
+    "apply_topic_plan",
     "as_connection",
     "caused_by",
     "check_kafka",
+    "check_topics",
     "child_traceparent",
     "context_of",
     "current_log_context",
     "current_traceparent",
+    "describe_broker",
     "ended",
     "in_context",
     "link_to",
@@ -91,6 +106,7 @@ __all__ = [
     "new_traceparent",
     "outbox_migrations",
     "parse_ref",
+    "plan_topics",
     "quiet_kafka_logs",
     "traceparent_of",
     "tracer",

@@ -6,6 +6,8 @@ OutboxError                   base; `retriable` says whether trying again can he
 ├── PublishError              Kafka did not acknowledge (retriable)
 ├── BrokerUnavailableError    no Kafka broker answers at the bootstrap address (retriable)
 ├── KafkaConfigError          Kafka refuses the settings (login, certificate, protocol)
+├── TopicsMissingError        topics a consumer reads are not on a broker that creates none
+├── TopicPlanError            the topic settings cannot work on this cluster
 └── DeadLetterError           a dead letter cannot be found, read or redriven (the message says why;
                               retriable when Kafka did not answer)
 """
@@ -44,6 +46,22 @@ class BrokerUnavailableError(OutboxError):
 class KafkaConfigError(OutboxError):
     """Kafka answered but refuses this process's settings: a login, a certificate, a protocol.
     Waiting will not help; the message names the setting to fix, never a password."""
+
+
+class TopicsMissingError(OutboxError):
+    """Topics a consumer reads do not exist, and the broker does not create topics by itself:
+    `topics` names them. Create them (`saga topics apply`) and start again."""
+
+    def __init__(self, topics: list[str], where: str) -> None:
+        self.topics = sorted(topics)
+        super().__init__(
+            f"{where} does not have the topic(s) {', '.join(self.topics)} and creates no topic by itself "
+            "(auto.create.topics.enable=false): run `saga topics apply` with this app, then start again"
+        )
+
+
+class TopicPlanError(OutboxError):
+    """The topic settings cannot work on this cluster; the message names each setting."""
 
 
 class DeadLetterError(OutboxError):

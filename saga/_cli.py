@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import sys
 
-from saga import _cli_deploy, _cli_dlq, _cli_migrate, _cli_operators, _cli_workers
+from saga import _cli_deploy, _cli_dlq, _cli_migrate, _cli_operators, _cli_topics, _cli_workers
 from saga._cli_base import cli
 
-COMMAND_MODULES = (_cli_workers, _cli_operators, _cli_dlq, _cli_deploy, _cli_migrate)
+COMMAND_MODULES = (_cli_workers, _cli_operators, _cli_dlq, _cli_deploy, _cli_migrate, _cli_topics)
 
 
 def main() -> None:
