@@ -42,6 +42,7 @@ from outbox._kafka_connection import KafkaConnection, as_connection
 from outbox._lanes import FinishBatchOnRevoke, Lanes
 from outbox._message import MessageRegistry
 from outbox._outbox import outbox_migrations
+from outbox._topic_admin import check_topics
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +178,8 @@ class Consumer(Worker):
         await check_kafka(self.kafka)
         try:
             await self._dead_letters.start()
+            # Before a metadata request names the topics (a lenient broker would create them).
+            await check_topics(self.kafka, self.topics, who=self.name)
             self._consumer = AIOKafkaConsumer(group_id=self.group_id, **self.consumer_options)
             self._consumer.subscribe(
                 self.topics, listener=FinishBatchOnRevoke(self._batch_lock, self._lanes, self._dead_letters)

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from eventstore import Database, DatabaseConfigError, SchemaError, upgrade
-from outbox import KafkaConfigError, Relay
+from outbox import KafkaConfigError, Relay, TopicsMissingError
 from saga._app import AppLoadError
 from saga._cli_base import Context, cli, pass_ctx, run, with_orchestrator
 from saga._logs import configure_logging
@@ -36,7 +36,7 @@ def serve(main: Coroutine[Any, Any, None], settings: Settings) -> None:
     waits out (see `run_until_signalled`)."""
     try:
         run_process(main, settings.event_loop)
-    except (DatabaseConfigError, SchemaError, KafkaConfigError) as exc:
+    except (DatabaseConfigError, SchemaError, KafkaConfigError, TopicsMissingError) as exc:
         raise click.ClickException(str(exc)) from None
 
 

@@ -190,6 +190,18 @@ def load_services() -> Any:
     return module
 
 
+@pytest.fixture(scope="session")
+def strict_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One broker for the run with auto-creation of topics off, as in production. Tests on it
+    name their topics uniquely; one may stop and start it, and waits until it answers again."""
+    broker = load_services().KafkaBroker(tmp_path_factory.mktemp("kafka-strict"), auto_create_topics=False)
+    broker.up()
+    try:
+        yield broker
+    finally:
+        broker.down()
+
+
 @pytest.fixture
 async def private_broker(tmp_path: Path) -> AsyncIterator[Any]:
     """A broker of this test's own, which it may stop and start (the shared one stays up)."""

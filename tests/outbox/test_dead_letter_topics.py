@@ -8,7 +8,6 @@ consumer tells whether it can reach the broker.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,22 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventstore import Database
 from outbox import Consumer, MessageRegistry, Outbox
-from tests.conftest import NewTopicFactory, load_services
+from tests.conftest import NewTopicFactory
 from tests.helpers import Collector, wait_for
 from tests.outbox.dead_letter_scenario import Scenario, errors
 from tests.outbox.messages import Ping
 from tests.outbox.test_consumer import apply_ping, send_pings
-
-
-@pytest.fixture(scope="module")
-def strict_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A broker of this module's own with auto-creation of topics off."""
-    broker = load_services().KafkaBroker(tmp_path_factory.mktemp("kafka-strict"), auto_create_topics=False)
-    broker.up()
-    try:
-        yield broker
-    finally:
-        broker.down()
 
 
 async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
