@@ -27,14 +27,16 @@ def test_missing_topics_are_created_with_the_settings_numbers_and_a_dead_letter_
         ("create", "a.dlq", 6),
     ]
     assert plan.changes[0].describe() == "create a: 6 partitions, replication factor 1, min.insync.replicas 1"
-    assert plan.unchanged == [] and plan.notes == []
+    assert plan.unchanged == []
+    assert plan.notes == []
 
 
 def test_a_topic_with_too_few_partitions_grows_and_says_keys_move() -> None:
     plan = plan_topics([spec("a", partitions=6)], broker(1, {"a": TopicState(2, 1, 1)}))
     [change] = plan.changes
     assert (change.kind, change.current, change.partitions) == ("add_partitions", 2, 6)
-    assert "keys move" in change.describe() and "drained" in change.describe()
+    assert "keys move" in change.describe()
+    assert "drained" in change.describe()
 
 
 def test_nothing_shrinks_and_a_dead_letter_topic_follows_the_partitions_its_source_keeps() -> None:
