@@ -152,8 +152,9 @@ async def _add_partitions(admin: AIOKafkaAdminClient, change: TopicChange) -> Ch
     try:
         await admin.create_partitions({change.topic: NewPartitions(total_count=change.partitions)})
     except KafkaError as exc:
-        if "InvalidPartitions" in type(exc).__name__ and "already has" in str(exc):
-            return ChangeOutcome(change, already=True)  # grown meanwhile
+        grown = ("already has", "currently has")  # by someone else since the plan
+        if "InvalidPartitions" in type(exc).__name__ and any(g in str(exc) for g in grown):
+            return ChangeOutcome(change, already=True)
         return ChangeOutcome(change, error=_reason(type(exc).__name__, str(exc)))
     return ChangeOutcome(change)
 

@@ -12,6 +12,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from outbox import (
+    TopicChange,
+    TopicPlan,
     TopicsMissingError,
     TopicSpec,
     apply_topic_plan,
@@ -90,3 +92,19 @@ async def test_a_stale_plan_counts_a_topic_made_meanwhile_as_done_and_keeps_othe
     config = await topic_config(kafka_bootstrap, strict)
     assert (config["min.insync.replicas"], config["retention.ms"]) == ("1", "3600000")
     assert plan_topics(wanted, await describe_broker(kafka_bootstrap, [made, strict])).changes == []
+
+
+async def test_a_change_the_broker_refuses_carries_its_reason_and_the_others_are_made(
+    kafka_bootstrap: str,
+) -> None:
+    good, bad = unique("good"), "topicadmin.bad name!"
+    plan = TopicPlan(changes=[TopicChange("create", name, 1, 1, 1) for name in (good, bad)])
+    outcomes = {o.change.topic: o for o in await apply_topic_plan(kafka_bootstrap, plan)}
+    assert outcomes[good].error is None
+    assert (
+        outcomes[good].describe()
+        == f"done: create {good}: 1 partitions, replication factor 1, min.insync.replicas 1"
+    )
+    assert outcomes[bad].error is not None
+    assert outcomes[bad].error.startswith("InvalidTopicError"), outcomes[bad].error
+    assert outcomes[bad].describe().startswith(f"failed: create {bad}")
