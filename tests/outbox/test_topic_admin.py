@@ -105,6 +105,7 @@ async def test_a_change_the_broker_refuses_carries_its_reason_and_the_others_are
         outcomes[good].describe()
         == f"done: create {good}: 1 partitions, replication factor 1, min.insync.replicas 1"
     )
-    assert outcomes[bad].error is not None
-    assert outcomes[bad].error.startswith("InvalidTopicError"), outcomes[bad].error
+    error = outcomes[bad].error
+    assert error is not None
+    assert error.startswith("InvalidTopicError"), error
     assert outcomes[bad].describe().startswith(f"failed: create {bad}")
