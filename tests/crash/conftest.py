@@ -1,4 +1,6 @@
-"""The order example's processes (relay, worker, participants) on a fresh database per test."""
+"""The order example's processes (relay, worker, participants) on a fresh database per test,
+and its warehouse in the test's process: it picks every order whose saga waits for the goods
+(about half are picked as they are placed), so that no saga sits out the 30 s pick timeout."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from examples.orders.cluster import Cluster
 from examples.orders.demo import ENDED, place
 from examples.orders.invariants import check_invariants
 from examples.orders.saga import OrderData
+from examples.orders.shop import Warehouse
 from saga import Orchestrator
 from tests.helpers import wait_for
 from tests.order_runs import CUSTOMERS, STOCK
@@ -96,9 +99,12 @@ async def orders_system(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[O
     database = await cluster.prepare(CUSTOMERS, Decimal(400), STOCK)
     engine = database.engine
     orchestrator = cluster.app.orchestrator(database)
+    warehouse = asyncio.create_task(Warehouse(orchestrator).run(engine))
     try:
         yield Orders(cluster, engine, orchestrator)
     finally:
+        warehouse.cancel()
+        await asyncio.gather(warehouse, return_exceptions=True)
         cluster.kill_all()
         await orchestrator.aclose()
         await database.aclose()

@@ -39,8 +39,15 @@ async def test_append_many_writes_every_stream_in_order(store: EventStore) -> No
     # Positions follow versions within a stream, so the global feed shows each stream in order.
     assert [e.position for e in loaded["a"]] == sorted(e.position for e in loaded["a"])
     assert results[0].positions == [e.position for e in loaded["a"]]
-    feed = [e for e in await store.read_all() if e.stream_id == "a"]
-    assert [e.version for e in feed] == [1, 2, 3]
+    feed: list[int] = []
+
+    async def feed_shows_a() -> bool:
+        feed[:] = [e.version for e in await store.read_all() if e.stream_id == "a"]
+        return len(feed) == 3
+
+    # The feed holds back events behind any transaction open on the server, another database's too.
+    await wait_for(feed_shows_a, 30, "the feed to show stream a's three events")
+    assert feed == [1, 2, 3]
 
 
 async def test_one_failed_expectation_writes_nothing_and_names_the_stream(store: EventStore) -> None:
