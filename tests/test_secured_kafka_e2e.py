@@ -109,8 +109,10 @@ async def _status_has_no_dead_letters_and_no_password(orders: Orders, secure_env
     assert password not in out.decode()
 
 
-def _run_refused(role: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+def _refused(role: list[str], env: dict[str, str], secret: str) -> str:
+    """Run a `saga` process that must end at start: exit code 1, one `Error:` line (returned),
+    no traceback, and `secret` nowhere in what it printed."""
+    done = subprocess.run(
         [sys.executable, "-m", "saga", *role],
         env=env,
         capture_output=True,
@@ -118,6 +120,13 @@ def _run_refused(role: list[str], env: dict[str, str]) -> subprocess.CompletedPr
         timeout=90,
         check=False,
     )
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    errors = [line for line in output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, output
+    assert secret not in output
+    assert "Traceback" not in output
+    return errors[0]
 
 
 @pytest.mark.parametrize("role", [["relay"], ["worker"], ["participant", "payments"]], ids=" ".join)
@@ -133,15 +142,9 @@ def test_a_wrong_password_ends_the_process_with_one_line_naming_the_setting(
         "DATABASE_URL": database_url,
         "SAGA_APP": "examples.orders.app:app",
     }
-    done = _run_refused(role, env)
-    output = done.stdout + done.stderr
-    assert done.returncode == 1, output
-    errors = [line for line in output.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, output
-    assert "login was refused" in errors[0], output
-    assert "SAGA_KAFKA_SASL_PASSWORD" in errors[0], output
-    assert wrong not in output
-    assert "Traceback" not in output
+    error = _refused(role, env, secret=wrong)
+    assert "login was refused" in error
+    assert "SAGA_KAFKA_SASL_PASSWORD" in error
 
 
 def test_an_untrusted_certificate_ends_the_process_with_one_line_naming_the_ca_setting(
@@ -149,13 +152,6 @@ def test_an_untrusted_certificate_ends_the_process_with_one_line_naming_the_ca_s
 ) -> None:
     env = {**os.environ, **kafka_secure_env, "DATABASE_URL": database_url}
     env.pop("SAGA_KAFKA_SSL_CAFILE")  # the system's CAs do not know the local broker's
-    done = _run_refused(["relay"], env)
-    output = done.stdout + done.stderr
-    assert done.returncode == 1, output
-    errors = [line for line in output.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, output
-    assert "certificate is not trusted" in errors[0], output
-    assert "SAGA_KAFKA_SSL_CAFILE" in errors[0], output
-    password = _password(kafka_secure_env)
-    assert password not in output
-    assert "Traceback" not in output
+    error = _refused(["relay"], env, secret=_password(kafka_secure_env))
+    assert "certificate is not trusted" in error
+    assert "SAGA_KAFKA_SSL_CAFILE" in error
