@@ -86,7 +86,19 @@ def refused_setting(kafka: KafkaConnection, exc: BaseException) -> KafkaConfigEr
         )
     if isinstance(exc, UnsupportedSaslMechanismError):
         return KafkaConfigError(f"{where}: {name('sasl_mechanism')} is not one this broker takes ({exc})")
-    if isinstance(exc, (IllegalSaslStateError, KafkaConnectionError)) and "closed" in str(exc).lower():
+    if isinstance(exc, IllegalSaslStateError):
+        return KafkaConfigError(
+            f"{where}: this listener takes no SASL login; {name('security_protocol')} is "
+            f"{kafka.security_protocol}: use the listener's protocol (PLAINTEXT or SSL here)"
+        )
+    if kafka.uses_tls and isinstance(exc, ConnectionResetError):
+        # Reset in the TLS handshake: a listener that does not speak TLS took the ClientHello
+        # for a request, and hung up.
+        return KafkaConfigError(
+            f"{where}: the connection was reset in the TLS handshake; this listener does not speak "
+            f"TLS? {name('security_protocol')} is {kafka.security_protocol}"
+        )
+    if isinstance(exc, KafkaConnectionError) and "closed" in str(exc).lower():
         # TCP connected, then the broker hung up at the first request: it speaks another protocol.
         return KafkaConfigError(
             f"{where}: the broker closed the connection at the first request; its listener wants "
